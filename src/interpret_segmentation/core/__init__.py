@@ -1,0 +1,24 @@
+"""The mechanism every method shares: model adapter, target, batching, result object."""
+
+from .batches import BatchRun, evaluate_perturbations, time_model_passes
+from .explainer import Explainer
+from .explanation import Explanation, atomic_write
+from .model import ModelAdapter, as_image_batch, as_mask, evaluation_mode
+from .target import ResolvedTarget, Target, as_target, resolve_target
+
+__all__ = [
+    "BatchRun",
+    "Explainer",
+    "Explanation",
+    "ModelAdapter",
+    "ResolvedTarget",
+    "Target",
+    "as_image_batch",
+    "as_mask",
+    "as_target",
+    "atomic_write",
+    "evaluate_perturbations",
+    "evaluation_mode",
+    "resolve_target",
+    "time_model_passes",
+]

@@ -1,0 +1,153 @@
+"""Evaluate a lazily generated stream of perturbed inputs in memory-bounded batches.
+
+Perturbation methods (HDM, RISE, ...) describe their inputs by two callbacks: one that builds
+the inputs ``start:stop`` and one that consumes the model's probabilities for them. Only one
+batch of inputs exists at a time, so memory is O(batch x image) whatever the number of
+perturbations.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from .model import ModelAdapter
+
+MakeBatch = Callable[[int, int], torch.Tensor]
+Consume = Callable[[int, int, torch.Tensor], None]
+
+AUTO_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
+
+
+@dataclass
+class BatchRun:
+    """What one evaluation cost: the batch size used, model passes and seconds."""
+
+    batch_size: int
+    passes: int
+    model_seconds: float
+    total_seconds: float
+
+
+def check_batch_size(batch_size) -> None:
+    """Raise ValueError unless ``batch_size`` is a positive int or "auto"."""
+    if batch_size == "auto":
+        return
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+        raise ValueError(f"batch_size: expected a positive int or 'auto', got {batch_size!r}")
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def evaluate_perturbations(
+    model: ModelAdapter,
+    count: int,
+    make_batch: MakeBatch,
+    consume: Consume,
+    *,
+    batch_size: int | str = "auto",
+    progress: bool = True,
+    description: str = "perturbations",
+) -> BatchRun:
+    """Run ``count`` perturbed inputs through ``model`` batch by batch.
+
+    Parameters
+    ----------
+    model : ModelAdapter
+    count : int
+        Number of perturbed inputs.
+    make_batch : callable (start, stop) -> Tensor (stop - start, C, H, W)
+        Builds the inputs ``start:stop``; called once per batch.
+    consume : callable (start, stop, probabilities (stop - start, K, H, W)) -> None
+        Receives the model's probabilities for those inputs.
+    batch_size : int or "auto", default "auto"
+        "auto" processes the first items at growing batch sizes (1, 2, 4, ... 64), keeps the
+        fastest per item, and halves the size on out-of-memory errors. The probe's batches are
+        real work, so "auto" costs nothing extra.
+    progress : bool, default True
+        tqdm bar on stderr.
+
+    Returns
+    -------
+    BatchRun
+    """
+    check_batch_size(batch_size)
+    auto = batch_size == "auto"
+    probe = iter(AUTO_BATCH_SIZES[1:]) if auto else None  # sizes still to try
+    size = AUTO_BATCH_SIZES[0] if auto else batch_size
+    best_size, best_rate = size, float("inf")
+    passes, model_seconds = 0, 0.0
+    started = time.perf_counter()
+    bar = tqdm(total=count, desc=description, disable=not progress, file=sys.stderr,
+               leave=False)
+    start = 0
+    with torch.no_grad():
+        while start < count:
+            stop = min(start + size, count)
+            inputs = make_batch(start, stop)
+            try:
+                _synchronize(model.device)
+                tick = time.perf_counter()
+                probabilities = model(inputs)
+                _synchronize(model.device)
+                elapsed = time.perf_counter() - tick
+            except RuntimeError as error:
+                if not (auto and _is_out_of_memory(error) and size > 1):
+                    raise
+                del inputs
+                if model.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                size = best_size = max(1, size // 2)
+                probe = None
+                continue
+            consume(start, stop, probabilities)
+            del inputs, probabilities
+            model_seconds += elapsed
+            passes += stop - start
+            bar.update(stop - start)
+            if probe is not None and stop - start == size:
+                rate = elapsed / size
+                if rate < 0.95 * best_rate:
+                    best_size, best_rate = size, rate
+                    size = next(probe, size)
+                else:
+                    size, probe = best_size, None
+            start = stop
+    bar.close()
+    return BatchRun(
+        batch_size=best_size if auto else batch_size,
+        passes=passes,
+        model_seconds=model_seconds,
+        total_seconds=time.perf_counter() - started,
+    )
+
+
+def time_model_passes(model: ModelAdapter, example: torch.Tensor, count: int,
+                      batch_size: int) -> float:
+    """Seconds for ``count`` forward passes of ``example`` (1, C, H, W) alone, at ``batch_size``.
+
+    The floor a perturbation method is measured against: same model, same number of inputs,
+    same batch size, no perturbation or bookkeeping.
+    """
+    check_batch_size(batch_size)
+    batch = example.expand(batch_size, *example.shape[1:]).contiguous()
+    with torch.no_grad():
+        model(batch[:1])  # warm-up, not timed
+        _synchronize(model.device)
+        tick = time.perf_counter()
+        for start in range(0, count, batch_size):
+            model(batch[: min(batch_size, count - start)])
+        _synchronize(model.device)
+    return time.perf_counter() - tick

@@ -1,0 +1,73 @@
+"""The base class of every explainer: one entry point, ``explain(image, target)``."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+from .batches import check_batch_size
+from .explanation import Explanation
+from .model import ModelAdapter, as_image_batch, evaluation_mode
+from .target import ResolvedTarget, resolve_target
+
+
+class Explainer:
+    """Template for all methods: validate, resolve the target, run, time.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Any segmentation model (see :class:`ModelAdapter` for the outputs understood).
+    output : {"auto", "logits", "probabilities"}, default "auto"
+    device : torch.device or str, optional
+        Default: the model's device.
+    batch_size : int or "auto", default "auto"
+        Perturbed inputs per model pass (perturbation methods only).
+    progress : bool, default True
+        Show a progress bar on stderr for long work.
+
+    Subclasses set ``method`` and implement :meth:`_explain`.
+    """
+
+    method = "explainer"
+
+    def __init__(self, model: nn.Module, *, output: str = "auto", device=None,
+                 batch_size: int | str = "auto", progress: bool = True):
+        check_batch_size(batch_size)
+        self.model = ModelAdapter(model, output=output, device=device)
+        self.batch_size = batch_size
+        self.progress = progress
+
+    def explain(self, image, target=None) -> Explanation:
+        """Explain ``target`` in ``image``.
+
+        Parameters
+        ----------
+        image : array or tensor (H, W), (C, H, W) or (1, C, H, W)
+        target : None, int or Target
+            ``None``: class 1 over its predicted pixels. An int: that class. A
+            :class:`Target`: class and region.
+
+        Returns
+        -------
+        Explanation
+        """
+        started = time.perf_counter()
+        batch = as_image_batch(image).to(self.model.device)
+        with evaluation_mode(self.model.model):
+            with torch.no_grad():
+                probabilities = self.model(batch)
+            resolved = resolve_target(target, probabilities)
+            explanation = self._explain(batch, resolved, probabilities)
+        explanation.timings["total"] = time.perf_counter() - started
+        explanation.arrays.setdefault("target_pixels", resolved.pixels.numpy().astype(np.uint8))
+        explanation.info.setdefault("target_from_prediction", resolved.from_prediction)
+        return explanation
+
+    def _explain(self, image: torch.Tensor, target: ResolvedTarget,
+                 probabilities: torch.Tensor) -> Explanation:
+        """Method-specific work: image (1, C, H, W), probabilities (1, K, H, W)."""
+        raise NotImplementedError
