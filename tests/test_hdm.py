@@ -1,0 +1,221 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from oracles import PatchModel, ThreeClassModel, patch_image, patch_segment
+from PIL import Image
+from skimage.metrics import hausdorff_distance as skimage_hausdorff
+from torch import nn
+
+from interpret_segmentation import HDM, hdm
+from interpret_segmentation.core import ModelAdapter
+from interpret_segmentation.hdm import CircleGrid, HDMResult, occlusion_masks
+from interpret_segmentation.metrics import hausdorff_distance
+
+CPU = torch.device("cpu")
+
+
+@settings(max_examples=150, deadline=None)
+@given(arrays(bool, st.tuples(st.integers(1, 25), st.integers(1, 25)), elements=st.booleans()),
+       st.data())
+def test_hausdorff_matches_skimage(a, data):
+    b = data.draw(arrays(bool, a.shape, elements=st.booleans()))
+    ours = hausdorff_distance(a, b)
+    assert ours == hausdorff_distance(b, a)  # symmetric
+    if a.any() and b.any():
+        assert ours == pytest.approx(skimage_hausdorff(a, b), abs=1e-9)
+    elif a.any() or b.any():
+        assert ours == pytest.approx(math.hypot(*a.shape))  # documented finite value
+    else:
+        assert ours == 0.0
+
+
+def naive_distances(model, image, segment, circle_size, offset, threshold=0.5):
+    """The original's way: one occluded image per model call, distances one by one."""
+    height, width = image.shape[-2:]
+    grid = CircleGrid(height, width, circle_size, offset)
+    adapter = ModelAdapter(model)
+    out = np.empty(len(grid))
+    for k in range(len(grid)):
+        mask = occlusion_masks(grid, k, k + 1, normalize=False)[0]
+        occluded = torch.minimum(image, torch.where(mask < 1, 0.0, image.max() + 1))
+        with torch.no_grad():
+            binary = adapter(occluded[None])[0, 1].numpy() > threshold
+        seg = segment.numpy() > 0
+        if binary.any() and seg.any():
+            out[k] = skimage_hausdorff(binary, seg)
+        else:
+            out[k] = 0.0 if binary.any() == seg.any() else math.hypot(height, width)
+    return out.reshape(grid.rows, grid.cols)
+
+
+def legacy(model, image, segment, circle_size=7, offset=3, **options):
+    height, width = image.shape[-2:]
+    explainer = hdm.HausdorffDistanceMasks(width, height, progress=False, **options)
+    explainer.generate_masks(circle_size=circle_size, offset=offset)
+    return explainer.explain(model, image, segment, CPU)
+
+
+def test_distances_match_naive_loop_and_peak_at_the_patch(patch_model):
+    image, segment = patch_image(), patch_segment()
+    result = legacy(patch_model, image, segment)
+    expected = naive_distances(patch_model, image, segment, 7, 3)
+    assert np.allclose(result.distances(hdm.RAW), expected)
+    worse = result.distances(hdm.WORSE_ONLY)
+    assert result.baseline == 0.0 and worse.max() > 0
+    row, col = np.unravel_index(worse.argmax(), worse.shape)
+    centre = result.grid.centres(row * result.grid.cols + col, row * result.grid.cols + col + 1)
+    assert 30 <= int(centre[0]) < 38 and 30 <= int(centre[1]) < 38
+    # every circle that changes the output covers the patch
+    rows, cols = result.grid.centres(0, len(result.grid))
+    changed = (result.distances(hdm.RAW) > 0).ravel()
+    near = (rows - 33.5).abs().numpy() <= 3.5 + 3.5
+    assert not (changed & ~near).any()
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 7])
+def test_same_result_for_batch_sizes(patch_model, batch_size):
+    image, segment = patch_image(), patch_segment()
+    reference = legacy(patch_model, image, segment, batch_size="auto").distances(hdm.RAW)
+    result = legacy(patch_model, image, segment, batch_size=batch_size)
+    assert np.array_equal(result.distances(hdm.RAW), reference)
+
+
+def test_result_types():
+    distances = np.array([[1.0, 4.0], [2.0, 6.0]])
+    result = HDMResult(distances, 2.0, 10, 10, 5, 5)
+    assert np.array_equal(result.distances(hdm.RAW), distances)
+    assert np.array_equal(result.distances(hdm.BETTER_ONLY), [[1.0, 0.0], [0.0, 0.0]])
+    assert np.array_equal(result.distances(hdm.WORSE_ONLY), [[0.0, 2.0], [0.0, 4.0]])
+    with pytest.raises(ValueError, match="result_type"):
+        result.distances(7)
+    picture = result.circle_map(hdm.WORSE_ONLY, color_map="Reds")
+    assert isinstance(picture, Image.Image) and picture.size == (10, 10) and picture.mode == "RGB"
+    # the circle with the largest distance gets the colour map's top colour
+    top = np.array(picture)[7, 7]
+    assert np.allclose(top, np.array(__import__("matplotlib").colormaps["Reds"](1.0)[:3]) * 255, atol=1)
+
+
+def test_non_square_size_not_multiple_of_offset_and_channel():
+    model = PatchModel(channel=1)
+    image = patch_image(50, 61, channels=3)
+    segment = patch_segment(50, 61)
+    result = legacy(model, image, segment, circle_size=10, offset=4)
+    assert result.distances(hdm.RAW).shape == (13, 16)
+    assert result.circle_map(hdm.RAW).size == (61, 50)
+    assert result.distances(hdm.WORSE_ONLY).max() > 0
+    explainer = hdm.HausdorffDistanceMasks(61, 50, progress=False)
+    explainer.generate_masks(10, 4)
+    # occluding channel 0 only: the model reads channel 1, so nothing changes
+    untouched = explainer.explain(model, image, segment, CPU, channel=0)
+    assert np.all(untouched.distances(hdm.RAW) == untouched.baseline)
+    only = explainer.explain(model, image, segment, CPU, channel=1)
+    assert np.array_equal(only.distances(hdm.RAW), result.distances(hdm.RAW))
+
+
+def test_overridable_steps(patch_model):
+    class Counting(hdm.HausdorffDistanceMasks):
+        def calculate_distance(self, output, segment):
+            return float(output.sum())
+
+        def apply_mask(self, image, mask):
+            return image * 0 + 1  # every occlusion turns the image white
+
+    explainer = Counting(48, 48, progress=False)
+    explainer.generate_masks(circle_size=9, offset=8)
+    result = explainer.explain(patch_model, patch_image(), patch_segment(), CPU)
+    adapter = ModelAdapter(patch_model)
+    with torch.no_grad():
+        white = float(adapter(torch.ones(1, 1, 48, 48))[0, 1].sum())
+        original = float(adapter(patch_image()[None])[0, 1].sum())
+    assert np.allclose(result.distances(hdm.RAW), white)
+    assert result.baseline == pytest.approx(original)
+
+
+def test_mode_and_hooks_unchanged_also_after_error(patch_model):
+    patch_model.train()
+    hooks_before = dict(patch_model._forward_hooks)
+    legacy(patch_model, patch_image(), patch_segment())
+    assert patch_model.training and patch_model.norm.training
+    assert dict(patch_model._forward_hooks) == hooks_before
+
+    class Failing(PatchModel):
+        calls = 0
+
+        def forward(self, x):
+            Failing.calls += 1
+            if Failing.calls > 2:
+                raise RuntimeError("boom")
+            return super().forward(x)
+
+    failing = Failing()
+    failing.train()
+    with pytest.raises(RuntimeError, match="boom"):
+        legacy(failing, patch_image(), patch_segment())
+    assert failing.training and failing.norm.training
+
+
+def test_common_entry_point_multiclass():
+    model = ThreeClassModel()
+    explanation = HDM(model, circle_size=7, offset=3, progress=False).explain(patch_image(), 2)
+    assert explanation.method == "hdm" and explanation.target_class == 2
+    assert explanation.saliency.shape == (48, 48) and explanation.saliency.dtype == np.float32
+    y, x = np.unravel_index(explanation.saliency.argmax(), explanation.saliency.shape)
+    assert 27 <= y < 41 and 27 <= x < 41
+    assert explanation.arrays["target_pixels"].sum() == 100
+    result = HDM.result(explanation)
+    assert np.array_equal(result.distances(hdm.RAW), explanation.arrays["distances"])
+    assert np.isfinite(explanation.saliency).all() and np.isfinite(explanation.arrays["worse_only"]).all()
+    # the legacy class gives the same distances for the same segment
+    legacy_result = legacy(PatchModel(), patch_image(), torch.from_numpy(
+        explanation.arrays["target_pixels"]))
+    assert np.array_equal(legacy_result.distances(hdm.RAW), result.distances(hdm.RAW))
+
+
+def test_empty_output_gives_documented_finite_distance():
+    class Nothing(nn.Module):
+        def forward(self, x):
+            return torch.full_like(x[:, :1], -5.0)
+
+    result = legacy(Nothing(), patch_image(), patch_segment())
+    assert np.all(result.distances(hdm.RAW) == math.hypot(48, 48))
+
+
+def test_bad_input(patch_model):
+    explainer = hdm.HausdorffDistanceMasks(48, 48, progress=False)
+    with pytest.raises(RuntimeError, match="generate_masks"):
+        explainer.explain(patch_model, patch_image(), patch_segment(), CPU)
+    for kwargs, name in [({"circle_size": 0, "offset": 5}, "circle_size"),
+                         ({"circle_size": 5, "offset": -1}, "offset"),
+                         ({"circle_size": 5.5, "offset": 2}, "circle_size")]:
+        with pytest.raises(ValueError, match=name):
+            explainer.generate_masks(**kwargs)
+    explainer.generate_masks(7, 3)
+    with pytest.raises(ValueError, match=r"segment: expected a mask of the image's size \(48, 48\), "
+                                         r"got \(40, 48\)"):
+        explainer.explain(patch_model, patch_image(), torch.zeros(40, 48), CPU)
+    with pytest.raises(ValueError, match=r"image: expected height x width 48 x 48"):
+        explainer.explain(patch_model, patch_image(40, 48), patch_segment(), CPU)
+    with pytest.raises(ValueError, match="image: expected shape"):
+        explainer.explain(patch_model, torch.zeros(2, 2, 1, 48, 48), patch_segment(), CPU)
+    nan_image = patch_image()
+    nan_image[0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="image: contains NaN"):
+        explainer.explain(patch_model, nan_image, patch_segment(), CPU)
+    with pytest.raises(ValueError, match="channel"):
+        explainer.explain(patch_model, patch_image(), patch_segment(), CPU, channel=3)
+
+    class Scalar(nn.Module):
+        def forward(self, x):
+            return x.mean()
+
+    with pytest.raises(ValueError, match="model output"):
+        explainer.explain(Scalar(), patch_image(), patch_segment(), CPU)
+    with pytest.raises(ValueError, match="image_width"):
+        hdm.HausdorffDistanceMasks(0, 48)
+    with pytest.raises(ValueError, match="offset"):
+        HDM(patch_model, offset=0)

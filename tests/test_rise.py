@@ -1,0 +1,144 @@
+import numpy as np
+import pytest
+import torch
+from oracles import PatchModel, ThreeClassModel, patch_image
+from torch import nn
+
+from interpret_segmentation import RISE, SegmentationRISE
+from interpret_segmentation.core import ModelAdapter
+from interpret_segmentation.metrics import dice
+from interpret_segmentation.rise import RandomMasks, load_masks
+
+CPU = torch.device("cpu")
+
+
+def naive_rise(model, image, masks, class_index, pixels, per_pixel=False):
+    """One masked image per model call, scores summed in a plain loop."""
+    adapter = ModelAdapter(model)
+    height, width = image.shape[-2:]
+    maps = np.zeros((int(pixels.sum()) if per_pixel else 1, height, width))
+    for i in range(len(masks)):
+        mask = masks.batch(i, i + 1)[0, 0].numpy()
+        with torch.no_grad():
+            probabilities = adapter((image * torch.from_numpy(mask))[None])[0].numpy()
+        if per_pixel:
+            maps += probabilities[class_index][pixels][:, None, None] * mask
+        else:
+            maps[0] += dice(probabilities.argmax(0) == class_index, pixels) * mask
+    return maps / (len(masks) * masks.p1)
+
+
+def test_masks_are_lazy_deterministic_and_batch_independent():
+    masks = RandomMasks(50, 6, 0.3, 40, 52, seed=3)
+    whole = masks.batch(0, 50)
+    assert whole.shape == (50, 1, 40, 52)
+    assert torch.equal(torch.cat([masks.batch(0, 7), masks.batch(7, 50)]), whole)
+    assert torch.equal(RandomMasks(50, 6, 0.3, 40, 52, seed=3).batch(10, 20), whole[10:20])
+    assert not torch.equal(RandomMasks(50, 6, 0.3, 40, 52, seed=4).batch(0, 50), whole)
+    assert whole.min() >= 0 and whole.max() <= 1
+    assert abs(float(RandomMasks(400, 6, 0.3, 40, 52).batch(0, 400).mean()) - 0.3) < 0.03
+    # only the coarse grids are kept, not full-size masks
+    assert masks.cells.numel() == 50 * 6 * 6
+
+
+def test_dice_weighted_map_matches_naive_loop_and_peaks_at_patch(patch_model):
+    image = patch_image()[None]
+    explanation = RISE(patch_model, n_masks=120, s=6, p1=0.5, progress=False).explain(image)
+    masks = RandomMasks(120, 6, 0.5, 48, 48, seed=0)
+    pixels = explanation.arrays["target_pixels"].astype(bool)
+    expected = naive_rise(patch_model, image[0], masks, 1, pixels)[0]
+    assert np.allclose(explanation.saliency, expected, atol=1e-5)
+    y, x = np.unravel_index(explanation.saliency.argmax(), explanation.saliency.shape)
+    assert 26 <= y < 42 and 26 <= x < 42
+    assert explanation.saliency[30:38, 30:38].mean() > 1.25 * explanation.saliency[:20, :20].mean()
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 7])
+def test_same_map_for_batch_sizes(patch_model, batch_size):
+    reference = RISE(patch_model, n_masks=40, s=5, batch_size=3, progress=False).explain(patch_image())
+    other = RISE(patch_model, n_masks=40, s=5, batch_size=batch_size, progress=False).explain(patch_image())
+    assert np.allclose(other.saliency, reference.saliency, atol=1e-6)
+
+
+def test_per_pixel_maps_match_naive_loop_and_merge(patch_model, tmp_path):
+    explainer = SegmentationRISE(patch_model, (48, 48), CPU, batch_size=5, progress=False)
+    explainer.generate_masks(N=60, s=6, p1=0.4, savepath=tmp_path / "masks.npy", seed=1)
+    result = explainer(patch_image())
+    pixels = np.zeros((48, 48), bool)
+    pixels[5:15, 5:15] = True
+    expected = naive_rise(patch_model, patch_image(), RandomMasks(60, 6, 0.4, 48, 48, seed=1), 1,
+                          pixels, per_pixel=True)
+    assert result.saliencies.shape == (100, 48, 48)
+    assert np.allclose(result.saliencies.numpy(), expected, atol=1e-5)
+    assert np.allclose(result.max(), expected.max(0), atol=1e-5)
+    assert np.allclose(result.mean(), expected.mean(0), atol=1e-5)
+    # the saved recipe reproduces the masks; an existing file is kept
+    reloaded = SegmentationRISE(patch_model, (48, 48), CPU, progress=False)
+    reloaded.load_masks(tmp_path / "masks.npy")
+    assert np.allclose(reloaded(patch_image()).max(), result.max())
+    with pytest.raises(FileExistsError):
+        explainer.generate_masks(N=60, s=6, p1=0.4, savepath=tmp_path / "masks.npy")
+    # a plain mask array, as the original library saved it, loads too
+    np.save(tmp_path / "array.npy", RandomMasks(60, 6, 0.4, 48, 48, seed=1).batch(0, 60).numpy())
+    stored = load_masks(tmp_path / "array.npy")
+    assert len(stored) == 60 and abs(stored.p1 - 0.4) < 0.1
+
+
+def test_probability_weighting_is_mean_of_per_pixel_maps(patch_model):
+    image = patch_image()
+    explainer = SegmentationRISE(patch_model, (48, 48), CPU, progress=False)
+    explainer.generate_masks(N=30, s=4, p1=0.5, seed=0)
+    per_pixel = explainer(image).mean()
+    explanation = RISE(patch_model, n_masks=30, s=4, p1=0.5, weighting="probability",
+                       progress=False).explain(image)
+    assert np.allclose(explanation.saliency, per_pixel, atol=1e-5)
+
+
+def test_multiclass_and_empty_target():
+    model = ThreeClassModel()
+    image = patch_image()
+    explanation = RISE(model, n_masks=60, s=6, progress=False).explain(image, 2)
+    y, x = np.unravel_index(explanation.saliency.argmax(), explanation.saliency.shape)
+    assert 24 <= y < 44 and 24 <= x < 44
+    dark = torch.zeros(1, 48, 48)
+    nothing = RISE(PatchModel(), n_masks=10, s=4, progress=False).explain(dark)
+    assert nothing.info["target_empty"] and np.isfinite(nothing.saliency).all()
+    assert SegmentationRISE(PatchModel(), (48, 48), CPU, progress=False).__class__  # builds
+
+
+def test_model_unchanged(patch_model):
+    patch_model.train()
+    RISE(patch_model, n_masks=10, s=4, progress=False).explain(patch_image())
+    assert patch_model.training and patch_model.norm.training and not patch_model._forward_hooks
+
+
+def test_bad_input(patch_model, tmp_path):
+    explainer = SegmentationRISE(patch_model, (48, 48), CPU, progress=False)
+    with pytest.raises(RuntimeError, match="generate_masks"):
+        explainer(patch_image())
+    for kwargs, name in [({"N": 0, "s": 4, "p1": 0.5}, "N"), ({"N": 5, "s": 0, "p1": 0.5}, "s"),
+                         ({"N": 5, "s": 4, "p1": 1.5}, "p1"), ({"N": 5, "s": 4, "p1": -0.1}, "p1")]:
+        with pytest.raises(ValueError, match=name):
+            explainer.generate_masks(**kwargs)
+    explainer.generate_masks(5, 4, 0.5)
+    with pytest.raises(ValueError, match=r"image: expected size \(48, 48\)"):
+        explainer(torch.zeros(1, 40, 48))
+    bad = patch_image()
+    bad[0, 3, 3] = float("inf")
+    with pytest.raises(ValueError, match="image: contains NaN or inf"):
+        explainer(bad)
+    with pytest.raises(ValueError, match="input_size"):
+        SegmentationRISE(patch_model, 48, CPU)
+    with pytest.raises(FileNotFoundError, match="generate_masks"):
+        explainer.load_masks(tmp_path / "none.npy")
+    with pytest.raises(ValueError, match="weighting"):
+        RISE(patch_model, weighting="max")
+    with pytest.raises(ValueError, match="N"):
+        RISE(patch_model, n_masks=-3)
+
+    class Flat(nn.Module):
+        def forward(self, x):
+            return x.flatten(1)
+
+    with pytest.raises(ValueError, match="model output"):
+        RISE(Flat(), n_masks=4, progress=False).explain(patch_image())
