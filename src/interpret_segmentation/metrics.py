@@ -124,3 +124,37 @@ def iou_precision_recall(prediction, reference) -> dict:
         "precision": tp / a.sum() if a.sum() else 1.0,
         "recall": tp / b.sum() if b.sum() else 1.0,
     }
+
+
+def normalize_map(saliency) -> np.ndarray:
+    """Min-max scale a map to [0, 1] (all zeros when it is constant; NaN counts as the minimum)."""
+    saliency = np.nan_to_num(np.asarray(saliency, dtype=np.float64), nan=-np.inf)
+    finite = saliency[np.isfinite(saliency)]
+    if finite.size == 0:
+        return np.zeros(saliency.shape)
+    low, high = finite.min(), finite.max()
+    saliency = np.where(np.isfinite(saliency), saliency, low)
+    return (saliency - low) / (high - low) if high > low else np.zeros(saliency.shape)
+
+
+def context_ratio(saliency, context, background) -> float:
+    """Mean of the [0, 1]-normalised map over ``context`` divided by its mean over ``background``.
+
+    ``context`` and ``background`` are binary masks (H, W): for testnet, the right-hand shape
+    and the pixels in no shape. Infinite when the background mean is 0 and the context's is not.
+    """
+    normalized = normalize_map(saliency)
+    context = _as_bool_numpy(context, "context")
+    background = _as_bool_numpy(background, "background")
+    if not context.any() or not background.any():
+        raise ValueError("context and background: both masks need at least one pixel")
+    inside, outside = normalized[context].mean(), normalized[background].mean()
+    if outside == 0:
+        return math.inf if inside > 0 else 0.0
+    return float(inside / outside)
+
+
+def context_hit(saliency, context, background, factor: float = 2.0) -> bool:
+    """True when the map's mean over ``context`` is at least ``factor`` (2) times its mean over
+    ``background`` (see :func:`context_ratio`): the explanation shows the deciding shape."""
+    return context_ratio(saliency, context, background) >= factor

@@ -1,0 +1,172 @@
+"""Benchmark HDM and RISE against the floor (model passes alone) and the original's loops.
+
+Run by hand, not by the tests: ``make bench`` or ``.venv/bin/python bench/bench_perturbation.py``.
+Needs the demo model, examples/testnet/testnet.pth (``make demo`` makes it). Prints, from one
+run on the same image and model:
+
+* HDM (circle 15, offset 5) and Dice-weighted RISE (2000 masks): time / floor, where the floor
+  is the same number of forward passes of the model alone at the same batch size;
+* HDM against a per-mask loop written the original library's way (one occluded image per model
+  call, distances one at a time);
+* per-pixel RISE (``SegmentationRISE``) against a per-pixel-chunk loop like the original's;
+* peak memory of RISE with N = 250 and N = 4000 masks (separate processes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+from skimage.metrics import hausdorff_distance as skimage_hausdorff
+
+from interpret_segmentation import HDM, RISE, SegmentationRISE
+from interpret_segmentation.core import ModelAdapter, time_model_passes
+from interpret_segmentation.datasets import load_sample
+from interpret_segmentation.training import default_unet, load_checkpoint
+
+ROOT = Path(__file__).resolve().parent.parent
+CHECKPOINT = ROOT / "examples/testnet/testnet.pth"
+DATASET = ROOT / "examples/testnet/dataset"
+
+
+def load(index: int):
+    model = load_checkpoint(default_unet(), CHECKPOINT).eval()
+    sample = load_sample(DATASET, index)
+    image = torch.from_numpy(sample.image.astype(np.float32) / 255.0)[None]
+    return model, image, sample
+
+
+def naive_hdm(model, image, segment, circle_size=15, offset=5):
+    """The original's way: a PIL circle per position, one model call per occluded image."""
+    height, width = image.shape[-2:]
+    distances = []
+    segment = segment.astype(bool)
+    for top in range(0, height, offset):
+        for left in range(0, width, offset):
+            canvas = Image.new("L", (width, height), 255)
+            ImageDraw.Draw(canvas).ellipse([(left, top), (left + circle_size, top + circle_size)],
+                                           fill=0)
+            mask = torch.from_numpy(np.asarray(canvas, dtype=np.float32) / 255.0)
+            with torch.no_grad():
+                output = torch.sigmoid(model(torch.min(image, mask)[None]))[0, 0].numpy() > 0.5
+            if output.any() and segment.any():
+                distances.append(skimage_hausdorff(output, segment))
+            else:
+                distances.append(math.hypot(height, width))
+    return np.array(distances)
+
+
+def naive_pixel_rise(model, image, masks, pixels_per_chunk=1000):
+    """Per-pixel RISE the original's way: for each chunk of predicted pixels, every mask goes
+    through the model one at a time and the pixel values are gathered in a Python loop."""
+    with torch.no_grad():
+        output = torch.sigmoid(model(image[None]))[0, 0]
+    pixels = [(y, x) for y in range(output.shape[0]) for x in range(output.shape[1])
+              if output[y, x] > 0.5]
+    maps = []
+    flat_masks = masks.view(len(masks), -1)
+    for start in range(0, len(pixels), pixels_per_chunk):
+        chunk = pixels[start:start + pixels_per_chunk]
+        rows = []
+        for i in range(len(masks)):
+            with torch.no_grad():
+                out = torch.sigmoid(model((image * masks[i])[None]))[0, 0]
+            rows.append(torch.tensor([[float(out[y, x]) for y, x in chunk]]))
+        scores = torch.cat(rows)
+        maps.append((scores.T @ flat_masks).view(len(chunk), *image.shape[-2:]) / len(masks))
+    return torch.cat(maps)
+
+
+def memory_probe(n_masks: int, index: int) -> None:
+    """Child process: one Dice-weighted RISE run; prints peak RSS in MiB before and after."""
+    model, image, _ = load(index)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    RISE(model, n_masks=n_masks, batch_size=16, progress=False).explain(image)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"before": before, "peak": after}))
+
+
+def timed(function):
+    start = time.perf_counter()
+    value = function()
+    return value, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--index", type=int, default=1, help="testnet sample (default 1)")
+    parser.add_argument("--batch-size", default="16",
+                        help="batch size for HDM and RISE: an int or auto (default 16)")
+    parser.add_argument("--pixel-masks", type=int, default=200,
+                        help="masks for the per-pixel RISE comparison (default 200)")
+    parser.add_argument("--skip-naive", action="store_true", help="skip the original-style loops")
+    parser.add_argument("--memory-probe", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_probe is not None:
+        memory_probe(args.memory_probe, args.index)
+        return
+    if not CHECKPOINT.exists():
+        sys.exit(f"{CHECKPOINT} is missing: run `make demo` first")
+    batch_size = args.batch_size if args.batch_size == "auto" else int(args.batch_size)
+    torch.set_num_threads(torch.get_num_threads())
+    model, image, sample = load(args.index)
+    adapter = ModelAdapter(model)
+    print(f"machine: {torch.get_num_threads()} threads, torch {torch.__version__}; image "
+          f"{tuple(image.shape)}, sample {args.index}")
+    rows = []
+
+    def report(name, seconds, passes, used_batch, extra=""):
+        floor = time_model_passes(adapter, image[None], passes, used_batch)
+        rows.append((name, seconds, floor))
+        print(f"{name:<28} {seconds:7.2f} s   floor {floor:7.2f} s ({passes} passes, batch "
+              f"{used_batch})   ratio {seconds / floor:5.2f}{extra}")
+
+    explanation = HDM(model, circle_size=15, offset=5, batch_size=batch_size,
+                      progress=False).explain(image)
+    report("HDM 15/5", explanation.timings["total"], explanation.info["model_passes"],
+           explanation.info["batch_size"])
+    if not args.skip_naive:
+        distances, seconds = timed(lambda: naive_hdm(model, image, sample.segment))
+        print(f"{'HDM original-style loop':<28} {seconds:7.2f} s   speed-up of HDM "
+              f"{seconds / explanation.timings['total']:.1f} x")
+    explanation = RISE(model, n_masks=2000, batch_size=batch_size, progress=False).explain(image)
+    report("RISE Dice, 2000 masks", explanation.timings["total"],
+           explanation.info["model_passes"], explanation.info["batch_size"])
+
+    n = args.pixel_masks
+    explainer = SegmentationRISE(model, (240, 240), "cpu", batch_size=batch_size, progress=False)
+    explainer.generate_masks(N=n, s=8, p1=0.5)
+    result, seconds = timed(lambda: explainer(image))
+    used = batch_size if batch_size != "auto" else 16
+    report(f"RISE per-pixel, {n} masks", seconds, n + 1, used,
+           f"   ({len(result.saliencies)} pixels)")
+    if not args.skip_naive:
+        masks = explainer.masks.batch(0, n)
+        naive, naive_seconds = timed(lambda: naive_pixel_rise(model, image, masks))
+        print(f"{'RISE per-pixel original-style':<28} {naive_seconds:7.2f} s   speed-up "
+              f"{naive_seconds / seconds:.1f} x   (max |difference| of the max-merged maps "
+              f"{float((naive.max(0).values / explainer.masks.p1 - torch.from_numpy(result.max())).abs().max()):.2e})")
+
+    peaks = {}
+    for count in (250, 4000):
+        output = subprocess.run([sys.executable, __file__, "--memory-probe", str(count),
+                                 "--index", str(args.index)], capture_output=True, text=True,
+                                check=True).stdout
+        peaks[count] = json.loads(output.strip().splitlines()[-1])
+    growth = {n: peaks[n]["peak"] - peaks[n]["before"] for n in peaks}
+    print(f"RISE peak RSS: N=250 {peaks[250]['peak']:.0f} MiB, N=4000 {peaks[4000]['peak']:.0f} "
+          f"MiB (ratio {peaks[4000]['peak'] / peaks[250]['peak']:.3f}); growth during explain "
+          f"{growth[250]:.0f} vs {growth[4000]:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()

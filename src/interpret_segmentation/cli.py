@@ -1,0 +1,262 @@
+"""The ``interpret-segmentation`` command."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+
+import numpy as np
+
+DATASET = "examples/testnet/dataset"
+CHECKPOINT = "examples/testnet/testnet.pth"
+
+
+def _batch_size(text: str):
+    if text == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive int or 'auto', got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive int or 'auto', got {text!r}")
+    return value
+
+
+def _common_progress(parser):
+    parser.add_argument("--no-progress", dest="progress", action="store_false",
+                        help="hide progress bars")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="interpret-segmentation",
+        description="Explain PyTorch image-segmentation models (HDM, RISE) and run the testnet "
+                    "demo. Every command has its own --help.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    testnet = commands.add_parser("testnet", help="generate the testnet data set, train its U-Net",
+                                  description="The synthetic testnet data set (seed 000) and its U-Net.")
+    testnet_commands = testnet.add_subparsers(dest="testnet_command", required=True, metavar="STEP")
+    generate = testnet_commands.add_parser(
+        "generate", help="write the data set",
+        description="Write N testnet samples: <out>/<index>/image.png, segment.png, context.png, "
+                    "meta.json. Refuses an existing directory unless --force.")
+    generate.add_argument("--out", default=DATASET, help=f"data-set directory (default {DATASET})")
+    generate.add_argument("--n", type=int, default=1000, help="number of samples (default 1000)")
+    generate.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    generate.add_argument("--size", type=int, default=240, help="image side in pixels (default 240)")
+    generate.add_argument("--force", action="store_true", help="replace an existing data set")
+    _common_progress(generate)
+
+    train = testnet_commands.add_parser(
+        "train", help="train a U-Net on the data set",
+        description="Train a U-Net (BCE + Dice loss, 80/20 split). Each epoch prints train/val loss, "
+                    "val Dice and Hausdorff distance, appends them to <checkpoint-dir>/results/"
+                    "<name>.txt (never overwritten) and saves <checkpoint-dir>/testnet_<epoch>.pth. "
+                    "Rename the epoch you want to testnet.pth for the examples.")
+    train.add_argument("--dataset", default=DATASET, help=f"data-set directory (default {DATASET})")
+    train.add_argument("--name", default="testnet",
+                       help="results file name, without .txt (default testnet)")
+    train.add_argument("--checkpoint-dir", default="examples/testnet",
+                       help="where testnet_<epoch>.pth and results/ go (default examples/testnet)")
+    train.add_argument("--epochs", type=int, default=None, help="epochs (default: the demo's)")
+    train.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the demo's)")
+    train.add_argument("--batch-size", type=int, default=None, help="images per step (default: the demo's)")
+    train.add_argument("--n-train", type=int, default=None,
+                       help="training images used, from the 80%% part (default: the demo's)")
+    train.add_argument("--n-val", type=int, default=None,
+                       help="validation images used, from the 20%% part (default: the demo's)")
+    train.add_argument("--width", type=int, default=None, help="U-Net channels at full resolution")
+    train.add_argument("--depth", type=int, default=None, help="U-Net down-sampling steps")
+    train.add_argument("--seed", type=int, default=0, help="initialisation and shuffling seed (default 0)")
+    _common_progress(train)
+
+    explain = commands.add_parser("explain", help="explain one image with a method",
+                                  description="Explain one image with HDM or RISE.")
+    methods = explain.add_subparsers(dest="method", required=True, metavar="METHOD")
+    hdm = methods.add_parser(
+        "hdm", help="Hausdorff Distance Masks",
+        description="Occlude the image with a circle at every grid position and map how far the "
+                    "segmentation moves (Hausdorff distance to the target region). Writes the "
+                    "Explanation (.npz + .json), a figure and the RAW / BETTER_ONLY / WORSE_ONLY "
+                    "circle maps as PNG.")
+    rise = methods.add_parser(
+        "rise", help="RISE for segmentation",
+        description="Weight random masks by the Dice between the prediction on the masked image "
+                    "and the target region (or by the class probability). Writes the Explanation "
+                    "(.npz + .json) and a figure.")
+    for method in (hdm, rise):
+        method.add_argument("--image", required=True,
+                            help="input: a PNG (scaled to [0, 1]), an .npy array (used as is, "
+                                 "(H, W) or (C, H, W)) or a testnet sample directory")
+        method.add_argument("--segment", default=None,
+                            help="target region as a PNG/.npy mask (default: the predicted mask)")
+        method.add_argument("--class", dest="class_index", type=int, default=None,
+                            help="class to explain (default 1: the foreground)")
+        method.add_argument("--checkpoint", default=CHECKPOINT,
+                            help=f"state dict to load (default {CHECKPOINT})")
+        method.add_argument("--model", default=None, metavar="MODULE:CALLABLE",
+                            help="builds the model the checkpoint belongs to, e.g. "
+                                 "mypackage.models:build (default: the library's demo U-Net)")
+        method.add_argument("--out", default="out/explain", help="output directory (default out/explain)")
+        method.add_argument("--batch-size", type=_batch_size, default="auto",
+                            help="inputs per model pass: a positive int or auto (default auto)")
+        method.add_argument("--device", default="cpu", help="torch device (default cpu)")
+        method.add_argument("--force", action="store_true", help="replace existing output files")
+        _common_progress(method)
+    hdm.add_argument("--circle-size", type=int, default=15, help="circle diameter in pixels (default 15)")
+    hdm.add_argument("--offset", type=int, default=5, help="pixels between circle centres (default 5)")
+    hdm.add_argument("--threshold", type=float, default=0.5,
+                     help="class probability above which a pixel is segmented (default 0.5)")
+    hdm.add_argument("--normalize", action="store_true",
+                     help="circles at -1 instead of 0, for images normalised to [-1, 1]")
+    hdm.add_argument("--channel", type=int, default=-1,
+                     help="input channel to occlude, -1 for all (default -1)")
+    rise.add_argument("--n-masks", type=int, default=2000, help="number of masks (default 2000)")
+    rise.add_argument("--s", type=int, default=8, help="grid cells per side (default 8)")
+    rise.add_argument("--p1", type=float, default=0.5, help="probability a cell is kept (default 0.5)")
+    rise.add_argument("--weighting", choices=("dice", "probability"), default="dice",
+                      help="score of a masked image (default dice)")
+    rise.add_argument("--seed", type=int, default=0, help="mask seed (default 0)")
+
+    demo = commands.add_parser(
+        "demo", help="the end-to-end demo",
+        description="Generate testnet when absent, train the default U-Net when no checkpoint is "
+                    "cached, explain validation images with HDM and RISE, and write figures, "
+                    "report.md and summary.json. A previous demo's output directory is replaced.")
+    demo.add_argument("--out", default="out/demo", help="output directory (default out/demo)")
+    demo.add_argument("--dataset", default=DATASET, help=f"data-set directory (default {DATASET})")
+    demo.add_argument("--checkpoint", default=CHECKPOINT,
+                      help=f"cached model; trained and written here when missing (default {CHECKPOINT})")
+    demo.add_argument("--images", type=int, default=4, help="validation images to explain (default 4)")
+    demo.add_argument("--force", action="store_true",
+                      help="replace --out even when it is not a previous demo's output")
+    _common_progress(demo)
+    return parser
+
+
+def _load_array(path: Path, name: str) -> np.ndarray:
+    from PIL import Image
+
+    if not path.exists():
+        raise FileNotFoundError(f"{name}: {path} not found")
+    if path.suffix == ".npy":
+        return np.load(path, allow_pickle=False)
+    return np.asarray(Image.open(path).convert("L"), dtype=np.float32) / 255.0
+
+
+def _build_model(spec: str | None, checkpoint: str):
+    from .training import default_unet, load_checkpoint
+
+    if spec is None:
+        model = default_unet()
+    else:
+        module_name, _, attribute = spec.partition(":")
+        if not attribute:
+            raise ValueError(f"--model: expected MODULE:CALLABLE, got {spec!r}")
+        model = getattr(importlib.import_module(module_name), attribute)()
+    return load_checkpoint(model, checkpoint)
+
+
+def _explain(args) -> None:
+    import torch
+
+    from . import hdm, rise
+    from .core import Target
+    from .viz import explanation_figure, save_figure
+
+    image_path = Path(args.image)
+    stem = image_path.stem
+    if image_path.is_dir():
+        stem = image_path.name
+        image_path = image_path / "image.png"
+    image = _load_array(image_path, "--image")
+    region = None if args.segment is None else _load_array(Path(args.segment), "--segment")
+    out = Path(args.out)
+    figure_path = out / f"{stem}_{args.method}.png"
+    if figure_path.exists() and not args.force:
+        raise FileExistsError(f"{figure_path} exists; pass --force to replace it")
+    model = _build_model(args.model, args.checkpoint).to(args.device)
+    options = {"batch_size": args.batch_size, "progress": args.progress, "device": args.device}
+    if args.method == "hdm":
+        explainer = hdm.HDM(model, circle_size=args.circle_size, offset=args.offset,
+                            threshold=args.threshold, normalize=args.normalize,
+                            channel=args.channel, **options)
+    else:
+        explainer = rise.RISE(model, n_masks=args.n_masks, s=args.s, p1=args.p1,
+                              weighting=args.weighting, seed=args.seed, **options)
+    explanation = explainer.explain(torch.from_numpy(np.asarray(image, dtype=np.float32)),
+                                    Target(args.class_index, region))
+    written = [explanation.save(out / f"{stem}_{args.method}.npz", overwrite=args.force)]
+    shown = explanation.arrays["worse_only"] if args.method == "hdm" else explanation.saliency
+    title = "HDM (worse only)" if args.method == "hdm" else f"RISE ({args.weighting})"
+    figure = explanation_figure(image, {title: shown},
+                                prediction=explanation.arrays["target_pixels"])
+    written.append(save_figure(figure, figure_path, overwrite=args.force))
+    if args.method == "hdm":
+        result = hdm.HDM.result(explanation)
+        for kind, name, colours in ((hdm.RAW, "raw", "Blues"), (hdm.BETTER_ONLY, "better", "Greens"),
+                                    (hdm.WORSE_ONLY, "worse", "Reds")):
+            path = out / f"{stem}_hdm_{name}.png"
+            if path.exists() and not args.force:
+                raise FileExistsError(f"{path} exists; pass --force to replace it")
+            result.circle_map(kind, color_map=colours).save(path)
+            written.append(path)
+    print(f"{args.method}: {explanation.timings['total']:.1f} s, "
+          f"{explanation.info['model_passes']} model passes")
+    for path in written:
+        print(f"wrote {path}")
+
+
+def _train(args) -> None:
+    from .models.unet import UNet
+    from .training import DEFAULT_MODEL, DEFAULT_TRAINING, testnet_splits, train
+
+    settings = dict(DEFAULT_TRAINING)
+    for key in ("epochs", "lr", "batch_size", "n_train", "n_val"):
+        if getattr(args, key) is not None:
+            settings[key] = getattr(args, key)
+    architecture = dict(DEFAULT_MODEL)
+    for key in ("width", "depth"):
+        if getattr(args, key) is not None:
+            architecture[key] = getattr(args, key)
+    train_set, val_set = testnet_splits(args.dataset, settings["n_train"], settings["n_val"])
+    import torch
+
+    torch.manual_seed(args.seed)
+    directory = Path(args.checkpoint_dir)
+    train(UNet(**architecture), train_set, val_set, epochs=settings["epochs"], lr=settings["lr"],
+          batch_size=settings["batch_size"], results_path=directory / "results" / f"{args.name}.txt",
+          checkpoint_dir=directory, seed=args.seed, progress=args.progress)
+    print(f"checkpoints in {directory}; rename the one you want to testnet.pth")
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "testnet" and args.testnet_command == "generate":
+            from .datasets.testnet import generate_dataset
+
+            path = generate_dataset(args.out, n=args.n, seed=args.seed, size=args.size,
+                                    force=args.force, progress=args.progress)
+            print(f"wrote {args.n} samples to {path}")
+        elif args.command == "testnet":
+            _train(args)
+        elif args.command == "explain":
+            _explain(args)
+        else:
+            from .demo import run_demo
+
+            run_demo(args.out, args.dataset, args.checkpoint, images=args.images,
+                     force=args.force, progress=args.progress)
+    except (FileExistsError, FileNotFoundError, ValueError, TypeError) as error:
+        print(f"interpret-segmentation: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

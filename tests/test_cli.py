@@ -1,0 +1,117 @@
+import argparse
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from interpret_segmentation import Explanation
+from interpret_segmentation.cli import _parser, main
+from interpret_segmentation.datasets import generate_dataset
+from interpret_segmentation.training import default_unet, save_checkpoint
+
+
+def _subparsers(parser, prefix=()):
+    yield prefix, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                yield from _subparsers(child, prefix + (name,))
+
+
+def test_every_option_of_every_command_is_documented(capsys):
+    commands = list(_subparsers(_parser()))
+    names = {" ".join(prefix) for prefix, _ in commands}
+    assert {"testnet generate", "testnet train", "explain hdm", "explain rise", "demo"} <= names
+    for prefix, parser in commands:
+        for action in parser._actions:
+            if action.option_strings and action.dest != "help":
+                assert action.help, f"{' '.join(prefix)} {action.option_strings} has no help"
+        with pytest.raises(SystemExit) as stop:
+            main([*prefix, "--help"])
+        assert stop.value.code == 0
+        shown = capsys.readouterr().out
+        for action in parser._actions:
+            for option in action.option_strings:
+                assert option in shown
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    torch.manual_seed(0)
+    return save_checkpoint(default_unet(), tmp_path / "model.pth")
+
+
+@pytest.mark.parametrize("method,options", [("hdm", ["--circle-size", "9", "--offset", "8"]),
+                                            ("rise", ["--n-masks", "20", "--s", "4"])])
+def test_explain_writes_explanation_and_figures(tmp_path, checkpoint, method, options, capsys):
+    image = (np.random.default_rng(0).random((40, 44)) * 255).astype(np.uint8)
+    Image.fromarray(image).save(tmp_path / "input.png")
+    segment = np.zeros((40, 44), np.uint8)
+    segment[10:20, 10:20] = 255
+    Image.fromarray(segment).save(tmp_path / "segment.png")
+    argv = ["explain", method, "--image", str(tmp_path / "input.png"), "--segment",
+            str(tmp_path / "segment.png"), "--checkpoint", str(checkpoint), "--out",
+            str(tmp_path / "out"), "--batch-size", "3", "--no-progress", *options]
+    assert main(argv) == 0
+    explanation = Explanation.load(tmp_path / "out" / f"input_{method}.npz")
+    assert explanation.method == method and explanation.saliency.shape == (40, 44)
+    assert explanation.arrays["target_pixels"].sum() == 100
+    assert (tmp_path / "out" / f"input_{method}.png").exists()
+    if method == "hdm":
+        assert Image.open(tmp_path / "out" / "input_hdm_worse.png").size == (44, 40)
+    capsys.readouterr()
+    assert main(argv) == 2  # refuses to overwrite
+    assert "--force" in capsys.readouterr().err
+    assert main([*argv, "--force"]) == 0
+
+
+def test_explain_errors_are_clear(tmp_path, checkpoint, capsys):
+    assert main(["explain", "hdm", "--image", str(tmp_path / "none.png"), "--checkpoint",
+                 str(checkpoint), "--no-progress"]) == 2
+    assert "--image" in capsys.readouterr().err
+    Image.fromarray(np.zeros((20, 20), np.uint8)).save(tmp_path / "x.png")
+    assert main(["explain", "hdm", "--image", str(tmp_path / "x.png"), "--checkpoint",
+                 str(tmp_path / "missing.pth"), "--no-progress"]) == 2
+    assert "testnet train" in capsys.readouterr().err
+    assert main(["explain", "hdm", "--image", str(tmp_path / "x.png"), "--checkpoint",
+                 str(checkpoint), "--offset", "0", "--out", str(tmp_path / "o"),
+                 "--no-progress"]) == 2
+    assert "offset" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["explain", "rise", "--image", "x", "--batch-size", "zero"])
+
+
+def test_generate_refuses_existing_dataset(tmp_path, capsys):
+    out = tmp_path / "data"
+    assert main(["testnet", "generate", "--out", str(out), "--n", "3", "--size", "48",
+                 "--no-progress"]) == 0
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["0", "1", "2"]
+    assert main(["testnet", "generate", "--out", str(out), "--n", "2", "--no-progress"]) == 2
+    assert "force" in capsys.readouterr().err
+    assert main(["testnet", "generate", "--out", str(out), "--n", "2", "--size", "48",
+                 "--force", "--no-progress"]) == 0
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["0", "1"]
+
+
+def test_demo_with_cached_model(tmp_path, checkpoint, capsys):
+    dataset = generate_dataset(tmp_path / "data", n=10, size=48, progress=False)
+    out = tmp_path / "demo"
+    argv = ["demo", "--out", str(out), "--dataset", str(dataset), "--checkpoint", str(checkpoint),
+            "--images", "1", "--no-progress"]
+    assert main(argv) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["images"] == 1 and set(summary["methods"]) == {"hdm", "rise"}
+    assert 0 <= summary["model"]["val_dice"] <= 1
+    for method in summary["methods"].values():
+        assert method["seconds_per_image"] > 0 and 0 <= method["context_hit_rate"] <= 1
+    report = (out / "report.md").read_text()
+    assert "| hdm |" in report and summary["per_image"][0]["figure"] in report
+    assert (out / summary["per_image"][0]["figure"]).exists()
+    assert str(out) in capsys.readouterr().out
+    assert main(argv) == 0  # a previous demo's output is replaced
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    assert main([*argv[:1], "--out", str(tmp_path / "mine"), *argv[3:]]) == 2
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
