@@ -1,0 +1,484 @@
+"""The synthetic "testnet" data set (seed 000).
+
+Every image is grayscale on a black background. The left half always holds a cross and a
+triangle; the right half holds a circle or a square (50/50). The right-hand shape decides
+what is segmented: a square selects the cross, a circle selects the triangle. The segment
+therefore depends on a part of the image that lies outside the segment itself, which is what
+a good explanation method has to reveal.
+
+Samples are deterministic: sample ``index`` of data set ``seed`` is drawn from its own random
+generator seeded with ``(seed, index)``, so it is the same whatever the size of the data set.
+
+On disk a data set is a directory ``<root>/<index>/`` per sample holding ``image.png``,
+``segment.png`` (0/255), ``context.png`` (0/255, the right-hand shape) and ``meta.json``, plus
+``<root>/testnet.json`` describing the whole set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+__all__ = [
+    "DEFAULT_SIZE",
+    "TestnetSample",
+    "generate_sample",
+    "generate_dataset",
+    "load_sample",
+    "list_indices",
+    "split_indices",
+    "TestnetDataset",
+]
+
+DEFAULT_SIZE = 240
+"""Default image side in pixels (the geometry below is given for this size and scaled)."""
+
+_BASE_SHAPE = 50.0  # nominal shape side at 240 px
+_SCALE_RANGE = (0.8, 1.2)  # random factor on the shape side
+_INTENSITY_RANGE = (100, 255)  # inclusive grey levels of the shapes
+_GAP = 4.0  # minimum free pixels between two shapes at 240 px
+_MIN_SIZE = 32
+_MAX_TRIES = 10_000
+_INFO_FILE = "testnet.json"
+_FILES = ("image.png", "segment.png", "context.png", "meta.json")
+_HOW_TO_GENERATE = (
+    "generate it with `interpret-segmentation testnet generate` "
+    "or interpret_segmentation.datasets.generate_dataset(root)"
+)
+
+
+@dataclass
+class TestnetSample:
+    """One testnet sample.
+
+    Attributes
+    ----------
+    image : numpy.ndarray, uint8 (H, W)
+        Grayscale image, background 0, shapes 100-255.
+    segment : numpy.ndarray, bool (H, W)
+        Ground-truth segment: the cross (right shape square) or the triangle (circle).
+    context : numpy.ndarray, bool (H, W)
+        Mask of the right-hand shape that decides the segment.
+    meta : dict
+        ``right_shape`` ("circle" or "square"), ``segmented`` ("triangle" or "cross"),
+        ``seed``, ``index``, ``size`` and ``shapes``: for each of the three shapes its
+        top-left corner ``x``, ``y``, side ``side`` (bounding box ``x .. x+side-1``) and grey
+        level ``intensity``.
+    """
+
+    __test__ = False  # not a pytest test class despite the name
+
+    image: np.ndarray
+    segment: np.ndarray
+    context: np.ndarray
+    meta: dict = field(default_factory=dict)
+
+
+def _check_size(size) -> int:
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)):
+        raise TypeError(f"size: expected an int, got {type(size).__name__}")
+    if size < _MIN_SIZE:
+        raise ValueError(f"size: expected an image side of at least {_MIN_SIZE} px, got {size}")
+    return int(size)
+
+
+def _check_nonneg_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name}: expected a non-negative int, got {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{name}: expected a non-negative int, got {value}")
+    return int(value)
+
+
+def _draw_mask(shape: str, x: int, y: int, side: int, size: int) -> np.ndarray:
+    """Binary mask (size, size) of one shape whose bounding box is x..x+side-1, y..y+side-1."""
+    canvas = Image.new("L", (size, size), 0)
+    draw = ImageDraw.Draw(canvas)
+    x1, y1 = x + side - 1, y + side - 1
+    if shape == "square":
+        draw.rectangle([x, y, x1, y1], fill=255)
+    elif shape == "circle":
+        draw.ellipse([x, y, x1, y1], fill=255)
+    elif shape == "triangle":
+        # upright isosceles triangle filling the box
+        draw.polygon([(x, y1), (x1, y1), ((x + x1) / 2.0, y)], fill=255)
+    elif shape == "cross":
+        # plus sign, arms one third of the side thick, centred in the box
+        thick = max(2, round(side / 3))
+        offset = (side - thick) // 2
+        draw.rectangle([x, y + offset, x1, y + offset + thick - 1], fill=255)
+        draw.rectangle([x + offset, y, x + offset + thick - 1, y1], fill=255)
+    else:  # pragma: no cover - internal
+        raise ValueError(f"unknown shape {shape!r}")
+    return np.asarray(canvas) > 0
+
+
+def _boxes_apart(a, b, gap: int) -> bool:
+    """True when two boxes (x, y, side) are separated by at least ``gap`` free pixels."""
+    ax, ay, aside = a
+    bx, by, bside = b
+    return (
+        ax + aside + gap <= bx
+        or bx + bside + gap <= ax
+        or ay + aside + gap <= by
+        or by + bside + gap <= ay
+    )
+
+
+def generate_sample(seed: int, index: int, size: int = DEFAULT_SIZE) -> TestnetSample:
+    """Draw sample ``index`` of the testnet data set with seed ``seed``.
+
+    Parameters
+    ----------
+    seed : int
+        Data-set seed (non-negative).
+    index : int
+        Sample index (non-negative). The sample depends only on ``(seed, index, size)``.
+    size : int, default 240
+        Image side in pixels (at least 32). Shape sizes and gaps scale with ``size / 240``.
+
+    Returns
+    -------
+    TestnetSample
+        Image uint8 (size, size), segment and context bool (size, size) and meta data.
+
+    Notes
+    -----
+    Follows seed 000: a cross and a triangle on the left half, a circle or a square (50/50)
+    on the right half; square -> the cross is segmented, circle -> the triangle. Shape sides
+    are ``50 * size / 240`` times a random factor in [0.8, 1.2], grey levels are drawn from
+    100-255, shapes never touch (at least ``4 * size / 240`` px apart, at least 1 px) and lie
+    entirely inside their half of the image.
+    """
+    seed = _check_nonneg_int(seed, "seed")
+    index = _check_nonneg_int(index, "index")
+    size = _check_size(size)
+    rng = np.random.default_rng([seed, index])
+    scale = size / DEFAULT_SIZE
+    gap = max(1, round(_GAP * scale))
+    half = size // 2  # left half: columns [0, half); right half: columns [half, size)
+
+    right_shape = "square" if rng.random() < 0.5 else "circle"
+    segmented = "cross" if right_shape == "square" else "triangle"
+
+    def side() -> int:
+        return max(6, round(_BASE_SHAPE * scale * rng.uniform(*_SCALE_RANGE)))
+
+    def place(s: int, x_lo: int, x_hi: int) -> tuple[int, int, int]:
+        # top-left corner such that the box x..x+s-1 stays within columns [x_lo, x_hi)
+        return (int(rng.integers(x_lo, x_hi - s + 1)), int(rng.integers(0, size - s + 1)), s)
+
+    cross_side, triangle_side, right_side = side(), side(), side()
+    for _ in range(_MAX_TRIES):
+        cross_box = place(cross_side, 0, half)
+        triangle_box = place(triangle_side, 0, half)
+        if _boxes_apart(cross_box, triangle_box, gap):
+            break
+    else:  # pragma: no cover - needs an absurdly small image
+        raise RuntimeError(f"could not place the left-hand shapes apart in a {size} px image")
+    right_box = place(right_side, half, size)
+
+    lo, hi = _INTENSITY_RANGE
+    boxes = {"cross": cross_box, "triangle": triangle_box, right_shape: right_box}
+    image = np.zeros((size, size), dtype=np.uint8)
+    masks = {}
+    shapes_meta = {}
+    for name, (x, y, s) in boxes.items():
+        intensity = int(rng.integers(lo, hi + 1))
+        mask = _draw_mask(name, x, y, s, size)
+        image[mask] = intensity
+        masks[name] = mask
+        shapes_meta[name] = {"x": x, "y": y, "side": s, "intensity": intensity}
+
+    meta = {
+        "seed": seed,
+        "index": index,
+        "size": size,
+        "right_shape": right_shape,
+        "segmented": segmented,
+        "shapes": shapes_meta,
+    }
+    return TestnetSample(image=image, segment=masks[segmented], context=masks[right_shape],
+                         meta=meta)
+
+
+# ---------------------------------------------------------------------------------------------
+# files
+
+
+def _save_png(array: np.ndarray, path: Path) -> None:
+    Image.fromarray(array).save(path, format="PNG")
+
+
+def _write_sample(sample: TestnetSample, directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=False)
+    _save_png(sample.image, directory / "image.png")
+    _save_png(sample.segment.astype(np.uint8) * 255, directory / "segment.png")
+    _save_png(sample.context.astype(np.uint8) * 255, directory / "context.png")
+    (directory / "meta.json").write_text(json.dumps(sample.meta, indent=1) + "\n")
+
+
+def _looks_like_testnet(path: Path) -> bool:
+    """An empty directory, or one holding testnet.json or only numbered sample directories."""
+    if not path.is_dir():
+        return False
+    entries = list(path.iterdir())
+    if not entries or (path / _INFO_FILE).is_file():
+        return True
+    return all(e.is_dir() and e.name.isdigit() for e in entries)
+
+
+def generate_dataset(
+    root,
+    n: int = 1000,
+    seed: int = 0,
+    size: int = DEFAULT_SIZE,
+    force: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Generate ``n`` testnet samples and write them under ``root``.
+
+    The samples are written into a temporary sibling directory that is renamed to ``root``
+    at the end, so an interrupted run never leaves a partial data set at ``root``.
+
+    Parameters
+    ----------
+    root : str or Path
+        Target directory; ``root/<index>/{image,segment,context}.png`` and ``meta.json`` are
+        written for index 0 .. n-1, plus ``root/testnet.json`` (n, seed, size).
+    n : int, default 1000
+        Number of samples (at least 1).
+    seed : int, default 0
+        Data-set seed; sample ``i`` is :func:`generate_sample` ``(seed, i, size)``.
+    size : int, default 240
+        Image side in pixels.
+    force : bool, default False
+        Replace ``root`` if it exists (only if it looks like a testnet data set or is empty).
+    progress : bool, default True
+        Show a tqdm progress bar on stderr.
+
+    Returns
+    -------
+    Path
+        ``root``.
+
+    Raises
+    ------
+    FileExistsError
+        If ``root`` exists and ``force`` is False.
+    ValueError
+        If ``force`` is True but ``root`` does not look like a testnet data set (it is never
+        deleted then), or an argument is out of range.
+    """
+    root = Path(root)
+    n = _check_nonneg_int(n, "n")
+    if n < 1:
+        raise ValueError(f"n: expected at least 1 sample, got {n}")
+    seed = _check_nonneg_int(seed, "seed")
+    size = _check_size(size)
+    if root.exists() or root.is_symlink():
+        if not force:
+            raise FileExistsError(
+                f"{root} already exists; pass force=True (or `--force` on the command line) "
+                "to replace it"
+            )
+        if not _looks_like_testnet(root):
+            raise ValueError(
+                f"root: {root} exists but does not look like a testnet data set "
+                "(no testnet.json, not only numbered sample directories); refusing to delete "
+                "it, choose another path"
+            )
+    root.parent.mkdir(parents=True, exist_ok=True)
+    token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp = root.with_name(f".{root.name}.tmp-{token}")
+    try:
+        tmp.mkdir()
+        for index in tqdm(range(n), desc="testnet", unit="img", file=sys.stderr,
+                          disable=not progress):
+            _write_sample(generate_sample(seed, index, size), tmp / str(index))
+        info = {"name": "testnet", "n": n, "seed": seed, "size": size}
+        (tmp / _INFO_FILE).write_text(json.dumps(info, indent=1) + "\n")
+        if root.exists():
+            old = root.with_name(f".{root.name}.old-{token}")
+            os.replace(root, old)
+            os.replace(tmp, root)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, root)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return root
+
+
+def _check_root(root) -> Path:
+    root = Path(root)
+    if not root.exists():
+        raise FileNotFoundError(f"testnet data set not found at {root}; {_HOW_TO_GENERATE}")
+    if not root.is_dir():
+        raise ValueError(f"root: expected a testnet data set directory, got the file {root}")
+    return root
+
+
+def list_indices(root) -> list[int]:
+    """Sorted indices of the samples stored under ``root`` (numbered sub-directories).
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``root`` does not exist.
+    ValueError
+        If ``root`` is not a directory or holds no samples.
+    """
+    root = _check_root(root)
+    indices = sorted(int(p.name) for p in root.iterdir() if p.is_dir() and p.name.isdigit())
+    if not indices:
+        raise ValueError(f"root: {root} holds no testnet samples; {_HOW_TO_GENERATE}")
+    return indices
+
+
+def _read_mask(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("L")) > 127
+
+
+def load_sample(root, index: int) -> TestnetSample:
+    """Read sample ``index`` written by :func:`generate_dataset` back from ``root``.
+
+    Returns
+    -------
+    TestnetSample
+        Same arrays and meta data as :func:`generate_sample` produced.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``root`` or one of the sample's files is missing.
+    """
+    root = _check_root(root)
+    index = _check_nonneg_int(index, "index")
+    directory = root / str(index)
+    missing = [name for name in _FILES if not (directory / name).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"testnet sample {index} in {root} is incomplete or missing ({', '.join(missing)}); "
+            f"{_HOW_TO_GENERATE}"
+        )
+    image = np.asarray(Image.open(directory / "image.png").convert("L"), dtype=np.uint8)
+    return TestnetSample(
+        image=image.copy(),
+        segment=_read_mask(directory / "segment.png"),
+        context=_read_mask(directory / "context.png"),
+        meta=json.loads((directory / "meta.json").read_text()),
+    )
+
+
+def split_indices(n: int, val_fraction: float = 0.2, seed: int = 0) -> tuple[list[int], list[int]]:
+    """Random train/validation split of ``range(n)``.
+
+    Parameters
+    ----------
+    n : int
+        Number of samples (at least 2).
+    val_fraction : float, default 0.2
+        Fraction of samples in the validation part, in (0, 1); at least one sample goes to
+        each part.
+    seed : int, default 0
+        Seed of the permutation.
+
+    Returns
+    -------
+    (list of int, list of int)
+        Sorted training and validation indices, disjoint, together ``range(n)``.
+    """
+    n = _check_nonneg_int(n, "n")
+    if n < 2:
+        raise ValueError(f"n: expected at least 2 samples to split, got {n}")
+    if not 0.0 < float(val_fraction) < 1.0:
+        raise ValueError(f"val_fraction: expected a number in (0, 1), got {val_fraction}")
+    n_val = min(n - 1, max(1, round(n * float(val_fraction))))
+    order = np.random.default_rng(_check_nonneg_int(seed, "seed")).permutation(n)
+    return sorted(int(i) for i in order[n_val:]), sorted(int(i) for i in order[:n_val])
+
+
+class TestnetDataset(Dataset):
+    """Torch data set over a testnet directory written by :func:`generate_dataset`.
+
+    Parameters
+    ----------
+    root : str or Path
+        Data-set directory.
+    indices : sequence of int, optional
+        Sample indices to use (e.g. from :func:`split_indices`); default all stored samples.
+    cache : bool, default True
+        Keep decoded samples in memory after their first use (about 2 bytes per pixel).
+
+    Items are ``(image, segment)``: image float32 (1, H, W) equal to pixel / 255, segment
+    float32 (1, H, W) of 0 and 1.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``root`` does not exist (the message says how to generate it).
+    ValueError
+        If ``root`` holds no samples or ``indices`` names samples that are not stored.
+    """
+
+    __test__ = False  # not a pytest test class despite the name
+
+    def __init__(self, root, indices=None, cache: bool = True):
+        self.root = _check_root(root)
+        available = list_indices(self.root)
+        if indices is None:
+            self.indices = available
+        else:
+            self.indices = [_check_nonneg_int(i, "indices") for i in indices]
+            missing = sorted(set(self.indices) - set(available))
+            if missing:
+                shown = ", ".join(map(str, missing[:5])) + (" ..." if len(missing) > 5 else "")
+                raise ValueError(
+                    f"indices: {len(missing)} requested samples are not in {self.root} "
+                    f"({shown}); it holds {len(available)} samples "
+                    f"({available[0]} .. {available[-1]})"
+                )
+        self.cache = bool(cache)
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def sample(self, item: int) -> TestnetSample:
+        """The full :class:`TestnetSample` (with context and meta) of position ``item``."""
+        return load_sample(self.root, self.indices[item])
+
+    def __getitem__(self, item: int) -> tuple[torch.Tensor, torch.Tensor]:
+        index = self.indices[item]
+        arrays = self._cache.get(index)
+        if arrays is None:
+            directory = self.root / str(index)
+            try:
+                image = np.asarray(Image.open(directory / "image.png").convert("L"))
+                segment = _read_mask(directory / "segment.png")
+            except FileNotFoundError as error:
+                raise FileNotFoundError(
+                    f"testnet sample {index} in {self.root} is incomplete ({error.filename}); "
+                    f"{_HOW_TO_GENERATE}"
+                ) from error
+            arrays = (image.astype(np.uint8), segment)
+            if self.cache:
+                self._cache[index] = arrays
+        image, segment = arrays
+        return (
+            torch.from_numpy(image.astype(np.float32) / 255.0)[None],
+            torch.from_numpy(segment.astype(np.float32))[None],
+        )
