@@ -115,3 +115,36 @@ def test_demo_with_cached_model(tmp_path, checkpoint, capsys):
     (tmp_path / "mine" / "notes.txt").write_text("keep")
     assert main([*argv[:1], "--out", str(tmp_path / "mine"), *argv[3:]]) == 2
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
+
+
+def test_train_command_writes_results_and_checkpoints(tmp_path, capsys):
+    dataset = generate_dataset(tmp_path / "data", n=10, size=32, progress=False)
+    argv = ["testnet", "train", "--dataset", str(dataset), "--checkpoint-dir", str(tmp_path / "ck"),
+            "--name", "tiny", "--epochs", "2", "--n-train", "4", "--n-val", "2", "--width", "2",
+            "--depth", "2", "--batch-size", "2", "--no-progress"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    lines = (tmp_path / "ck" / "results" / "tiny.txt").read_text().splitlines()
+    assert len(lines) == 2 and all(line in out for line in lines)
+    assert (tmp_path / "ck" / "testnet_1.pth").exists() and (tmp_path / "ck" / "testnet_2.pth").exists()
+    assert main(argv) == 2  # the results file is never overwritten
+    assert "never overwritten" in capsys.readouterr().err
+    assert main([*argv[:2], "--dataset", str(tmp_path / "none"), "--no-progress"]) == 2
+    assert "testnet generate" in capsys.readouterr().err
+
+
+def test_examples_say_how_to_make_the_model(tmp_path):
+    """Copies of the examples, away from any trained model, explain how to make one."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    for name in ("_testnet_model.py", "hdm.py", "rise.py"):
+        shutil.copy(examples / name, tmp_path / name)
+    for script in ("hdm.py", "rise.py"):
+        done = subprocess.run([sys.executable, str(tmp_path / script)], capture_output=True,
+                              text=True, cwd=tmp_path)
+        assert done.returncode != 0 and "make demo" in done.stderr
+        assert "testnet.pth" in done.stderr and "Traceback" not in done.stderr

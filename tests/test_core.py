@@ -8,6 +8,7 @@ from interpret_segmentation.core import (
     ModelAdapter,
     Target,
     as_image_batch,
+    changed_items,
     evaluate_perturbations,
     evaluation_mode,
     resolve_target,
@@ -166,6 +167,25 @@ def test_auto_batch_size_backs_off_on_out_of_memory():
     with pytest.raises(RuntimeError, match="out of memory"):
         evaluate_perturbations(ModelAdapter(Picky()), 40, lambda a, b: torch.rand(b - a, 1, 3, 3),
                                lambda a, b, p: None, batch_size=8, progress=False)
+
+
+def test_changed_items_finds_the_perturbations_that_alter_the_input():
+    reference = torch.zeros(1, 1, 4, 4)
+
+    def make(start, stop):
+        inputs = reference.repeat(stop - start, 1, 1, 1)
+        for row, item in enumerate(range(start, stop)):
+            if item % 3 == 0:
+                inputs[row, 0, item % 4, 0] = 1.0
+        return inputs
+
+    assert changed_items(20, make, reference, chunk=7).tolist() == list(range(0, 20, 3))
+    assert changed_items(0, make, reference).tolist() == []
+    with pytest.raises(ValueError, match=r"perturbed inputs: expected a tensor \(3, C, H, W\)"):
+        changed_items(3, lambda a, b: reference, reference)
+    with pytest.raises(ValueError, match="perturbed inputs"):
+        evaluate_perturbations(ModelAdapter(nn.Identity()), 3, lambda a, b: reference,
+                               lambda a, b, p: None, batch_size=3, progress=False)
 
 
 def test_explanation_save_load_round_trip(tmp_path):

@@ -41,7 +41,7 @@ def naive_distances(model, image, segment, circle_size, offset, threshold=0.5):
     adapter = ModelAdapter(model)
     out = np.empty(len(grid))
     for k in range(len(grid)):
-        mask = occlusion_masks(grid, k, k + 1, normalize=False)[0]
+        mask = occlusion_masks(grid, torch.tensor([k]), normalize=False)[0]
         occluded = torch.minimum(image, torch.where(mask < 1, 0.0, image.max() + 1))
         with torch.no_grad():
             binary = adapter(occluded[None])[0, 1].numpy() > threshold
@@ -68,10 +68,10 @@ def test_distances_match_naive_loop_and_peak_at_the_patch(patch_model):
     worse = result.distances(hdm.WORSE_ONLY)
     assert result.baseline == 0.0 and worse.max() > 0
     row, col = np.unravel_index(worse.argmax(), worse.shape)
-    centre = result.grid.centres(row * result.grid.cols + col, row * result.grid.cols + col + 1)
+    centre = result.grid.centres(torch.tensor([row * result.grid.cols + col]))
     assert 30 <= int(centre[0]) < 38 and 30 <= int(centre[1]) < 38
     # every circle that changes the output covers the patch
-    rows, cols = result.grid.centres(0, len(result.grid))
+    rows, cols = result.grid.centres(torch.arange(len(result.grid)))
     changed = (result.distances(hdm.RAW) > 0).ravel()
     near = (rows - 33.5).abs().numpy() <= 3.5 + 3.5
     assert not (changed & ~near).any()
@@ -123,7 +123,7 @@ def test_overridable_steps(patch_model):
             return float(output.sum())
 
         def apply_mask(self, image, mask):
-            return image * 0 + 1  # every occlusion turns the image white
+            return torch.ones(len(mask), *image.shape[1:])  # every occlusion: a white image
 
     explainer = Counting(48, 48, progress=False)
     explainer.generate_masks(circle_size=9, offset=8)
@@ -219,3 +219,19 @@ def test_bad_input(patch_model):
         hdm.HausdorffDistanceMasks(0, 48)
     with pytest.raises(ValueError, match="offset"):
         HDM(patch_model, offset=0)
+
+
+def test_circles_that_change_nothing_are_skipped_with_the_same_result(patch_model):
+    image = patch_image()  # black except the 8 x 8 patch
+    explainer = HDM(patch_model, circle_size=7, offset=3, progress=False)
+    skipping = explainer.explain(image)
+    explainer.skip_unchanged = False
+    running = explainer.explain(image)
+    assert np.array_equal(skipping.arrays["distances"], running.arrays["distances"])
+    grid = CircleGrid(48, 48, 7, 3)
+    rows, cols = grid.centres(torch.arange(len(grid)))
+    # a circle changes the image only where it overlaps the patch (rows and columns 30..37)
+    touching = int((grid.inside(torch.arange(len(grid)))[:, 30:38, 30:38]).flatten(1).any(1).sum())
+    assert skipping.info["model_passes"] == touching + 1
+    assert skipping.info["unchanged_skipped"] == len(grid) - touching
+    assert running.info["model_passes"] == len(grid) + 1

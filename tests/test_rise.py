@@ -133,8 +133,10 @@ def test_bad_input(patch_model, tmp_path):
         explainer.load_masks(tmp_path / "none.npy")
     with pytest.raises(ValueError, match="weighting"):
         RISE(patch_model, weighting="max")
-    with pytest.raises(ValueError, match="N"):
+    with pytest.raises(ValueError, match="n_masks: expected a positive int, got -3"):
         RISE(patch_model, n_masks=-3)
+    with pytest.raises(ValueError, match="p1"):
+        RISE(patch_model, p1=0.0)
 
     class Flat(nn.Module):
         def forward(self, x):

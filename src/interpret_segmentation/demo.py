@@ -16,11 +16,11 @@ import numpy as np
 import torch
 
 from .core.explanation import atomic_write
-from .datasets.testnet import TestnetDataset, generate_dataset, list_indices, split_indices
+from .datasets.testnet import generate_dataset
 from .hdm import HDM
 from .metrics import context_ratio, dice
 from .rise import RISE
-from .training import default_unet, evaluate, load_checkpoint, train_default_model
+from .training import default_unet, evaluate, load_checkpoint, testnet_splits, train_default_model
 from .viz import explanation_figure, save_figure
 
 DEFAULT_DATASET = Path("examples/testnet/dataset")
@@ -62,19 +62,11 @@ def prepare_model(dataset: Path, checkpoint: Path, progress: bool, log=print):
         atomic_write(info_path, lambda f: json.dump(info, f, indent=2), mode="w", overwrite=True)
     info = json.loads(info_path.read_text()) if info_path.exists() else {}
     model = load_checkpoint(default_unet(), checkpoint)
-    _, validation = validation_split(dataset)
-    scores = evaluate(model, TestnetDataset(dataset, validation[:200]))
+    scores = evaluate(model, testnet_splits(dataset, n_val=200)[1])
     summary = {"val_dice": scores["dice"], "val_hausdorff": scores["hausdorff"],
                "val_images": scores["n"], "train_seconds": info.get("train_seconds"),
                "cached": cached, "checkpoint": str(checkpoint)}
     return model, summary
-
-
-def validation_split(dataset: Path) -> tuple[list[int], list[int]]:
-    """The 80/20 split the training used, as stored sample indices."""
-    available = list_indices(dataset)
-    train, validation = split_indices(len(available), val_fraction=0.2, seed=0)
-    return [available[i] for i in train], [available[i] for i in validation]
 
 
 def build_explainers(model, progress: bool) -> dict:
@@ -101,11 +93,10 @@ def run_demo(out=DEFAULT_OUT, dataset=DEFAULT_DATASET, checkpoint=DEFAULT_CHECKP
     model, model_summary = prepare_model(dataset, checkpoint, progress, log)
     log(f"model: validation Dice {model_summary['val_dice']:.4f}")
     explainers = build_explainers(model, progress)
-    _, validation = validation_split(dataset)
-    data = TestnetDataset(dataset, validation[:images])
+    validation = testnet_splits(dataset, n_val=images)[1]
     rows = []
-    for position in range(len(data)):
-        sample = data.sample(position)
+    for position in validation.indices:
+        sample = validation.dataset.sample(position)
         image = torch.from_numpy(sample.image.astype(np.float32) / 255.0)[None]
         background = sample.image == 0
         row = {"index": sample.meta["index"], "right_shape": sample.meta["right_shape"],

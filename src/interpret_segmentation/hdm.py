@@ -30,7 +30,7 @@ import torch
 from PIL import Image
 
 from .core import Explainer, Explanation, ModelAdapter, as_image_batch, as_mask
-from .core.batches import BatchRun, check_batch_size, evaluate_perturbations
+from .core.batches import BatchRun, changed_items, check_batch_size, evaluate_perturbations
 from .core.model import evaluation_mode
 from .metrics import HausdorffToReference
 
@@ -69,17 +69,17 @@ class CircleGrid:
     def __len__(self) -> int:
         return self.rows * self.cols
 
-    def centres(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Centre rows and columns of circles ``start:stop`` (row-major order)."""
-        index = torch.arange(start, stop)
+    def centres(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Centre rows and columns of the circles numbered ``index`` (row-major order)."""
+        index = torch.as_tensor(index, dtype=torch.int64)
         half = self.offset // 2
         rows = ((index // self.cols) * self.offset + half).clamp(max=self.height - 1)
         cols = ((index % self.cols) * self.offset + half).clamp(max=self.width - 1)
         return rows, cols
 
-    def inside(self, start: int, stop: int, device=None) -> torch.Tensor:
-        """Bool tensor (stop - start, H, W): True inside each circle."""
-        cy, cx = (c.to(device)[:, None, None].float() for c in self.centres(start, stop))
+    def inside(self, index: torch.Tensor, device=None) -> torch.Tensor:
+        """Bool tensor (len(index), H, W): True inside each circle numbered ``index``."""
+        cy, cx = (c.to(device)[:, None, None].float() for c in self.centres(index))
         yy = torch.arange(self.height, device=device, dtype=torch.float32)[None, :, None]
         xx = torch.arange(self.width, device=device, dtype=torch.float32)[None, None, :]
         return (yy - cy) ** 2 + (xx - cx) ** 2 <= (self.circle_size / 2) ** 2
@@ -105,7 +105,7 @@ class CircleGrid:
             canvas, counts = np.zeros(shape), np.zeros(shape)
         else:
             raise ValueError(f"reduce: expected 'max' or 'mean', got {reduce!r}")
-        rows, cols = self.centres(0, len(self))
+        rows, cols = self.centres(torch.arange(len(self)))
         for (row, col), value in zip(zip(rows.tolist(), cols.tolist()), values.ravel()):
             window = (slice(row, row + 2 * reach + 1), slice(col, col + 2 * reach + 1))
             if reduce == "max":
@@ -121,15 +121,16 @@ class CircleGrid:
                          where=counts[inner] > 0)
 
 
-def occlusion_masks(grid: CircleGrid, start: int, stop: int, normalize: bool,
+def occlusion_masks(grid: CircleGrid, index: torch.Tensor, normalize: bool,
                     device=None) -> torch.Tensor:
-    """Masks (stop - start, 1, H, W): 1 outside the circle; inside 0, or -1 with ``normalize``.
+    """Masks (len(index), 1, H, W) of the circles numbered ``index``: 1 outside the circle;
+    inside 0, or -1 with ``normalize``.
 
     These are the original library's masks (a black circle on white; ``normalize`` maps them
     from [0, 1] to [-1, 1], i.e. mean 0.5 and std 0.5 removed).
     """
     fill = -1.0 if normalize else 0.0
-    inside = grid.inside(start, stop, device)
+    inside = grid.inside(index, device)
     return torch.where(inside, fill, 1.0)[:, None]
 
 
@@ -137,6 +138,7 @@ class _HDMComputation:
     """Shared by both entry points: the overridable steps and the batched run."""
 
     threshold = 0.5
+    skip_unchanged = True
 
     def apply_mask(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Occlude ``image`` with ``mask``; override to occlude differently.
@@ -193,24 +195,29 @@ class _HDMComputation:
         else:
             baseline = float(measure(probability)[0])
 
-        distances = np.empty(len(grid), dtype=np.float64)
-        seconds = [0.0]
-
-        def make_batch(start: int, stop: int) -> torch.Tensor:
-            masks = occlusion_masks(grid, start, stop, normalize, image.device)
+        def occlude(index: torch.Tensor) -> torch.Tensor:
+            masks = occlusion_masks(grid, index, normalize, image.device)
             if channel == -1:
                 return self.apply_mask(image, masks)
-            masked = image.expand(stop - start, *image.shape[1:]).clone()
+            masked = image.expand(len(index), *image.shape[1:]).clone()
             masked[:, channel:channel + 1] = self.apply_mask(image[:, channel:channel + 1], masks)
             return masked
 
+        # circles that leave the image as it is (black on black) give the baseline output
+        if self.skip_unchanged:
+            to_run = changed_items(len(grid), lambda a, b: occlude(torch.arange(a, b)), image)
+        else:
+            to_run = torch.arange(len(grid))
+        distances = np.full(len(grid), baseline, dtype=np.float64)
+        seconds = [0.0]
+
         def consume(start: int, stop: int, probabilities: torch.Tensor) -> None:
             tick = time.perf_counter()
-            distances[start:stop] = measure(probabilities[:, class_index])
+            distances[to_run[start:stop].numpy()] = measure(probabilities[:, class_index])
             seconds[0] += time.perf_counter() - tick
 
-        run = evaluate_perturbations(model, len(grid), make_batch, consume,
-                                     batch_size=batch_size, progress=progress,
+        run = evaluate_perturbations(model, len(to_run), lambda a, b: occlude(to_run[a:b]),
+                                     consume, batch_size=batch_size, progress=progress,
                                      description="HDM masks")
         return distances.reshape(grid.rows, grid.cols), baseline, run, seconds[0]
 
@@ -279,10 +286,15 @@ class HausdorffDistanceMasks(_HDMComputation):
     batch_size : int or "auto", default "auto"
         Occluded images per model pass.
     progress : bool, default True
+    skip_unchanged : bool, default True
+        Circles that leave the image unchanged (black over black) are not run through the
+        model: their output is the unoccluded one. Needs a model that is deterministic in
+        eval mode; pass False otherwise.
     """
 
     def __init__(self, image_width, image_height, threshold: float = 0.5,
-                 batch_size: int | str = "auto", progress: bool = True):
+                 batch_size: int | str = "auto", progress: bool = True,
+                 skip_unchanged: bool = True):
         self.width = _positive_int(image_width, "image_width")
         self.height = _positive_int(image_height, "image_height")
         if not 0 <= threshold < 1:
@@ -291,6 +303,7 @@ class HausdorffDistanceMasks(_HDMComputation):
         self.threshold = float(threshold)
         self.batch_size = batch_size
         self.progress = progress
+        self.skip_unchanged = bool(skip_unchanged)
         self.grid: CircleGrid | None = None
 
     def generate_masks(self, circle_size, offset, normalize=False):
@@ -356,6 +369,9 @@ class HDM(Explainer, _HDMComputation):
         Masks in [-1, 1] (for images normalised with mean 0.5, std 0.5).
     channel : int, default -1
         Input channel to occlude; -1 occludes all.
+    skip_unchanged : bool, default True
+        Don't run circles that leave the image unchanged (their output is the unoccluded
+        one); needs a model that is deterministic in eval mode.
     output, device, batch_size, progress
         As for every explainer (:class:`~interpret_segmentation.core.Explainer`).
 
@@ -370,7 +386,8 @@ class HDM(Explainer, _HDMComputation):
     method = "hdm"
 
     def __init__(self, model, circle_size: int = 15, offset: int = 5, threshold: float = 0.5,
-                 normalize: bool = False, channel: int = -1, **options):
+                 normalize: bool = False, channel: int = -1, skip_unchanged: bool = True,
+                 **options):
         super().__init__(model, **options)
         self.circle_size = _positive_int(circle_size, "circle_size")
         self.offset = _positive_int(offset, "offset")
@@ -379,6 +396,7 @@ class HDM(Explainer, _HDMComputation):
         self.threshold = float(threshold)
         self.normalize = bool(normalize)
         self.channel = int(channel)
+        self.skip_unchanged = bool(skip_unchanged)
 
     def _explain(self, image, target, probabilities) -> Explanation:
         started = time.perf_counter()
@@ -416,5 +434,6 @@ def _explanation(result: HDMResult, class_index: int, parameters: dict, run: Bat
         timings={"total": seconds, "model": run.model_seconds, "distances": distance_seconds},
         arrays={"distances": result.results, "worse_only": worse.astype(np.float32)},
         info={"baseline_distance": result.baseline, "model_passes": run.passes + 1,
+              "unchanged_skipped": result.results.size - run.passes,
               "batch_size": run.batch_size, "grid": [result.grid.rows, result.grid.cols]},
     )

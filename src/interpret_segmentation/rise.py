@@ -36,8 +36,8 @@ RECIPE_KEY = "rise_mask_recipe"
 WEIGHTINGS = ("dice", "probability")
 
 
-def _check_mask_parameters(n_masks, s, p1) -> None:
-    for name, value in (("N", n_masks), ("s", s)):
+def _check_mask_parameters(n_masks, s, p1, count_name: str = "N") -> None:
+    for name, value in ((count_name, n_masks), ("s", s)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
             raise ValueError(f"{name}: expected a positive int, got {value!r}")
     if isinstance(p1, bool) or not isinstance(p1, (int, float)) or not 0 < p1 <= 1:
@@ -297,7 +297,7 @@ class RISE(Explainer):
     def __init__(self, model, n_masks: int = 2000, s: int = 8, p1: float = 0.5,
                  weighting: str = "dice", seed: int = 0, **options):
         super().__init__(model, **options)
-        _check_mask_parameters(n_masks, s, p1)
+        _check_mask_parameters(n_masks, s, p1, count_name="n_masks")
         if weighting not in WEIGHTINGS:
             raise ValueError(f"weighting: expected one of {WEIGHTINGS}, got {weighting!r}")
         self.n_masks, self.s, self.p1 = int(n_masks), int(s), float(p1)

@@ -15,7 +15,6 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
+from .core.model import evaluation_mode
 from .metrics import dice, hausdorff_distance
 from .models.unet import UNet
 
@@ -35,6 +35,7 @@ __all__ = [
     "segmentation_loss",
     "evaluate",
     "train",
+    "testnet_splits",
     "train_default_model",
     "save_checkpoint",
     "load_checkpoint",
@@ -146,16 +147,6 @@ def _check_output(logits: torch.Tensor, target: torch.Tensor) -> None:
         )
 
 
-@contextmanager
-def _eval_mode(model: nn.Module):
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
-
-
 def evaluate(model: nn.Module, dataset: Dataset, batch_size: int = 16,
              device=None) -> dict:
     """Mean loss, Dice and Hausdorff distance of ``model`` on ``dataset``.
@@ -172,7 +163,7 @@ def evaluate(model: nn.Module, dataset: Dataset, batch_size: int = 16,
     device = torch.device("cpu") if device is None else torch.device(device)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     losses, dices, distances = [], [], []
-    with _eval_mode(model), torch.no_grad():
+    with evaluation_mode(model), torch.no_grad():
         for image, target in loader:
             image, target = image.to(device), target.to(device)
             logits = model(image)
@@ -373,6 +364,42 @@ def train(
         torch.set_num_threads(old_threads)
 
 
+def testnet_splits(dataset_root, n_train: int | None = None,
+                   n_val: int | None = None) -> tuple[Subset, Subset]:
+    """The 80/20 training and validation parts of a testnet data set.
+
+    The split is :func:`~interpret_segmentation.datasets.split_indices` with seed 0 over the
+    stored samples, so the demo, the CLI and the examples all validate on the same images.
+
+    Parameters
+    ----------
+    dataset_root : str or Path
+    n_train, n_val : int, optional
+        Use only the first ``n_train`` / ``n_val`` samples of each part; default all.
+
+    Returns
+    -------
+    (Subset, Subset)
+        Training and validation sets of a :class:`TestnetDataset`.
+    """
+    from .datasets.testnet import TestnetDataset, list_indices, split_indices
+
+    for name, value in (("n_train", n_train), ("n_val", n_val)):
+        if value is not None:
+            _check_positive(value, name)
+    available = list_indices(dataset_root)
+    train_idx, val_idx = split_indices(len(available), val_fraction=0.2, seed=0)
+    if n_train is not None and n_train > len(train_idx):
+        raise ValueError(
+            f"n_train: expected at most {len(train_idx)} (80% of the {len(available)} samples in "
+            f"{dataset_root}), got {n_train}; generate a larger data set"
+        )
+    full = TestnetDataset(dataset_root)
+    train_set = Subset(full, train_idx[:n_train])
+    val_set = Subset(full, val_idx[:n_val])
+    return train_set, val_set
+
+
 def train_default_model(
     dataset_root,
     out_checkpoint,
@@ -431,8 +458,6 @@ def train_default_model(
     FileNotFoundError
         If the data set is missing (the message says how to generate it).
     """
-    from .datasets.testnet import TestnetDataset, list_indices, split_indices
-
     out_checkpoint = Path(out_checkpoint)
     if out_checkpoint.exists():
         raise FileExistsError(
@@ -444,22 +469,7 @@ def train_default_model(
             f"results file {results_path} already exists; it is never overwritten, choose "
             "another name"
         )
-    _check_positive(n_train, "n_train")
-    if n_val is not None:
-        _check_positive(n_val, "n_val")
-    available = list_indices(dataset_root)
-    train_idx, val_idx = split_indices(len(available), val_fraction=0.2, seed=0)
-    train_idx = [available[i] for i in train_idx]
-    val_idx = [available[i] for i in val_idx]
-    if n_train > len(train_idx):
-        raise ValueError(
-            f"n_train: expected at most {len(train_idx)} (80% of the {len(available)} samples in "
-            f"{dataset_root}), got {n_train}; generate a larger data set"
-        )
-    full = TestnetDataset(dataset_root)
-    position = {index: i for i, index in enumerate(full.indices)}
-    train_set = Subset(full, [position[i] for i in train_idx[:n_train]])
-    val_set = Subset(full, [position[i] for i in val_idx[: n_val or len(val_idx)]])
+    train_set, val_set = testnet_splits(dataset_root, n_train, n_val)
 
     torch.manual_seed(seed)
     model = default_unet()

@@ -1,6 +1,6 @@
 """The mechanism every method shares: model adapter, target, batching, result object."""
 
-from .batches import BatchRun, evaluate_perturbations, time_model_passes
+from .batches import BatchRun, changed_items, evaluate_perturbations, time_model_passes
 from .explainer import Explainer
 from .explanation import Explanation, atomic_write
 from .model import ModelAdapter, as_image_batch, as_mask, evaluation_mode
@@ -14,6 +14,7 @@ __all__ = [
     "ResolvedTarget",
     "Target",
     "as_image_batch",
+    "changed_items",
     "as_mask",
     "as_target",
     "atomic_write",

@@ -42,6 +42,16 @@ def check_batch_size(batch_size) -> None:
         raise ValueError(f"batch_size: expected a positive int or 'auto', got {batch_size!r}")
 
 
+def _built(make_batch: MakeBatch, start: int, stop: int) -> torch.Tensor:
+    """``make_batch(start, stop)``, checked to hold one input per item."""
+    inputs = make_batch(start, stop)
+    if not isinstance(inputs, torch.Tensor) or inputs.ndim != 4 or len(inputs) != stop - start:
+        shape = tuple(inputs.shape) if isinstance(inputs, torch.Tensor) else type(inputs).__name__
+        raise ValueError(f"perturbed inputs: expected a tensor ({stop - start}, C, H, W) for "
+                         f"items {start}:{stop}, got {shape}")
+    return inputs
+
+
 def _is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, RuntimeError) and "out of memory" in str(error).lower()
 
@@ -96,7 +106,7 @@ def evaluate_perturbations(
     with torch.no_grad():
         while start < count:
             stop = min(start + size, count)
-            inputs = make_batch(start, stop)
+            inputs = _built(make_batch, start, stop)
             try:
                 _synchronize(model.device)
                 tick = time.perf_counter()
@@ -132,6 +142,27 @@ def evaluate_perturbations(
         model_seconds=model_seconds,
         total_seconds=time.perf_counter() - started,
     )
+
+
+def changed_items(count: int, make_batch: MakeBatch, unperturbed: torch.Tensor,
+                  chunk: int = 64) -> torch.Tensor:
+    """Indices of the perturbed inputs that differ from ``unperturbed`` (1, C, H, W).
+
+    A perturbation that leaves the input as it was (an occluder over pixels that already
+    have its fill value, e.g. black on black background) gives the unperturbed output, so a
+    method can skip its model pass. Inputs are built ``chunk`` at a time, without the model.
+
+    Returns
+    -------
+    Tensor (n_changed,) of int64, increasing.
+    """
+    changed = []
+    for start in range(0, count, chunk):
+        stop = min(start + chunk, count)
+        inputs = _built(make_batch, start, stop)
+        differs = (inputs != unperturbed).flatten(1).any(1).cpu()
+        changed.append(torch.arange(start, stop)[differs])
+    return torch.cat(changed) if changed else torch.zeros(0, dtype=torch.int64)
 
 
 def time_model_passes(model: ModelAdapter, example: torch.Tensor, count: int,

@@ -1,0 +1,111 @@
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from interpret_segmentation.datasets import generate_dataset
+from interpret_segmentation.models import UNet
+from interpret_segmentation.training import (
+    default_unet,
+    evaluate,
+    load_checkpoint,
+    save_checkpoint,
+    segmentation_loss,
+    testnet_splits,
+    train,
+)
+
+
+@pytest.mark.parametrize("size", [(32, 32), (37, 50), (5, 3)])
+@pytest.mark.parametrize("global_context", [True, False])
+def test_unet_keeps_the_input_size(size, global_context):
+    torch.manual_seed(0)
+    model = UNet(in_channels=2, out_channels=3, width=4, depth=3, global_context=global_context)
+    assert model(torch.rand(2, 2, *size)).shape == (2, 3, *size)
+    with pytest.raises(ValueError, match=r"x: expected a tensor \(B, 2, H, W\)"):
+        model(torch.rand(2, 1, *size))
+    with pytest.raises(ValueError, match="width"):
+        UNet(width=0)
+
+
+def test_global_context_lets_one_side_decide_the_other():
+    """With the context path a pixel far from a change still responds to it; without it, a
+    depth-2 U-Net's receptive field (about 40 px) cannot reach 100 px away."""
+    image = torch.zeros(1, 1, 64, 128)
+    changed = image.clone()
+    changed[..., 100:110] = 1.0
+    for context, reaches in ((True, True), (False, False)):
+        torch.manual_seed(0)
+        model = UNet(width=4, depth=2, global_context=context).eval()
+        with torch.no_grad():
+            difference = (model(changed) - model(image))[..., :, :20].abs().max()
+        assert (difference > 1e-6) == reaches
+
+
+def test_loss_is_bce_plus_soft_dice():
+    logits = torch.tensor([[[[2.0, -1.0], [0.5, -3.0]]]])
+    target = torch.tensor([[[[1.0, 0.0], [1.0, 0.0]]]])
+    p = torch.sigmoid(logits)
+    bce = -(target * p.log() + (1 - target) * (1 - p).log()).mean()
+    soft_dice = (2 * (p * target).sum() + 1) / (p.sum() + target.sum() + 1)
+    assert segmentation_loss(logits, target) == pytest.approx(float(bce + 1 - soft_dice), rel=1e-6)
+
+
+def _toy_sets():
+    """A pixel is foreground where it is bright: learnable in a few steps."""
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(24, 1, 16, 16, generator=generator)
+    images = (images > 0.7).float() * 0.8 + 0.1
+    masks = (images > 0.5).float()
+    return TensorDataset(images[:16], masks[:16]), TensorDataset(images[16:], masks[16:])
+
+
+def test_train_logs_every_epoch_saves_checkpoints_and_never_overwrites(tmp_path):
+    torch.manual_seed(0)
+    model = UNet(width=4, depth=2, global_context=False)
+    model.train()
+    lines = []
+    results = tmp_path / "results" / "run.txt"
+    history = train(model, *_toy_sets(), epochs=3, lr=0.02, batch_size=4,
+                    results_path=results, checkpoint_dir=tmp_path, progress=False,
+                    log=lines.append)
+    assert [row["epoch"] for row in history] == [1, 2, 3]
+    assert results.read_text().splitlines() == lines
+    assert all("train_loss" in line and "val_dice" in line and "val_hausdorff" in line
+               for line in lines)
+    assert history[-1]["val_dice"] > 0.9  # the toy rule is learnt
+    for epoch in (1, 2, 3):
+        assert (tmp_path / f"testnet_{epoch}.pth").exists()
+    reloaded = load_checkpoint(UNet(width=4, depth=2, global_context=False),
+                               tmp_path / "testnet_3.pth")
+    scores = evaluate(reloaded, _toy_sets()[1])
+    assert scores["dice"] == pytest.approx(history[-1]["val_dice"])
+    before = results.read_text()
+    with pytest.raises(FileExistsError, match="never overwritten"):
+        train(model, *_toy_sets(), epochs=1, lr=0.01, batch_size=4, results_path=results,
+              checkpoint_dir=tmp_path, progress=False, log=lines.append)
+    assert results.read_text() == before
+
+
+def test_checkpoints_load_weights_only(tmp_path):
+    torch.manual_seed(1)
+    model = default_unet()
+    path = save_checkpoint(model, tmp_path / "m.pth")
+    fresh = load_checkpoint(default_unet(), path)
+    for a, b in zip(model.state_dict().values(), fresh.state_dict().values()):
+        assert torch.equal(a, b)
+    torch.save({"weights": np.arange(3)}, tmp_path / "pickled.pth")  # not tensors only
+    with pytest.raises(Exception, match="[Ww]eights only"):
+        load_checkpoint(default_unet(), tmp_path / "pickled.pth")
+    with pytest.raises(FileNotFoundError, match="testnet train"):
+        load_checkpoint(default_unet(), tmp_path / "missing.pth")
+
+
+def test_testnet_splits(tmp_path):
+    root = generate_dataset(tmp_path / "d", n=20, size=48, progress=False)
+    train_set, val_set = testnet_splits(root)
+    assert len(train_set) == 16 and len(val_set) == 4
+    assert not set(train_set.indices) & set(val_set.indices)
+    assert len(testnet_splits(root, n_train=5, n_val=2)[0]) == 5
+    with pytest.raises(ValueError, match="n_train: expected at most 16"):
+        testnet_splits(root, n_train=17)
