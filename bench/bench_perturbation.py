@@ -25,13 +25,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
 from skimage.metrics import hausdorff_distance as skimage_hausdorff
 
 from interpret_segmentation import HDM, RISE, SegmentationRISE
 from interpret_segmentation.core import ModelAdapter, time_model_passes
 from interpret_segmentation.datasets import load_sample
-from interpret_segmentation.training import default_unet, load_checkpoint
+from interpret_segmentation.hdm import CircleGrid, occlusion_masks
+from interpret_segmentation.training import load_default_model
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINT = ROOT / "examples/testnet/testnet.pth"
@@ -39,29 +39,27 @@ DATASET = ROOT / "examples/testnet/dataset"
 
 
 def load(index: int):
-    model = load_checkpoint(default_unet(), CHECKPOINT).eval()
+    model = load_default_model(CHECKPOINT)
     sample = load_sample(DATASET, index)
     image = torch.from_numpy(sample.image.astype(np.float32) / 255.0)[None]
     return model, image, sample
 
 
 def naive_hdm(model, image, segment, circle_size=15, offset=5):
-    """The original's way: a PIL circle per position, one model call per occluded image."""
+    """The original's loop: one occluded image per model call, one skimage distance per mask
+    (with the library's circle positions, so the distances can be compared)."""
     height, width = image.shape[-2:]
+    grid = CircleGrid(height, width, circle_size, offset)
     distances = []
     segment = segment.astype(bool)
-    for top in range(0, height, offset):
-        for left in range(0, width, offset):
-            canvas = Image.new("L", (width, height), 255)
-            ImageDraw.Draw(canvas).ellipse([(left, top), (left + circle_size, top + circle_size)],
-                                           fill=0)
-            mask = torch.from_numpy(np.asarray(canvas, dtype=np.float32) / 255.0)
-            with torch.no_grad():
-                output = torch.sigmoid(model(torch.min(image, mask)[None]))[0, 0].numpy() > 0.5
-            if output.any() and segment.any():
-                distances.append(skimage_hausdorff(output, segment))
-            else:
-                distances.append(math.hypot(height, width))
+    for k in range(len(grid)):
+        mask = occlusion_masks(grid, torch.tensor([k]), normalize=False)[0]
+        with torch.no_grad():
+            output = torch.sigmoid(model(torch.min(image, mask)[None]))[0, 0].numpy() > 0.5
+        if output.any() and segment.any():
+            distances.append(skimage_hausdorff(output, segment))
+        else:
+            distances.append(math.hypot(height, width))
     return np.array(distances)
 
 
@@ -104,8 +102,8 @@ def timed(function):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--index", type=int, default=1, help="testnet sample (default 1)")
-    parser.add_argument("--batch-size", default="16",
-                        help="batch size for HDM and RISE: an int or auto (default 16)")
+    parser.add_argument("--batch-size", default="auto",
+                        help="batch size for HDM and RISE: an int or auto (default auto)")
     parser.add_argument("--pixel-masks", type=int, default=200,
                         help="masks for the per-pixel RISE comparison (default 200)")
     parser.add_argument("--skip-naive", action="store_true", help="skip the original-style loops")
@@ -130,31 +128,38 @@ def main() -> None:
         print(f"{name:<28} {seconds:7.2f} s   floor {floor:7.2f} s ({passes} passes, batch "
               f"{used_batch})   ratio {seconds / floor:5.2f}{extra}")
 
-    explanation = HDM(model, circle_size=15, offset=5, batch_size=batch_size,
-                      progress=False).explain(image)
-    report("HDM 15/5", explanation.timings["total"], explanation.info["model_passes"],
-           explanation.info["batch_size"])
+    for skip in (True, False):
+        explanation = HDM(model, circle_size=15, offset=5, batch_size=batch_size,
+                          skip_unchanged=skip, progress=False).explain(image)
+        name = "HDM 15/5" + ("" if skip else ", all circles run")
+        report(name, explanation.timings["total"], explanation.info["model_passes"],
+               explanation.info["batch_size"],
+               f"   ({explanation.info['unchanged_skipped']} of 2304 circles skipped)")
+        if skip:
+            skipping = explanation
     if not args.skip_naive:
-        distances, seconds = timed(lambda: naive_hdm(model, image, sample.segment))
+        distances, seconds = timed(lambda: naive_hdm(model, image, skipping.arrays["target_pixels"]))
+        same = np.allclose(distances, skipping.arrays["distances"].ravel())
         print(f"{'HDM original-style loop':<28} {seconds:7.2f} s   speed-up of HDM "
-              f"{seconds / explanation.timings['total']:.1f} x")
+              f"{seconds / skipping.timings['total']:.1f} x   (same distances: {same})")
     explanation = RISE(model, n_masks=2000, batch_size=batch_size, progress=False).explain(image)
     report("RISE Dice, 2000 masks", explanation.timings["total"],
            explanation.info["model_passes"], explanation.info["batch_size"])
 
     n = args.pixel_masks
-    explainer = SegmentationRISE(model, (240, 240), "cpu", batch_size=batch_size, progress=False)
+    pixel_batch = 8 if batch_size == "auto" else batch_size
+    explainer = SegmentationRISE(model, (240, 240), "cpu", batch_size=pixel_batch, progress=False)
     explainer.generate_masks(N=n, s=8, p1=0.5)
     result, seconds = timed(lambda: explainer(image))
-    used = batch_size if batch_size != "auto" else 16
-    report(f"RISE per-pixel, {n} masks", seconds, n + 1, used,
+    report(f"RISE per-pixel, {n} masks", seconds, n + 1, pixel_batch,
            f"   ({len(result.saliencies)} pixels)")
     if not args.skip_naive:
         masks = explainer.masks.batch(0, n)
         naive, naive_seconds = timed(lambda: naive_pixel_rise(model, image, masks))
+        difference = naive.max(0).values / explainer.masks.p1 - torch.from_numpy(result.max())
         print(f"{'RISE per-pixel original-style':<28} {naive_seconds:7.2f} s   speed-up "
               f"{naive_seconds / seconds:.1f} x   (max |difference| of the max-merged maps "
-              f"{float((naive.max(0).values / explainer.masks.p1 - torch.from_numpy(result.max())).abs().max()):.2e})")
+              f"{float(difference.abs().max()):.2e})")
 
     peaks = {}
     for count in (250, 4000):

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from interpret_segmentation.datasets import load_sample
-from interpret_segmentation.training import default_unet, load_checkpoint
+from interpret_segmentation.training import load_default_model
 
 HERE = Path(__file__).parent
 CHECKPOINT = HERE / "testnet" / "testnet.pth"
@@ -21,7 +21,7 @@ def model_and_sample(index: int = 1):
                  "  python examples/testnet/generate.py\n"
                  "  python examples/testnet/train.py\n"
                  "and rename the epoch you want, e.g. examples/testnet/testnet_6.pth, to testnet.pth.")
-    model = load_checkpoint(default_unet(), CHECKPOINT)
+    model = load_default_model(CHECKPOINT)
     sample = load_sample(DATASET, index)
     image = torch.from_numpy(sample.image.astype(np.float32) / 255.0)[None]
     segment = torch.from_numpy(sample.segment.astype(np.float32))

@@ -3,6 +3,7 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
+from interpret_segmentation import training
 from interpret_segmentation.datasets import generate_dataset
 from interpret_segmentation.models import UNet
 from interpret_segmentation.training import (
@@ -11,7 +12,6 @@ from interpret_segmentation.training import (
     load_checkpoint,
     save_checkpoint,
     segmentation_loss,
-    testnet_splits,
     train,
 )
 
@@ -33,13 +33,13 @@ def test_global_context_lets_one_side_decide_the_other():
     depth-2 U-Net's receptive field (about 40 px) cannot reach 100 px away."""
     image = torch.zeros(1, 1, 64, 128)
     changed = image.clone()
-    changed[..., 100:110] = 1.0
+    changed[..., 90:] = 5.0
     for context, reaches in ((True, True), (False, False)):
         torch.manual_seed(0)
         model = UNet(width=4, depth=2, global_context=context).eval()
         with torch.no_grad():
             difference = (model(changed) - model(image))[..., :, :20].abs().max()
-        assert (difference > 1e-6) == reaches
+        assert (difference > 0) == reaches  # exactly unchanged without the context path
 
 
 def test_loss_is_bce_plus_soft_dice():
@@ -66,18 +66,18 @@ def test_train_logs_every_epoch_saves_checkpoints_and_never_overwrites(tmp_path)
     model.train()
     lines = []
     results = tmp_path / "results" / "run.txt"
-    history = train(model, *_toy_sets(), epochs=3, lr=0.02, batch_size=4,
+    history = train(model, *_toy_sets(), epochs=6, lr=0.05, batch_size=4,
                     results_path=results, checkpoint_dir=tmp_path, progress=False,
                     log=lines.append)
-    assert [row["epoch"] for row in history] == [1, 2, 3]
+    assert [row["epoch"] for row in history] == [1, 2, 3, 4, 5, 6]
     assert results.read_text().splitlines() == lines
     assert all("train_loss" in line and "val_dice" in line and "val_hausdorff" in line
                for line in lines)
     assert history[-1]["val_dice"] > 0.9  # the toy rule is learnt
-    for epoch in (1, 2, 3):
+    for epoch in (1, 6):
         assert (tmp_path / f"testnet_{epoch}.pth").exists()
     reloaded = load_checkpoint(UNet(width=4, depth=2, global_context=False),
-                               tmp_path / "testnet_3.pth")
+                               tmp_path / "testnet_6.pth")
     scores = evaluate(reloaded, _toy_sets()[1])
     assert scores["dice"] == pytest.approx(history[-1]["val_dice"])
     before = results.read_text()
@@ -103,9 +103,9 @@ def test_checkpoints_load_weights_only(tmp_path):
 
 def test_testnet_splits(tmp_path):
     root = generate_dataset(tmp_path / "d", n=20, size=48, progress=False)
-    train_set, val_set = testnet_splits(root)
+    train_set, val_set = training.testnet_splits(root)
     assert len(train_set) == 16 and len(val_set) == 4
     assert not set(train_set.indices) & set(val_set.indices)
-    assert len(testnet_splits(root, n_train=5, n_val=2)[0]) == 5
+    assert len(training.testnet_splits(root, n_train=5, n_val=2)[0]) == 5
     with pytest.raises(ValueError, match="n_train: expected at most 16"):
-        testnet_splits(root, n_train=17)
+        training.testnet_splits(root, n_train=17)

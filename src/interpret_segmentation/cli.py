@@ -149,15 +149,14 @@ def _load_array(path: Path, name: str) -> np.ndarray:
 
 
 def _build_model(spec: str | None, checkpoint: str):
-    from .training import default_unet, load_checkpoint
+    from .training import load_checkpoint, load_default_model
 
     if spec is None:
-        model = default_unet()
-    else:
-        module_name, _, attribute = spec.partition(":")
-        if not attribute:
-            raise ValueError(f"--model: expected MODULE:CALLABLE, got {spec!r}")
-        model = getattr(importlib.import_module(module_name), attribute)()
+        return load_default_model(checkpoint)
+    module_name, _, attribute = spec.partition(":")
+    if not attribute:
+        raise ValueError(f"--model: expected MODULE:CALLABLE, got {spec!r}")
+    model = getattr(importlib.import_module(module_name), attribute)()
     return load_checkpoint(model, checkpoint)
 
 

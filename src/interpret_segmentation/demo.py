@@ -20,7 +20,7 @@ from .datasets.testnet import generate_dataset
 from .hdm import HDM
 from .metrics import context_ratio, dice
 from .rise import RISE
-from .training import default_unet, evaluate, load_checkpoint, testnet_splits, train_default_model
+from .training import evaluate, load_default_model, testnet_splits, train_default_model
 from .viz import explanation_figure, save_figure
 
 DEFAULT_DATASET = Path("examples/testnet/dataset")
@@ -61,7 +61,7 @@ def prepare_model(dataset: Path, checkpoint: Path, progress: bool, log=print):
                 "n_train": trained["n_train"], "results": str(results)}
         atomic_write(info_path, lambda f: json.dump(info, f, indent=2), mode="w", overwrite=True)
     info = json.loads(info_path.read_text()) if info_path.exists() else {}
-    model = load_checkpoint(default_unet(), checkpoint)
+    model = load_default_model(checkpoint)
     scores = evaluate(model, testnet_splits(dataset, n_val=200)[1])
     summary = {"val_dice": scores["dice"], "val_hausdorff": scores["hausdorff"],
                "val_images": scores["n"], "train_seconds": info.get("train_seconds"),
