@@ -11,6 +11,7 @@ from interpret_segmentation.core import (
     changed_items,
     evaluate_perturbations,
     evaluation_mode,
+    predicted_mask,
     resolve_target,
 )
 
@@ -210,3 +211,12 @@ def test_explanation_save_load_round_trip(tmp_path):
     with pytest.raises(ValueError, match="saliency"):
         Explanation(saliency=np.zeros(3), method="x", target_class=1)
     assert np.allclose(loaded.normalized().max(), 1) and loaded.normalized().min() == 0
+
+
+@pytest.mark.parametrize("classes", [2, 3, 5])
+def test_predicted_mask_is_argmax_with_ties_to_the_lower_class(classes):
+    generator = torch.Generator().manual_seed(classes)
+    probabilities = torch.randint(0, 3, (4, classes, 6, 7), generator=generator).float()  # ties
+    for class_index in range(classes):
+        expected = probabilities.argmax(1) == class_index
+        assert torch.equal(predicted_mask(probabilities, class_index), expected)

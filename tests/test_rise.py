@@ -106,10 +106,31 @@ def test_multiclass_and_empty_target():
     assert SegmentationRISE(PatchModel(), (48, 48), CPU, progress=False).__class__  # builds
 
 
-def test_model_unchanged(patch_model):
+def test_model_unchanged_also_after_error(patch_model):
     patch_model.train()
     RISE(patch_model, n_masks=10, s=4, progress=False).explain(patch_image())
     assert patch_model.training and patch_model.norm.training and not patch_model._forward_hooks
+
+    class FailsOnBatches(PatchModel):
+        def forward(self, x):
+            if x.shape[0] > 1:
+                raise RuntimeError("boom")
+            return super().forward(x)
+
+    failing = FailsOnBatches()
+    failing.train()
+    for explain in (lambda: RISE(failing, n_masks=10, s=4, batch_size=5, progress=False)
+                    .explain(patch_image()),
+                    lambda: _per_pixel(failing)):
+        with pytest.raises(RuntimeError, match="boom"):
+            explain()
+        assert failing.training and failing.norm.training and not failing._forward_hooks
+
+
+def _per_pixel(model):
+    explainer = SegmentationRISE(model, (48, 48), CPU, batch_size=5, progress=False)
+    explainer.generate_masks(10, 4, 0.5)
+    return explainer(patch_image())
 
 
 def test_bad_input(patch_model, tmp_path):

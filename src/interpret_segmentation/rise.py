@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from .core import Explainer, Explanation, ModelAdapter, as_image_batch, atomic_write
 from .core.batches import check_batch_size, evaluate_perturbations
-from .core.model import evaluation_mode
+from .core.model import evaluation_mode, predicted_mask
 from .metrics import batch_dice
 
 RECIPE_KEY = "rise_mask_recipe"
@@ -161,7 +161,7 @@ def _rise_pass(model: ModelAdapter, image: torch.Tensor, masks, class_index: int
         flat_masks = current.pop("masks").flatten(1)
         class_probability = probabilities[:, class_index].flatten(1)
         if weighting == "dice":
-            predicted = probabilities.argmax(1).flatten(1) == class_index
+            predicted = predicted_mask(probabilities, class_index).flatten(1)
             weights = batch_dice(predicted, flat_pixels)[None]
         elif weighting == "probability":
             if len(pixel_index):
@@ -260,7 +260,7 @@ class SegmentationRISE:
                              f"{tuple(np.shape(image))}")
         with evaluation_mode(self.model.model):
             with torch.no_grad():
-                pixels = self.model(batch)[0].argmax(0) == 1
+                pixels = predicted_mask(self.model(batch), 1)[0]
             maps, _ = _rise_pass(self.model, batch, self.masks, 1, pixels, "per_pixel",
                                  self.batch_size, self.progress)
         return RISEResult(maps)

@@ -3,7 +3,7 @@
 from .batches import BatchRun, changed_items, evaluate_perturbations, time_model_passes
 from .explainer import Explainer
 from .explanation import Explanation, atomic_write
-from .model import ModelAdapter, as_image_batch, as_mask, evaluation_mode
+from .model import ModelAdapter, as_image_batch, as_mask, evaluation_mode, predicted_mask
 from .target import ResolvedTarget, Target, as_target, resolve_target
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "atomic_write",
     "evaluate_perturbations",
     "evaluation_mode",
+    "predicted_mask",
     "resolve_target",
     "time_model_passes",
 ]

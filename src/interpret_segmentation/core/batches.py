@@ -22,6 +22,7 @@ MakeBatch = Callable[[int, int], torch.Tensor]
 Consume = Callable[[int, int, torch.Tensor], None]
 
 AUTO_BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64)
+PROBE_TRIALS = 2
 
 
 @dataclass
@@ -83,9 +84,9 @@ def evaluate_perturbations(
     consume : callable (start, stop, probabilities (stop - start, K, H, W)) -> None
         Receives the model's probabilities for those inputs.
     batch_size : int or "auto", default "auto"
-        "auto" processes the first items at growing batch sizes (1, 2, 4, ... 64), keeps the
-        fastest per item, and halves the size on out-of-memory errors. The probe's batches are
-        real work, so "auto" costs nothing extra.
+        "auto" processes the first items at growing batch sizes (1, 2, 4, ... 64, two batches
+        each), keeps the fastest per item, and halves the size on out-of-memory errors. The
+        probe's batches are real work, so "auto" costs nothing extra.
     progress : bool, default True
         tqdm bar on stderr.
 
@@ -98,6 +99,7 @@ def evaluate_perturbations(
     probe = iter(AUTO_BATCH_SIZES[1:]) if auto else None  # sizes still to try
     size = AUTO_BATCH_SIZES[0] if auto else batch_size
     best_size, best_rate = size, float("inf")
+    trials: list[float] = []
     passes, model_seconds = 0, 0.0
     started = time.perf_counter()
     bar = tqdm(total=count, desc=description, disable=not progress, file=sys.stderr,
@@ -128,12 +130,16 @@ def evaluate_perturbations(
             passes += stop - start
             bar.update(stop - start)
             if probe is not None and stop - start == size:
-                rate = elapsed / size
-                if rate < 0.95 * best_rate:
-                    best_size, best_rate = size, rate
-                    size = next(probe, size)
-                else:
-                    size, probe = best_size, None
+                # each size is timed on two batches (the faster counts), to damp noise
+                trials.append(elapsed / size)
+                if len(trials) == PROBE_TRIALS:
+                    rate = min(trials)
+                    trials = []
+                    if rate < 0.95 * best_rate:
+                        best_size, best_rate = size, rate
+                        size = next(probe, size)
+                    else:
+                        size, probe = best_size, None
             start = stop
     bar.close()
     return BatchRun(

@@ -75,6 +75,22 @@ def as_mask(mask, shape: tuple[int, int], name: str) -> torch.Tensor:
     return mask > 0.5 if mask.is_floating_point() else mask != 0
 
 
+def predicted_mask(probabilities: torch.Tensor, class_index: int) -> torch.Tensor:
+    """Where ``class_index`` is the arg-max class: bool (B, H, W) from probabilities (B, K, H, W).
+
+    Ties go to the lower class index, as with ``argmax``; computed by comparisons, which is
+    much faster on CPU than ``argmax`` over a short class dimension.
+    """
+    chosen = probabilities[:, class_index]
+    mask = torch.ones_like(chosen, dtype=torch.bool)
+    for other in range(probabilities.shape[1]):
+        if other < class_index:
+            mask &= chosen > probabilities[:, other]
+        elif other > class_index:
+            mask &= chosen >= probabilities[:, other]
+    return mask
+
+
 class ModelAdapter:
     """Wrap a segmentation model so that it returns per-class probabilities (B, K, H, W).
 
@@ -151,8 +167,9 @@ class ModelAdapter:
             self.output = self._guess_kind(out)
         if out.shape[1] == 1:
             foreground = torch.sigmoid(out) if self.output == "logits" else out
-            return torch.cat([1 - foreground, foreground], dim=1)
-        return torch.softmax(out, dim=1) if self.output == "logits" else out
+            return torch.cat([1 - foreground, foreground], dim=1).contiguous()
+        # contiguous: a channels-last output makes reductions over classes (argmax) very slow
+        return (torch.softmax(out, dim=1) if self.output == "logits" else out).contiguous()
 
     @staticmethod
     def _guess_kind(out: torch.Tensor) -> str:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .model import as_mask
+from .model import as_mask, predicted_mask
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ def resolve_target(target, probabilities: torch.Tensor) -> ResolvedTarget:
             f"target: class index {class_index} is outside the model's classes 0..{classes - 1}"
         )
     if target.region is None:
-        pixels = probabilities[0].argmax(0) == class_index
+        pixels = predicted_mask(probabilities, class_index)[0]
         return ResolvedTarget(class_index, pixels.cpu(), from_prediction=True)
     region = as_mask(target.region, tuple(probabilities.shape[-2:]), "target.region")
     return ResolvedTarget(class_index, region.cpu(), from_prediction=False)
