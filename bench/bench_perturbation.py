@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import resource
 import subprocess
 import sys
 import time
@@ -63,39 +62,56 @@ def naive_hdm(model, image, segment, circle_size=15, offset=5):
     return np.array(distances)
 
 
-def naive_pixel_rise(model, image, masks, pixels_per_chunk=1000):
-    """Per-pixel RISE the original's way: for each chunk of predicted pixels, every mask goes
-    through the model one at a time and the pixel values are gathered in a Python loop."""
-    with torch.no_grad():
-        output = torch.sigmoid(model(image[None]))[0, 0]
-    pixels = [(y, x) for y in range(output.shape[0]) for x in range(output.shape[1])
-              if output[y, x] > 0.5]
-    maps = []
+def naive_pixel_rise(model, image, masks, pixels, batch_size=100, pixels_per_chunk=1000):
+    """Per-pixel RISE the original library's way: for each chunk of 1000 target pixels, every
+    mask goes through the model (batches of 100, its default) and each pixel's value is
+    picked out in a Python loop and collected into a tensor; the chunk's maps are merged into
+    running max and mean maps. (The original read only the first output of each batch; this
+    reads all of them.)"""
+    height, width = image.shape[-2:]
+    coordinates = [(y, x) for y in range(height) for x in range(width) if pixels[y, x]]
     flat_masks = masks.view(len(masks), -1)
-    for start in range(0, len(pixels), pixels_per_chunk):
-        chunk = pixels[start:start + pixels_per_chunk]
+    merged_max = torch.full((height * width,), -torch.inf)
+    merged_sum = torch.zeros(height * width)
+    for start in range(0, len(coordinates), pixels_per_chunk):
+        chunk = coordinates[start:start + pixels_per_chunk]
         rows = []
-        for i in range(len(masks)):
+        for first in range(0, len(masks), batch_size):
             with torch.no_grad():
-                out = torch.sigmoid(model((image * masks[i])[None]))[0, 0]
-            rows.append(torch.tensor([[float(out[y, x]) for y, x in chunk]]))
-        scores = torch.cat(rows)
-        maps.append((scores.T @ flat_masks).view(len(chunk), *image.shape[-2:]) / len(masks))
-    return torch.cat(maps)
+                out = torch.sigmoid(model(image * masks[first:first + batch_size]))[:, 0]
+            for probability in out:
+                rows.append(torch.tensor([[probability[y][x] for y, x in chunk]]))
+        maps = torch.cat(rows).T @ flat_masks / len(masks)
+        merged_max = torch.maximum(merged_max, maps.amax(0))
+        merged_sum += maps.sum(0)
+    return merged_max.view(height, width), (merged_sum / len(coordinates)).view(height, width)
 
 
 def memory_probe(n_masks: int, index: int) -> None:
-    """Child process: one Dice-weighted RISE run; prints peak RSS in MiB before and after."""
+    """Child process: one Dice-weighted RISE run; prints the resident memory before it and
+    its peak during it, in MiB (the peak is reset first, Linux /proc)."""
     model, image, _ = load(index)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    RISE(model, n_masks=8, batch_size=16, progress=False).explain(image)  # warm-up
+    Path("/proc/self/clear_refs").write_text("5")  # resets the peak (VmHWM)
+
+    def status(key):
+        line = next(line for line in Path("/proc/self/status").read_text().splitlines()
+                    if line.startswith(key))
+        return int(line.split()[1]) / 1024
+
+    before = status("VmRSS")
     RISE(model, n_masks=n_masks, batch_size=16, progress=False).explain(image)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"before": before, "peak": after}))
+    print(json.dumps({"before": before, "peak": status("VmHWM")}))
 
 
-def timed(function):
+def per_pixel_merges(explainer, image, pixels):
+    result = explainer(image, pixels=pixels)
+    return result.max(), result.mean()
+
+
+def timed(function, *args):
     start = time.perf_counter()
-    value = function()
+    value = function(*args)
     return value, time.perf_counter() - start
 
 
@@ -107,6 +123,8 @@ def main() -> None:
     parser.add_argument("--pixel-masks", type=int, default=200,
                         help="masks for the per-pixel RISE comparison (default 200)")
     parser.add_argument("--skip-naive", action="store_true", help="skip the original-style loops")
+    parser.add_argument("--parts", default="hdm,rise,pixel,memory",
+                        help="comma-separated parts to run (default hdm,rise,pixel,memory)")
     parser.add_argument("--memory-probe", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_probe is not None:
@@ -115,6 +133,7 @@ def main() -> None:
     if not CHECKPOINT.exists():
         sys.exit(f"{CHECKPOINT} is missing: run `make demo` first")
     batch_size = args.batch_size if args.batch_size == "auto" else int(args.batch_size)
+    parts = set(args.parts.split(","))
     torch.set_num_threads(torch.get_num_threads())
     model, image, sample = load(args.index)
     adapter = ModelAdapter(model)
@@ -128,49 +147,60 @@ def main() -> None:
         print(f"{name:<28} {seconds:7.2f} s   floor {floor:7.2f} s ({passes} passes, batch "
               f"{used_batch})   ratio {seconds / floor:5.2f}{extra}")
 
-    for skip in (True, False):
-        explanation = HDM(model, circle_size=15, offset=5, batch_size=batch_size,
-                          skip_unchanged=skip, progress=False).explain(image)
-        name = "HDM 15/5" + ("" if skip else ", all circles run")
-        report(name, explanation.timings["total"], explanation.info["model_passes"],
-               explanation.info["batch_size"],
-               f"   ({explanation.info['unchanged_skipped']} of 2304 circles skipped)")
-        if skip:
-            skipping = explanation
-    if not args.skip_naive:
-        distances, seconds = timed(lambda: naive_hdm(model, image, skipping.arrays["target_pixels"]))
-        same = np.allclose(distances, skipping.arrays["distances"].ravel())
-        print(f"{'HDM original-style loop':<28} {seconds:7.2f} s   speed-up of HDM "
-              f"{seconds / skipping.timings['total']:.1f} x   (same distances: {same})")
-    explanation = RISE(model, n_masks=2000, batch_size=batch_size, progress=False).explain(image)
-    report("RISE Dice, 2000 masks", explanation.timings["total"],
-           explanation.info["model_passes"], explanation.info["batch_size"])
+    if "hdm" in parts:
+        for skip in (True, False):
+            explanation = HDM(model, circle_size=15, offset=5, batch_size=batch_size,
+                              skip_unchanged=skip, progress=False).explain(image)
+            name = "HDM 15/5" + ("" if skip else ", all circles run")
+            report(name, explanation.timings["total"], explanation.info["model_passes"],
+                   explanation.info["batch_size"],
+                   f"   ({explanation.info['unchanged_skipped']} of 2304 circles skipped)")
+            if skip:
+                skipping = explanation
+        if not args.skip_naive:
+            distances, seconds = timed(lambda: naive_hdm(model, image, skipping.arrays["target_pixels"]))
+            same = np.allclose(distances, skipping.arrays["distances"].ravel())
+            print(f"{'HDM original-style loop':<28} {seconds:7.2f} s   speed-up of HDM "
+                  f"{seconds / skipping.timings['total']:.1f} x   (same distances: {same})")
+    if "rise" in parts:
+        explanation = RISE(model, n_masks=2000, batch_size=batch_size, progress=False).explain(image)
+        report("RISE Dice, 2000 masks", explanation.timings["total"],
+               explanation.info["model_passes"], explanation.info["batch_size"])
 
-    n = args.pixel_masks
-    pixel_batch = 8 if batch_size == "auto" else batch_size
-    explainer = SegmentationRISE(model, (240, 240), "cpu", batch_size=pixel_batch, progress=False)
-    explainer.generate_masks(N=n, s=8, p1=0.5)
-    result, seconds = timed(lambda: explainer(image))
-    report(f"RISE per-pixel, {n} masks", seconds, n + 1, pixel_batch,
-           f"   ({len(result.saliencies)} pixels)")
-    if not args.skip_naive:
-        masks = explainer.masks.batch(0, n)
-        naive, naive_seconds = timed(lambda: naive_pixel_rise(model, image, masks))
-        difference = naive.max(0).values / explainer.masks.p1 - torch.from_numpy(result.max())
-        print(f"{'RISE per-pixel original-style':<28} {naive_seconds:7.2f} s   speed-up "
-              f"{naive_seconds / seconds:.1f} x   (max |difference| of the max-merged maps "
-              f"{float(difference.abs().max()):.2e})")
+    if "pixel" in parts:
+        n = args.pixel_masks
+        pixel_batch = 8 if batch_size == "auto" else batch_size
+        with torch.no_grad():
+            logits = model(image[None])[0, 0]
+        pixel_sets = {"predicted pixels": (logits > 0).numpy(),
+                      "pixels above the mean logit": (logits > logits.mean()).numpy()}
+        explainer = SegmentationRISE(model, (240, 240), "cpu", batch_size=pixel_batch, progress=False)
+        explainer.generate_masks(N=n, s=8, p1=0.5)
+        for label, pixels in pixel_sets.items():
+            (merged_max, merged_mean), seconds = timed(per_pixel_merges, explainer, image, pixels)
+            report(f"RISE per-pixel, {n} masks", seconds, n, pixel_batch,
+                   f"   ({int(pixels.sum())} {label}, max and mean merges)")
+            if not args.skip_naive:
+                masks = explainer.masks.batch(0, n)
+                (naive_max, naive_mean), naive_seconds = timed(
+                    naive_pixel_rise, model, image, masks, pixels)
+                difference = max(float((naive_max / 0.5 - torch.from_numpy(merged_max)).abs().max()),
+                                 float((naive_mean / 0.5 - torch.from_numpy(merged_mean)).abs().max()))
+                print(f"{'RISE per-pixel original-style':<28} {naive_seconds:7.2f} s   speed-up "
+                      f"{naive_seconds / seconds:.1f} x   (max |difference| of the merged maps "
+                      f"{difference:.1e})")
 
-    peaks = {}
-    for count in (250, 4000):
-        output = subprocess.run([sys.executable, __file__, "--memory-probe", str(count),
-                                 "--index", str(args.index)], capture_output=True, text=True,
-                                check=True).stdout
-        peaks[count] = json.loads(output.strip().splitlines()[-1])
-    growth = {n: peaks[n]["peak"] - peaks[n]["before"] for n in peaks}
-    print(f"RISE peak RSS: N=250 {peaks[250]['peak']:.0f} MiB, N=4000 {peaks[4000]['peak']:.0f} "
-          f"MiB (ratio {peaks[4000]['peak'] / peaks[250]['peak']:.3f}); growth during explain "
-          f"{growth[250]:.0f} vs {growth[4000]:.0f} MiB")
+    if "memory" in parts:
+        peaks = {}
+        for count in (250, 4000):
+            output = subprocess.run([sys.executable, __file__, "--memory-probe", str(count),
+                                     "--index", str(args.index)], capture_output=True, text=True,
+                                    check=True).stdout
+            peaks[count] = json.loads(output.strip().splitlines()[-1])
+        growth = {n: peaks[n]["peak"] - peaks[n]["before"] for n in peaks}
+        print(f"RISE peak RSS during explain: N=250 {peaks[250]['peak']:.0f} MiB, N=4000 "
+              f"{peaks[4000]['peak']:.0f} MiB (ratio {peaks[4000]['peak'] / peaks[250]['peak']:.3f}); "
+              f"above the RSS before it: {growth[250]:.0f} vs {growth[4000]:.0f} MiB")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ import torch
 from oracles import PatchModel, ThreeClassModel, patch_image
 from torch import nn
 
-from interpret_segmentation import RISE, SegmentationRISE
+from interpret_segmentation import RISE, SegmentationRISE, rise
 from interpret_segmentation.core import ModelAdapter
 from interpret_segmentation.metrics import dice
 from interpret_segmentation.rise import RandomMasks, load_masks
@@ -82,6 +82,26 @@ def test_per_pixel_maps_match_naive_loop_and_merge(patch_model, tmp_path):
     np.save(tmp_path / "array.npy", RandomMasks(60, 6, 0.4, 48, 48, seed=1).batch(0, 60).numpy())
     stored = load_masks(tmp_path / "array.npy")
     assert len(stored) == 60 and abs(stored.p1 - 0.4) < 0.1
+
+
+def test_per_pixel_maps_are_streamed_in_chunks_and_pixels_can_be_chosen(patch_model,
+                                                                        monkeypatch):
+    explainer = SegmentationRISE(patch_model, (48, 48), CPU, batch_size=4, progress=False)
+    explainer.generate_masks(N=30, s=5, p1=0.5, seed=2)
+    whole = explainer(patch_image())
+    expected_max, expected_mean = whole.saliencies.amax(0), whole.saliencies.mean(0)
+    monkeypatch.setattr(rise, "MASKS_PER_CHUNK", 7)
+    monkeypatch.setattr(rise, "MAP_CHUNK_BYTES", 4 * 48 * 48 * 9)  # 9 maps at a time
+    chunked = explainer(patch_image())
+    assert chunked.scores.shape == (30, 100)
+    assert np.allclose(chunked.max(), expected_max.numpy(), atol=1e-6)
+    assert np.allclose(chunked.mean(), expected_mean.numpy(), atol=1e-6)
+    chosen = np.zeros((48, 48), bool)
+    chosen[0, :5] = True  # pixels the model never segments: probability ~ sigmoid(-10)
+    result = explainer(patch_image(), pixels=chosen)
+    assert result.scores.shape == (30, 5) and float(result.scores.max()) < 1e-4
+    with pytest.raises(ValueError, match="pixels"):
+        explainer(patch_image(), pixels=np.zeros((4, 4)))
 
 
 def test_probability_weighting_is_mean_of_per_pixel_maps(patch_model):

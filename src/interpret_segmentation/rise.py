@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .core import Explainer, Explanation, ModelAdapter, as_image_batch, atomic_write
+from .core import Explainer, Explanation, ModelAdapter, as_image_batch, as_mask, atomic_write
 from .core.batches import check_batch_size, evaluate_perturbations
 from .core.model import evaluation_mode, predicted_mask
 from .metrics import batch_dice
@@ -135,11 +135,11 @@ def load_masks(path) -> RandomMasks | StoredMasks:
 
 def _rise_pass(model: ModelAdapter, image: torch.Tensor, masks, class_index: int,
                pixels: torch.Tensor, weighting: str, batch_size, progress: bool):
-    """Run every mask; return (map (H, W) or per-pixel maps (P, H, W), BatchRun).
+    """Run every mask; return (map (H, W) or per-pixel scores (N, P), BatchRun).
 
     ``weighting``: "dice" (one map, masks weighted by Dice with ``pixels``), "probability"
-    (one map, weighted by the mean class probability over ``pixels``) or "per_pixel" (one
-    map per target pixel, weighted by its probability).
+    (one map, weighted by the mean class probability over ``pixels``) or "per_pixel" (the
+    class probability of each target pixel under each mask, for :class:`RISEResult`).
     """
     height, width = image.shape[-2:]
     if (masks.height, masks.width) != (height, width):
@@ -148,9 +148,10 @@ def _rise_pass(model: ModelAdapter, image: torch.Tensor, masks, class_index: int
     device = image.device
     flat_pixels = pixels.to(device).flatten()
     pixel_index = flat_pixels.nonzero().squeeze(1)
-    rows = len(pixel_index) if weighting == "per_pixel" else 1
-    total = torch.zeros(rows, height * width, dtype=torch.float64 if rows == 1 else torch.float32,
-                        device=device)
+    if weighting == "per_pixel":
+        scores = torch.zeros(len(masks), len(pixel_index), device=device)
+    else:
+        total = torch.zeros(1, height * width, dtype=torch.float64, device=device)
     current = {}
 
     def make_batch(start: int, stop: int) -> torch.Tensor:
@@ -160,44 +161,100 @@ def _rise_pass(model: ModelAdapter, image: torch.Tensor, masks, class_index: int
     def consume(start: int, stop: int, probabilities: torch.Tensor) -> None:
         flat_masks = current.pop("masks").flatten(1)
         class_probability = probabilities[:, class_index].flatten(1)
+        if weighting == "per_pixel":
+            scores[start:stop] = class_probability[:, pixel_index]
+            return
         if weighting == "dice":
             predicted = predicted_mask(probabilities, class_index).flatten(1)
-            weights = batch_dice(predicted, flat_pixels)[None]
-        elif weighting == "probability":
-            if len(pixel_index):
-                weights = class_probability[:, pixel_index].mean(1)[None]
-            else:
-                weights = class_probability.new_zeros(1, stop - start)
+            weights = batch_dice(predicted, flat_pixels)
+        elif len(pixel_index):
+            weights = class_probability[:, pixel_index].mean(1)
         else:
-            weights = class_probability[:, pixel_index].T
-        total.add_(weights.to(total.dtype) @ flat_masks.to(total.dtype))
+            weights = class_probability.new_zeros(stop - start)
+        total.add_(weights[None].double() @ flat_masks.double())
 
     run = evaluate_perturbations(model, len(masks), make_batch, consume, batch_size=batch_size,
                                  progress=progress, description="RISE masks")
-    maps = (total / (len(masks) * masks.p1)).float().reshape(rows, height, width)
-    return maps, run
+    if weighting == "per_pixel":
+        return scores, run
+    return (total / (len(masks) * masks.p1)).float().reshape(height, width), run
+
+
+MASKS_PER_CHUNK = 256
+"""Masks made at once when :class:`RISEResult` streams them (about 60 MB at 240 x 240)."""
+MAP_CHUNK_BYTES = 256 * 2**20
+"""Memory :class:`RISEResult` may use at once for maps, or for keeping all masks made."""
+
+
+def weighted_mask_sum(masks, weights: torch.Tensor) -> torch.Tensor:
+    """``weights.T @ masks``: (R, H * W) float32 from ``weights`` (N, R).
+
+    Each row r is ``sum_i weights[i, r] * mask_i``. ``masks`` is a mask source (made in
+    chunks of :data:`MASKS_PER_CHUNK`, memory O(R x H x W + chunk x H x W)) or a tensor
+    (N, H * W) of masks already made.
+    """
+    if isinstance(masks, torch.Tensor):
+        return weights.T @ masks
+    device = weights.device
+    total = torch.zeros(weights.shape[1], masks.height * masks.width, device=device)
+    for start in range(0, len(masks), MASKS_PER_CHUNK):
+        stop = min(start + MASKS_PER_CHUNK, len(masks))
+        total.addmm_(weights[start:stop].T, masks.batch(start, stop, device).flatten(1))
+    return total
 
 
 class RISEResult:
     """Per-pixel RISE maps (the original library's result class).
 
-    ``saliencies`` (P, H, W): one map per target pixel, P may be 0.
+    The map of target pixel p is ``sum_i scores[i, p] * mask_i / (N * p1)``, with
+    ``scores[i, p]`` the class probability at p when mask i is applied. Only the scores
+    (N, P) are kept; :meth:`max` and :meth:`mean` make the masks again in chunks, so memory
+    does not grow with P x H x W.
+
+    Parameters
+    ----------
+    scores : tensor (N, P)
+        Class probability of each of the P target pixels under each of the N masks.
+    masks : RandomMasks or StoredMasks
+    pixels : tensor (H, W) bool
+        The target pixels (P of them), in row-major order.
     """
 
-    def __init__(self, saliencies):
-        self.saliencies = torch.as_tensor(saliencies)
+    def __init__(self, scores: torch.Tensor, masks, pixels: torch.Tensor):
+        self.scores = scores
+        self.masks = masks
+        self.pixels = pixels
+        self.shape = (masks.height, masks.width)
+
+    def _maps(self, weights: torch.Tensor, masks=None) -> torch.Tensor:
+        masks = self.masks if masks is None else masks
+        maps = weighted_mask_sum(masks, weights) / (len(self.masks) * self.masks.p1)
+        return maps.reshape(-1, *self.shape)
 
     def max(self) -> np.ndarray:
         """The per-pixel maps merged by their maximum: (H, W) numpy (zeros if P = 0)."""
-        if len(self.saliencies) == 0:
-            return np.zeros(self.saliencies.shape[1:], dtype=np.float32)
-        return self.saliencies.max(0).values.cpu().numpy()
+        if self.scores.shape[1] == 0:
+            return np.zeros(self.shape, dtype=np.float32)
+        chunk = max(1, MAP_CHUNK_BYTES // (4 * self.shape[0] * self.shape[1]))
+        masks = self.masks
+        if len(masks) * 4 * self.shape[0] * self.shape[1] <= MAP_CHUNK_BYTES:
+            masks = masks.batch(0, len(masks), self.scores.device).flatten(1)  # made once
+        merged = None
+        for start in range(0, self.scores.shape[1], chunk):
+            part = self._maps(self.scores[:, start:start + chunk], masks).amax(0)
+            merged = part if merged is None else torch.maximum(merged, part)
+        return merged.cpu().numpy()
 
     def mean(self) -> np.ndarray:
         """The per-pixel maps merged by their mean: (H, W) numpy (zeros if P = 0)."""
-        if len(self.saliencies) == 0:
-            return np.zeros(self.saliencies.shape[1:], dtype=np.float32)
-        return self.saliencies.mean(0).cpu().numpy()
+        if self.scores.shape[1] == 0:
+            return np.zeros(self.shape, dtype=np.float32)
+        return self._maps(self.scores.mean(1, keepdim=True))[0].cpu().numpy()
+
+    @property
+    def saliencies(self) -> torch.Tensor:
+        """All per-pixel maps (P, H, W), computed on request: P x H x W floats of memory."""
+        return self._maps(self.scores)
 
 
 class SegmentationRISE:
@@ -215,8 +272,8 @@ class SegmentationRISE:
     progress : bool, default True
 
     Calling the explainer on an image (H, W), (C, H, W) or (1, C, H, W) returns a
-    :class:`RISEResult` with one map per pixel the model predicts as foreground. Memory:
-    P x H x W floats for P predicted pixels.
+    :class:`RISEResult` with one map per pixel the model predicts as foreground, merged by
+    ``max()`` or ``mean()``. Memory: N x P scores for N masks and P pixels.
     """
 
     def __init__(self, model, input_size, device, batch_size: int | str = "auto",
@@ -251,7 +308,12 @@ class SegmentationRISE:
         self.masks = masks
         self.N = len(masks)
 
-    def __call__(self, image) -> RISEResult:
+    def __call__(self, image, pixels=None) -> RISEResult:
+        """Explain ``image`` (H, W), (C, H, W) or (1, C, H, W).
+
+        ``pixels`` (H, W), optional: the output pixels to explain; default those the model
+        predicts as foreground (class 1).
+        """
         if self.masks is None:
             raise RuntimeError("call generate_masks(N, s, p1) or load_masks(path) first")
         batch = as_image_batch(image).to(self.device)
@@ -259,11 +321,14 @@ class SegmentationRISE:
             raise ValueError(f"image: expected size {self.input_size} (input_size), got shape "
                              f"{tuple(np.shape(image))}")
         with evaluation_mode(self.model.model):
-            with torch.no_grad():
-                pixels = predicted_mask(self.model(batch), 1)[0]
-            maps, _ = _rise_pass(self.model, batch, self.masks, 1, pixels, "per_pixel",
-                                 self.batch_size, self.progress)
-        return RISEResult(maps)
+            if pixels is None:
+                with torch.no_grad():
+                    pixels = predicted_mask(self.model(batch), 1)[0]
+            else:
+                pixels = as_mask(pixels, self.input_size, "pixels")
+            scores, _ = _rise_pass(self.model, batch, self.masks, 1, pixels, "per_pixel",
+                                   self.batch_size, self.progress)
+        return RISEResult(scores, self.masks, pixels.cpu())
 
     forward = __call__
 
@@ -306,10 +371,10 @@ class RISE(Explainer):
     def _explain(self, image, target, probabilities) -> Explanation:
         started = time.perf_counter()
         masks = RandomMasks(self.n_masks, self.s, self.p1, *image.shape[-2:], seed=self.seed)
-        maps, run = _rise_pass(self.model, image, masks, target.class_index, target.pixels,
-                               self.weighting, self.batch_size, self.progress)
+        saliency, run = _rise_pass(self.model, image, masks, target.class_index, target.pixels,
+                                   self.weighting, self.batch_size, self.progress)
         return Explanation(
-            saliency=maps[0].cpu().numpy(),
+            saliency=saliency.cpu().numpy(),
             method="rise",
             target_class=target.class_index,
             parameters={"n_masks": self.n_masks, "s": self.s, "p1": self.p1,
