@@ -235,3 +235,18 @@ def test_circles_that_change_nothing_are_skipped_with_the_same_result(patch_mode
     assert skipping.info["model_passes"] == touching + 1
     assert skipping.info["unchanged_skipped"] == len(grid) - touching
     assert running.info["model_passes"] == len(grid) + 1
+
+
+def test_overridden_occlusion_is_checked_circle_by_circle(patch_model):
+    class SameOcclusion(hdm.HausdorffDistanceMasks):
+        def apply_mask(self, image, mask):
+            return torch.where(mask < 1, torch.clamp(image, max=0.0), image)
+
+    image, segment = patch_image(), patch_segment()
+    default = legacy(patch_model, image, segment)
+    explainer = SameOcclusion(48, 48, progress=False)
+    explainer.generate_masks(circle_size=7, offset=3)
+    overridden = explainer.explain(patch_model, image, segment, CPU)
+    assert np.array_equal(overridden.distances(hdm.RAW), default.distances(hdm.RAW))
+    assert (overridden.explanation.info["model_passes"]
+            == default.explanation.info["model_passes"] < len(default.grid))

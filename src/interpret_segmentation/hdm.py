@@ -28,6 +28,7 @@ import matplotlib
 import numpy as np
 import torch
 from PIL import Image
+from scipy import ndimage
 
 from .core import Explainer, Explanation, ModelAdapter, as_image_batch, as_mask
 from .core.batches import BatchRun, changed_items, check_batch_size, evaluate_perturbations
@@ -84,6 +85,13 @@ class CircleGrid:
         xx = torch.arange(self.width, device=device, dtype=torch.float32)[None, None, :]
         return (yy - cy) ** 2 + (xx - cx) ** 2 <= (self.circle_size / 2) ** 2
 
+    def disk(self) -> np.ndarray:
+        """The circle as a bool footprint (2r + 1, 2r + 1) around its centre pixel."""
+        radius = self.circle_size / 2
+        reach = int(math.floor(radius))
+        dy, dx = np.mgrid[-reach:reach + 1, -reach:reach + 1]
+        return dy ** 2 + dx ** 2 <= radius ** 2
+
     def render(self, values: np.ndarray, reduce: str = "max") -> np.ndarray:
         """Paint each circle with its value: an (H, W) float map.
 
@@ -93,10 +101,8 @@ class CircleGrid:
         values = np.asarray(values, dtype=np.float64)
         if values.shape != (self.rows, self.cols):
             raise ValueError(f"values: expected shape {(self.rows, self.cols)}, got {values.shape}")
-        radius = self.circle_size / 2
-        reach = int(math.floor(radius))
-        dy, dx = np.mgrid[-reach:reach + 1, -reach:reach + 1]
-        disk = dy ** 2 + dx ** 2 <= radius ** 2
+        disk = self.disk()
+        reach = disk.shape[0] // 2
         pad = reach
         shape = (self.height + 2 * pad, self.width + 2 * pad)
         if reduce == "max":
@@ -164,6 +170,26 @@ class _HDMComputation:
     def _uses_default_distance(self) -> bool:
         return type(self).calculate_distance is _HDMComputation.calculate_distance
 
+    def _circles_to_run(self, grid: CircleGrid, image: torch.Tensor, normalize: bool,
+                        channel: int, occlude) -> torch.Tensor:
+        """Indices of the circles whose occluded image differs from ``image``.
+
+        The others (black over black) give the unoccluded output and are not run. With the
+        default :meth:`apply_mask` a circle changes the image exactly when a pixel under it is
+        above the fill value, which a dilation of those pixels by the circle finds at once;
+        an overridden ``apply_mask`` is applied to every circle and compared.
+        """
+        if not self.skip_unchanged:
+            return torch.arange(len(grid))
+        if type(self).apply_mask is not _HDMComputation.apply_mask:
+            return changed_items(len(grid), lambda a, b: occlude(torch.arange(a, b)), image)
+        fill = -1.0 if normalize else 0.0
+        occluded = image[0] if channel == -1 else image[0, channel:channel + 1]
+        above = (occluded > fill).any(0).cpu().numpy()
+        reached = ndimage.binary_dilation(above, structure=grid.disk())
+        rows, cols = grid.centres(torch.arange(len(grid)))
+        return torch.from_numpy(reached[rows.numpy(), cols.numpy()]).nonzero().squeeze(1)
+
     def _run(self, model: ModelAdapter, image: torch.Tensor, segment: torch.Tensor,
              class_index: int, grid: CircleGrid, normalize: bool, channel: int,
              batch_size, progress: bool) -> tuple[np.ndarray, float, BatchRun, float]:
@@ -203,11 +229,7 @@ class _HDMComputation:
             masked[:, channel:channel + 1] = self.apply_mask(image[:, channel:channel + 1], masks)
             return masked
 
-        # circles that leave the image as it is (black on black) give the baseline output
-        if self.skip_unchanged:
-            to_run = changed_items(len(grid), lambda a, b: occlude(torch.arange(a, b)), image)
-        else:
-            to_run = torch.arange(len(grid))
+        to_run = self._circles_to_run(grid, image, normalize, channel, occlude)
         distances = np.full(len(grid), baseline, dtype=np.float64)
         seconds = [0.0]
 
