@@ -27,12 +27,14 @@ DEFAULT_DATASET = Path("examples/testnet/dataset")
 DEFAULT_CHECKPOINT = Path("examples/testnet/testnet.pth")
 DEFAULT_OUT = Path("out/demo")
 CONTEXT_FACTOR = 2.0
+DEMO_MARKER = ".interpret-segmentation-demo"
+"""Marks a directory as demo output, so an interrupted demo's output is replaced too."""
 
 
 def _prepare_output(out: Path, force: bool) -> None:
     """Make ``out`` ready: new, or a previous demo's output (replaced), or refused."""
     if out.exists():
-        previous_demo = (out / "summary.json").exists()
+        previous_demo = (out / "summary.json").exists() or (out / DEMO_MARKER).exists()
         if not (previous_demo or force):
             raise FileExistsError(
                 f"{out} exists and is not a previous demo's output; choose another --out or "
@@ -40,6 +42,7 @@ def _prepare_output(out: Path, force: bool) -> None:
         shutil.rmtree(out)
         print(f"replacing the previous results in {out}")
     out.mkdir(parents=True)
+    (out / DEMO_MARKER).write_text("written by `interpret-segmentation demo`; replaced by the next run\n")
 
 
 def prepare_model(dataset: Path, checkpoint: Path, progress: bool, log=print):
