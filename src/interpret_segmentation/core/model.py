@@ -157,14 +157,32 @@ class ModelAdapter:
             out = out.float()
         return out
 
-    def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Per-class probabilities (B, K, H, W), K >= 2, at the input's resolution."""
+    def _resized_raw(self, inputs: torch.Tensor) -> torch.Tensor:
+        """:meth:`raw` upsampled to the input's resolution; decides "auto" on first use."""
         out = self.raw(inputs)
         size = inputs.shape[-2:]
         if out.shape[-2:] != size:
             out = F.interpolate(out, size=size, mode="bilinear", align_corners=False)
         if self.output == "auto":
             self.output = self._guess_kind(out)
+        return out
+
+    def scores(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Per-class scores (B, K, H, W) to differentiate, e.g. for Seg-Grad-CAM.
+
+        Logits as the model gives them; for a model that returns probabilities, their logarithm
+        (for one channel, the log-odds). A one-channel model's foreground logit z is class 1's
+        score and -z class 0's.
+        """
+        out = self._resized_raw(inputs)
+        if self.output == "probabilities":
+            out = out.clamp(1e-7, 1 - 1e-7)
+            out = torch.log(out / (1 - out)) if out.shape[1] == 1 else torch.log(out)
+        return torch.cat([-out, out], dim=1) if out.shape[1] == 1 else out
+
+    def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Per-class probabilities (B, K, H, W), K >= 2, at the input's resolution."""
+        out = self._resized_raw(inputs)
         if out.shape[1] == 1:
             foreground = torch.sigmoid(out) if self.output == "logits" else out
             return torch.cat([1 - foreground, foreground], dim=1).contiguous()

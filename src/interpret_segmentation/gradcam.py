@@ -1,0 +1,154 @@
+"""Seg-Grad-CAM (Vinogradova et al., 2020): Grad-CAM for a region of a segmentation.
+
+The score explained is the sum of class ``l``'s logits over the target pixels. The feature maps
+``A`` (K channels) of a chosen layer are weighted by the spatial mean of the score's gradient
+with respect to them, summed over channels and passed through ReLU:
+
+    map = ReLU(sum_k mean_uv(d score / d A_k[u, v]) * A_k)
+
+then upsampled bilinearly to the input size. Seed 001 uses it on the bottleneck layer as a
+baseline for MiSuRe, thresholded at 0.05 and 0.1 of the map's range.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .core import Explainer, Explanation, as_image_batch, evaluation_mode
+from .models.unet import UNet
+
+
+def candidate_layers(model: nn.Module, image) -> list[tuple[str, tuple[int, ...]]]:
+    """Modules of ``model`` whose output is a feature map, with its shape, in call order.
+
+    Runs ``model`` once on ``image`` ((H, W), (C, H, W) or (1, C, H, W)) with temporary forward
+    hooks (removed afterwards, also on error) and lists every named submodule that returned
+    a 4-D tensor (1, K, h, w): the layers Seg-Grad-CAM can use.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+    batch = as_image_batch(image)
+    found: list[tuple[str, tuple[int, ...]]] = []
+    handles = []
+
+    def record(name):
+        def hook(module, inputs, output):
+            if isinstance(output, torch.Tensor) and output.ndim == 4:
+                found.append((name, tuple(output.shape)))
+        return hook
+
+    try:
+        for name, module in model.named_modules():
+            if name:
+                handles.append(module.register_forward_hook(record(name)))
+        parameter = next(model.parameters(), None)
+        device = parameter.device if parameter is not None else "cpu"
+        with evaluation_mode(model), torch.no_grad():
+            model(batch.to(device))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return found
+
+
+def resolve_layer(model: nn.Module, layer) -> tuple[str, nn.Module]:
+    """``layer`` as a module of ``model`` and its dotted name.
+
+    ``layer`` is a submodule, a dotted name such as ``"bottleneck"`` or ``"encoder.3.conv"``,
+    or None: the bottleneck of the library's :class:`~interpret_segmentation.models.UNet`.
+    """
+    names = {module: name for name, module in model.named_modules()}
+    if layer is None:
+        if isinstance(model, UNet):
+            return "bottleneck", model.bottleneck
+        raise ValueError(
+            "layer: no default for a model that is not the library's UNet; pass a module or a "
+            "dotted name (interpret_segmentation.gradcam.candidate_layers(model, image) lists "
+            "them)")
+    if isinstance(layer, str):
+        modules = dict(model.named_modules())
+        if layer not in modules or not layer:
+            shown = ", ".join(name for name in list(modules)[1:12])
+            raise ValueError(f"layer: {layer!r} is not a submodule of the model (some names: "
+                             f"{shown}, ...)")
+        return layer, modules[layer]
+    if isinstance(layer, nn.Module):
+        if layer not in names:
+            raise ValueError("layer: the module given is not part of the model")
+        return names[layer], layer
+    raise TypeError(f"layer: expected a module, a dotted name or None, got {type(layer).__name__}")
+
+
+class SegGradCAM(Explainer):
+    """Seg-Grad-CAM through the common entry point.
+
+    Parameters
+    ----------
+    model : nn.Module
+    layer : nn.Module, str or None, default None
+        The layer whose output feature maps are weighted: a submodule or its dotted name.
+        None means ``model.bottleneck`` for the library's UNet (the deepest feature map, after
+        the global-context path), and is an error for other models: see
+        :func:`candidate_layers`.
+    output, device, progress
+        As for every explainer; Seg-Grad-CAM runs one forward and one backward pass.
+
+    The Explanation's ``saliency`` (H, W) is the raw map (non-negative, not normalised);
+    ``arrays["layer_map"]`` the map at the layer's resolution; ``info["layer"]`` the layer's
+    name and ``info["score"]`` the summed logit that was explained.
+    """
+
+    method = "gradcam"
+
+    def __init__(self, model, layer=None, **options):
+        super().__init__(model, **options)
+        self.layer_name, self.layer = resolve_layer(model, layer)
+
+    def _explain(self, image, target, probabilities) -> Explanation:
+        started = time.perf_counter()
+        captured = {}
+
+        def keep_output(module, inputs, output):
+            if not isinstance(output, torch.Tensor) or output.ndim != 4:
+                raise ValueError(f"layer: {self.layer_name!r} returned "
+                                 f"{getattr(output, 'shape', type(output).__name__)}, expected "
+                                 "a feature map (B, K, h, w)")
+            captured["features"] = output
+
+        handle = self.layer.register_forward_hook(keep_output)
+        try:
+            with torch.enable_grad():
+                # the input takes part in the graph, so frozen models work as well
+                scores = self.model.scores(image.detach().clone().requires_grad_(True))
+                if "features" not in captured:
+                    raise ValueError(f"layer: {self.layer_name!r} was not called by the model's "
+                                     "forward pass")
+                features = captured["features"]
+                pixels = target.pixels.to(scores.device, scores.dtype)
+                score = (scores[0, target.class_index] * pixels).sum()
+                if pixels.any():
+                    gradient, = torch.autograd.grad(score, features)
+                else:
+                    gradient = torch.zeros_like(features)
+        finally:
+            handle.remove()
+        weights = gradient.mean(dim=(2, 3), keepdim=True)
+        layer_map = torch.relu((weights * features.detach()).sum(1, keepdim=True))
+        saliency = F.interpolate(layer_map, size=image.shape[-2:], mode="bilinear",
+                                 align_corners=False)
+        return Explanation(
+            saliency=saliency[0, 0].cpu().numpy(),
+            method=self.method,
+            target_class=target.class_index,
+            parameters={"layer": self.layer_name},
+            timings={"total": time.perf_counter() - started},
+            arrays={"layer_map": layer_map[0, 0].cpu().numpy().astype(np.float32)},
+            info={"layer": self.layer_name, "score": float(score.detach()),
+                  "target_empty": not bool(target.pixels.any()),
+                  "layer_shape": list(features.shape)},
+        )
