@@ -158,3 +158,139 @@ def context_hit(saliency, context, background, factor: float = 2.0) -> bool:
     """True when the map's mean over ``context`` is at least ``factor`` (2) times its mean over
     ``background`` (see :func:`context_ratio`): the explanation shows the deciding shape."""
     return context_ratio(saliency, context, background) >= factor
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluating saliency maps (seed 001, sections 2.3 and 3.4)
+
+PAPER_THRESHOLDS = {"rise": (0.2, 0.4), "gradcam": (0.05, 0.1)}
+"""Thresholds seed 001 applies to maps normalised to [0, 1] before computing its metrics."""
+
+
+def binarize(saliency, threshold: float) -> np.ndarray:
+    """The pixels where the map, min-max normalised to [0, 1], is above ``threshold``.
+
+    Returns a bool array (H, W). ``threshold`` must lie in [0, 1).
+    """
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) \
+            or not 0 <= threshold < 1:
+        raise ValueError(f"threshold: expected a number in [0, 1), got {threshold!r}")
+    return normalize_map(saliency) > threshold
+
+
+def perturbation_ratio(kept, prediction) -> float:
+    """Pixels the explanation keeps (non-zero in ``kept``) per pixel of the predicted object.
+
+    ``kept`` (H, W): a binary or continuous map (MiSuRe's mask); ``prediction`` (H, W) binary.
+    Below 1 means fewer pixels than the object itself suffice. Raises ValueError when the
+    prediction is empty (there is nothing to relate to).
+    """
+    kept = _as_numpy(kept, "kept")
+    prediction = _as_bool_numpy(prediction, "prediction")
+    if kept.shape != prediction.shape:
+        raise ValueError(f"kept and prediction: shapes differ, {kept.shape} vs {prediction.shape}")
+    if not prediction.any():
+        raise ValueError("prediction: empty; the perturbation ratio needs a predicted object")
+    return float(np.count_nonzero(kept) / prediction.sum())
+
+
+def _as_numpy(array, name: str) -> np.ndarray:
+    if isinstance(array, torch.Tensor):
+        array = array.detach().cpu().numpy()
+    array = np.asarray(array)
+    if array.ndim != 2:
+        raise ValueError(f"{name}: expected a 2-D map (H, W), got shape {array.shape}")
+    return array
+
+
+def dice_explained(model, image, kept, class_index: int = 1) -> float:
+    """Dice between the class's prediction on ``image * kept`` and on ``image``.
+
+    Parameters
+    ----------
+    model : nn.Module or ModelAdapter
+    image : array or tensor (H, W), (C, H, W) or (1, C, H, W)
+    kept : array (H, W)
+        What the explanation keeps: a binarised map, or a continuous mask in [0, 1].
+    class_index : int, default 1
+
+    Returns 1.0 when both predictions are empty.
+    """
+    from .core.model import ModelAdapter, as_image_batch, predicted_mask
+
+    adapter = model if isinstance(model, ModelAdapter) else ModelAdapter(model)
+    batch = as_image_batch(image).to(adapter.device)
+    kept = torch.as_tensor(_as_numpy(kept, "kept"), dtype=torch.float32, device=adapter.device)
+    if tuple(kept.shape) != tuple(batch.shape[-2:]):
+        raise ValueError(f"kept: expected the image's size {tuple(batch.shape[-2:])}, got "
+                         f"{tuple(kept.shape)}")
+    with torch.no_grad():
+        probabilities = adapter(torch.cat([batch, batch * kept]))
+    if not 0 <= class_index < probabilities.shape[1]:
+        raise ValueError(f"class_index: expected 0..{probabilities.shape[1] - 1}, got {class_index}")
+    original, explained = predicted_mask(probabilities, class_index)
+    return dice(explained, original)
+
+
+def deletion_insertion(model, image, saliency, class_index: int = 1, steps: int = 20,
+                       batch_size="auto", progress: bool = False) -> dict:
+    """Deletion and insertion curves of a saliency map (seed 001, section 2.3).
+
+    Pixels are ranked by saliency (highest first). Deletion sets the top fraction of them to 0
+    in ``image``; insertion starts from a black image and puts the top fraction back. At each
+    of ``steps + 1`` fractions 0, 1/steps, ..., 1 the class's prediction is compared (Dice)
+    with its prediction on ``image``. A faithful map makes the deletion curve fall early (low
+    area) and the insertion curve rise early (high area).
+
+    Returns
+    -------
+    dict
+        ``fractions`` (steps + 1,), ``deletion`` and ``insertion`` Dice values, and their areas
+        ``deletion_auc`` and ``insertion_auc`` (trapezoid rule over the fractions).
+    """
+    from .core.batches import evaluate_perturbations
+    from .core.model import ModelAdapter, as_image_batch, predicted_mask
+
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps: expected a positive int, got {steps!r}")
+    adapter = model if isinstance(model, ModelAdapter) else ModelAdapter(model)
+    batch = as_image_batch(image).to(adapter.device)
+    height, width = batch.shape[-2:]
+    saliency = _as_numpy(saliency, "saliency")
+    if saliency.shape != (height, width):
+        raise ValueError(f"saliency: expected the image's size {(height, width)}, got "
+                         f"{saliency.shape}")
+    order = torch.from_numpy(np.argsort(-np.nan_to_num(saliency.ravel(), nan=-np.inf),
+                                        kind="stable")).to(adapter.device)
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(order.numel(), device=adapter.device)
+    rank = rank.reshape(height, width)
+    counts = [round(k * height * width / steps) for k in range(steps + 1)]
+    with torch.no_grad():
+        reference = predicted_mask(adapter(batch), class_index)[0]
+
+    def make_batch(start: int, stop: int) -> torch.Tensor:
+        inputs = []
+        for item in range(start, stop):
+            top = rank < counts[item % (steps + 1)]  # the highest-ranked pixels
+            keep = ~top if item <= steps else top  # deletion first, then insertion
+            inputs.append(batch[0] * keep)
+        return torch.stack(inputs)
+
+    scores = np.empty(2 * (steps + 1))
+
+    def consume(start: int, stop: int, probabilities: torch.Tensor) -> None:
+        scores[start:stop] = batch_dice(predicted_mask(probabilities, class_index).flatten(1),
+                                        reference.flatten()).cpu().numpy()
+
+    evaluate_perturbations(adapter, 2 * (steps + 1), make_batch, consume, batch_size=batch_size,
+                           progress=progress, description="deletion/insertion")
+    fractions = np.array(counts) / (height * width)
+    deletion, insertion = scores[:steps + 1], scores[steps + 1:]
+    return {"fractions": fractions, "deletion": deletion, "insertion": insertion,
+            "deletion_auc": _trapezoid(deletion, fractions),
+            "insertion_auc": _trapezoid(insertion, fractions)}
+
+
+def _trapezoid(values: np.ndarray, positions: np.ndarray) -> float:
+    return float(((values[1:] + values[:-1]) / 2 * np.diff(positions)).sum())

@@ -1,0 +1,74 @@
+import numpy as np
+import pytest
+import torch
+from oracles import PatchModel, patch_image
+
+from interpret_segmentation.metrics import (
+    binarize,
+    deletion_insertion,
+    dice,
+    dice_explained,
+    perturbation_ratio,
+)
+
+
+def test_binarize_normalises_then_thresholds():
+    saliency = np.array([[1.0, 2.0], [3.0, 5.0]])  # normalised: 0, .25, .5, 1
+    assert binarize(saliency, 0.2).tolist() == [[False, True], [True, True]]
+    assert binarize(saliency, 0.5).tolist() == [[False, False], [False, True]]
+    assert not binarize(np.ones((2, 2)), 0.0).any()  # a constant map keeps nothing
+    for bad in (1.0, -0.1, "0.2"):
+        with pytest.raises(ValueError, match="threshold"):
+            binarize(saliency, bad)
+
+
+def test_perturbation_ratio_by_hand():
+    prediction = np.zeros((6, 6), bool)
+    prediction[1:3, 1:5] = True  # 8 pixels
+    kept = np.zeros((6, 6))
+    kept[0:2, 0:2] = 0.3  # 4 non-zero pixels, values do not matter
+    kept[5, 5] = 1.0
+    assert perturbation_ratio(kept, prediction) == pytest.approx(5 / 8)
+    with pytest.raises(ValueError, match="prediction: empty"):
+        perturbation_ratio(kept, np.zeros((6, 6)))
+    with pytest.raises(ValueError, match="shapes differ"):
+        perturbation_ratio(kept, np.zeros((5, 6)))
+
+
+def test_dice_explained_with_a_patch_model():
+    model, image = PatchModel(), patch_image()
+    patch = np.zeros((48, 48))
+    patch[30:38, 30:38] = 1
+    assert dice_explained(model, image, patch) == 1.0  # the patch is all the model needs
+    assert dice_explained(model, image, np.zeros((48, 48))) == 0.0
+    half = patch.copy()
+    half[30:38, 34:38] = 0  # half the patch: mean brightness 0.5, not above the threshold
+    assert dice_explained(model, image, half) == 0.0
+    with pytest.raises(ValueError, match="kept: expected the image's size"):
+        dice_explained(model, image, np.ones((4, 4)))
+
+
+def test_deletion_and_insertion_curves_by_hand():
+    model, image = PatchModel(), patch_image()
+    on_patch = np.zeros((48, 48))
+    on_patch[30:38, 30:38] = 1.0  # 64 of 2304 pixels rank first
+    curves = deletion_insertion(model, image, on_patch, steps=4)
+    assert np.allclose(curves["fractions"], [0, 0.25, 0.5, 0.75, 1.0])
+    assert curves["deletion"].tolist() == [1.0, 0.0, 0.0, 0.0, 0.0]
+    assert curves["insertion"].tolist() == [0.0, 1.0, 1.0, 1.0, 1.0]
+    assert curves["deletion_auc"] == pytest.approx(0.125)
+    assert curves["insertion_auc"] == pytest.approx(0.875)
+    # the patch ranked last: deleting anything else changes nothing
+    reverse = deletion_insertion(model, image, -on_patch, steps=4, batch_size=3)
+    assert reverse["deletion"].tolist() == [1.0, 1.0, 1.0, 1.0, 0.0]
+    assert reverse["insertion"].tolist() == [0.0, 0.0, 0.0, 0.0, 1.0]
+    with pytest.raises(ValueError, match="steps"):
+        deletion_insertion(model, image, on_patch, steps=0)
+
+
+def test_dice_of_hand_masks():
+    a = torch.zeros(4, 4)
+    a[0, :2] = 1
+    b = torch.zeros(4, 4)
+    b[0, 1:3] = 1
+    assert dice(a, b) == pytest.approx(0.5)
