@@ -1,0 +1,118 @@
+import numpy as np
+import pytest
+import torch
+from oracles import PatchModel, ThreeClassModel, patch_image
+from scipy import ndimage
+
+from interpret_segmentation import Target
+from interpret_segmentation.misure import MiSuRe, dilate, disk_kernel, soft_dice, total_variation
+
+
+def test_disk_dilation_and_loss_terms_by_hand():
+    kernel = disk_kernel(7)
+    assert kernel.shape == (7, 7) and kernel[3].sum() == 7 and kernel[0].sum() == 1
+    mask = torch.zeros(1, 1, 15, 15)
+    mask[0, 0, 7, 7] = 1
+    grown = dilate(mask, kernel)[0, 0].numpy().astype(bool)
+    expected = ndimage.binary_dilation(mask[0, 0].numpy().astype(bool), structure=kernel.numpy())
+    assert np.array_equal(grown, expected) and grown.sum() == kernel.sum()
+    p = torch.tensor([[[1.0, 0.5], [0.0, 0.0]]])
+    q = torch.tensor([[[1.0, 1.0], [0.0, 0.0]]])
+    assert soft_dice(p, q, epsilon=0.0).item() == pytest.approx(2 * 1.5 / 3.5)
+    step = torch.zeros(1, 1, 4, 4)
+    step[..., 2:] = 1.0  # one vertical edge of 4 unit jumps
+    assert total_variation(step, 3.0).item() == pytest.approx(4 / 16)
+
+
+def patch_explainer(**options):
+    return MiSuRe(PatchModel(), **{"mask_size": 48, "iterations": 60, "progress": False, **options})
+
+
+def test_patch_oracle_sufficient_region_contains_it_and_minimal_region_keeps_it():
+    explanation = patch_explainer().explain(patch_image())
+    info = explanation.info
+    sr = explanation.arrays["sr_mask"].astype(bool)
+    assert info["dilations"] > 0 and not info["sr_covers_image"] and info["sr_dice"] > 0.9
+    assert sr[30:38, 30:38].mean() > 0.5  # enough of the patch to make it bright
+    msr = explanation.saliency
+    assert msr[30:38, 30:38].mean() > 0.5  # kept
+    assert msr[:20, :20].max() == 0 and msr[40:, :].max() == 0  # the rest is pruned
+    assert info["dice_explained"] == 1.0
+    assert info["perturbation_ratio"] == pytest.approx(np.count_nonzero(msr) / 100)
+    assert info["perturbation_ratio"] < sr.sum() / 100
+    assert explanation.arrays["x_msr"].shape == (1, 48, 48)
+    assert set(explanation.timings) >= {"stage1", "stage2", "total"}
+
+
+def test_stage_one_is_the_same_for_any_number_of_steps_per_pass():
+    counts = {batch: patch_explainer(iterations=1, batch_size=batch).explain(patch_image())
+              .info["dilations"] for batch in (1, 2, 7)}
+    assert len(set(counts.values())) == 1
+
+
+def test_batched_equals_one_at_a_time():
+    model = ThreeClassModel()
+    image = patch_image()
+    image[:, 10:20, 5:15] = 0.9  # something bright on the left half for class 1
+    explainer = MiSuRe(model, mask_size=32, iterations=15, progress=False)
+    single = [explainer.explain(image, 1), explainer.explain(image, 2)]
+    batched = explainer.explain_batch(image, [1, 2])
+    for one, many in zip(single, batched):
+        assert one.target_class == many.target_class
+        assert one.info["dilations"] == many.info["dilations"]
+        assert np.allclose(one.saliency, many.saliency, atol=1e-5)
+    second = patch_image()
+    second[:, 30:38, 30:38] = 0.8
+    pair = explainer.explain_batch([image, second], [2, 2])
+    assert np.allclose(pair[0].saliency, single[1].saliency, atol=1e-5)
+    assert np.allclose(pair[1].saliency, explainer.explain(second, 2).saliency, atol=1e-5)
+
+
+def test_class_not_predicted_says_there_is_nothing_to_explain():
+    explanation = patch_explainer().explain(torch.zeros(1, 48, 48))  # dark patch: nothing
+    assert explanation.info["nothing_to_explain"]
+    assert "empty" in explanation.info["reason"] and not explanation.saliency.any()
+
+
+def test_mask_covering_the_image_stops_and_says_so():
+    class Never(torch.nn.Module):
+        """Foreground on the left half, but only when the image is entirely unmasked."""
+
+        def forward(self, x):
+            whole = (x > 0).flatten(1).all(1).float()[:, None, None, None]
+            out = torch.full_like(x[:, :1], -5.0)
+            out[..., : x.shape[-1] // 2] = 10 * (2 * whole - 1)
+            return out
+
+    image = torch.rand(1, 20, 20) + 0.1
+    explanation = MiSuRe(Never(), mask_size=20, iterations=2, progress=False).explain(image)
+    assert explanation.info["sr_covers_image"]
+    assert explanation.arrays["sr_mask"].all() and explanation.info["sr_dice"] == 1.0
+
+
+def test_model_mode_restored_and_no_hooks():
+    model = PatchModel()
+    model.train()
+    MiSuRe(model, mask_size=16, iterations=3, progress=False).explain(patch_image())
+    assert model.training and model.norm.training and not model._forward_hooks
+
+
+def test_bad_input():
+    model = PatchModel()
+    for kwargs, name in [({"tau": 0}, "tau"), ({"tau": 1.5}, "tau"), ({"iterations": 0}, "iterations"),
+                         ({"kernel_size": 6}, "kernel_size"), ({"lr": -1.0}, "lr"),
+                         ({"lam": -0.1}, "lam"), ({"zero_below": 1.0}, "zero_below"),
+                         ({"mask_size": 0}, "mask_size")]:
+        with pytest.raises(ValueError, match=name):
+            MiSuRe(model, **kwargs)
+    explainer = MiSuRe(model, mask_size=16, iterations=2, progress=False)
+    with pytest.raises(ValueError, match="target: class index 2"):
+        explainer.explain(patch_image(), 2)
+    with pytest.raises(ValueError, match="image: expected shape"):
+        explainer.explain(torch.zeros(2, 2, 1, 4, 4))
+    with pytest.raises(ValueError, match="images and targets"):
+        explainer.explain_batch([patch_image()], [1, 1])
+    with pytest.raises(ValueError, match="images: expected one shape"):
+        explainer.explain_batch([patch_image(), patch_image(40, 48)], [1, 1])
+    with pytest.raises(ValueError, match="target.region"):
+        explainer.explain(patch_image(), Target(1, np.ones((4, 4))))
