@@ -270,8 +270,9 @@ class MiSuRe(Explainer):
                         + self.gamma * total_variation(mask, self.beta)
                         + 1 - self.alpha_background * dice_background
                         - self.alpha_class * dice_class)
-                optimizer.zero_grad(set_to_none=True)
-                loss.sum().backward()  # items are independent: each gets its own gradient
+                # items are independent: each gets its own gradient. Asking for the mask's
+                # gradient only spares the backward pass the model's weight gradients.
+                mask.grad, = torch.autograd.grad(loss.sum(), [mask])
                 optimizer.step()
                 with torch.no_grad():
                     mask[mask < self.zero_below] = 0.0
