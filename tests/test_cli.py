@@ -102,7 +102,8 @@ def test_demo_with_cached_model(tmp_path, checkpoint, capsys):
             "--images", "1", "--no-progress"]
     assert main(argv) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["images"] == 1 and set(summary["methods"]) == {"hdm", "rise"}
+    assert summary["images"] == 1
+    assert set(summary["methods"]) == {"hdm", "rise", "gradcam", "misure"}
     assert 0 <= summary["model"]["val_dice"] <= 1
     for method in summary["methods"].values():
         assert method["seconds_per_image"] > 0 and 0 <= method["context_hit_rate"] <= 1

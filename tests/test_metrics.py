@@ -72,3 +72,24 @@ def test_dice_of_hand_masks():
     b = torch.zeros(4, 4)
     b[0, 1:3] = 1
     assert dice(a, b) == pytest.approx(0.5)
+
+
+def test_explanation_scores_per_paper_threshold_and_for_misure():
+    from interpret_segmentation import RISE
+    from interpret_segmentation.evaluation import explanation_scores
+    from interpret_segmentation.misure import MiSuRe
+
+    model, image = PatchModel(), patch_image()
+    rise = RISE(model, n_masks=40, s=6, progress=False).explain(image)
+    scores = explanation_scores(model, image, rise)
+    assert set(scores) == {"0.2", "0.4"}
+    for threshold, values in scores.items():
+        kept = binarize(rise.saliency, float(threshold))
+        assert values["dice_explained"] == dice_explained(model, image, kept)
+        assert values["perturbation_ratio"] == pytest.approx(kept.sum() / 100)
+    misure = MiSuRe(model, mask_size=24, iterations=5, progress=False).explain(image)
+    assert explanation_scores(model, image, misure) == {"msr": {
+        "dice_explained": misure.info["dice_explained"],
+        "perturbation_ratio": misure.info["perturbation_ratio"]}}
+    dark = RISE(model, n_masks=4, s=4, progress=False).explain(torch.zeros(1, 48, 48))
+    assert explanation_scores(model, torch.zeros(1, 48, 48), dark) == {}
