@@ -1,7 +1,12 @@
-"""Hand-built models whose answers are known, shared by the tests."""
+"""Hand-built models whose answers are known, and checks shared by the tests."""
 
+import numpy as np
+import pytest
 import torch
+from scipy import ndimage
 from torch import nn
+
+from interpret_segmentation.datasets import files
 
 
 class PatchModel(nn.Module):
@@ -48,3 +53,43 @@ def patch_segment(height=48, width=48):
     segment = torch.zeros(height, width)
     segment[5:15, 5:15] = 1
     return segment
+
+
+def components(mask):
+    """Number of connected components of a boolean mask."""
+    return ndimage.label(mask)[1]
+
+
+def assert_sample_basics(sample, seed, index, size):
+    """A synthetic data-set sample: uint8 image, bool masks, all (size, size), and the meta
+    data naming where it comes from."""
+    assert sample.image.shape == sample.segment.shape == sample.context.shape == (size, size)
+    assert sample.image.dtype == np.uint8
+    assert sample.segment.dtype == sample.context.dtype == bool
+    meta = sample.meta
+    assert (meta["seed"], meta["index"], meta["size"]) == (seed, index, size)
+
+
+def assert_force_spares(generate, directory, match):
+    """``generate(directory)`` (with force) must refuse a directory holding a foreign file
+    with a ValueError matching ``match``, and leave the directory as it was."""
+    directory.mkdir()
+    (directory / "notes.txt").write_text("keep me")
+    with pytest.raises(ValueError, match=match):
+        generate(directory)
+    assert [p.name for p in directory.iterdir()] == ["notes.txt"]
+    assert (directory / "notes.txt").read_text() == "keep me"
+
+
+def interrupt_writes(monkeypatch, at=2):
+    """Make the ``at``-th sample write of a data-set generator raise KeyboardInterrupt."""
+    calls = []
+    original = files.write_sample
+
+    def broken(sample, directory):
+        calls.append(directory)
+        if len(calls) == at:
+            raise KeyboardInterrupt
+        original(sample, directory)
+
+    monkeypatch.setattr(files, "write_sample", broken)

@@ -3,8 +3,8 @@ import json
 import numpy as np
 import pytest
 import torch
+from oracles import assert_force_spares, assert_sample_basics, components, interrupt_writes
 from PIL import Image
-from scipy import ndimage
 
 from interpret_segmentation.datasets import (
     TestnetDataset,
@@ -14,18 +14,14 @@ from interpret_segmentation.datasets import (
     load_sample,
     split_indices,
 )
-
-
-def _components(mask):
-    return ndimage.label(mask)[1]
+from interpret_segmentation.datasets.files import boxes_apart
 
 
 @pytest.mark.parametrize("index", range(40))
 def test_generator_follows_the_seed_rules(index):
     sample = generate_sample(seed=3, index=index)
+    assert_sample_basics(sample, seed=3, index=index, size=240)
     meta = sample.meta
-    assert sample.image.shape == sample.segment.shape == sample.context.shape == (240, 240)
-    assert sample.image.dtype == np.uint8
     assert meta["right_shape"] in ("circle", "square")
     assert meta["segmented"] == {"square": "cross", "circle": "triangle"}[meta["right_shape"]]
     shapes = meta["shapes"]
@@ -44,8 +40,8 @@ def test_generator_follows_the_seed_rules(index):
     assert not np.any(sample.segment & sample.context)
     assert not sample.segment[:, 120:].any() and not sample.context[:, :120].any()
     # three separate shapes on a black background
-    assert _components(sample.image > 0) == 3
-    assert _components(sample.segment) == 1 and _components(sample.context) == 1
+    assert components(sample.image > 0) == 3
+    assert components(sample.segment) == 1 and components(sample.context) == 1
 
 
 def test_generator_shapes_are_the_named_shapes():
@@ -99,12 +95,11 @@ def test_dataset_refuses_to_overwrite_and_force_only_replaces_datasets(tmp_path)
     assert list_indices(root) == [0, 1]
     generate_dataset(root, n=3, size=48, force=True, progress=False)
     assert list_indices(root) == [0, 1, 2]
-    mine = tmp_path / "mine"
-    mine.mkdir()
-    (mine / "notes.txt").write_text("keep")
-    with pytest.raises(ValueError, match="does not look like a testnet data set"):
-        generate_dataset(mine, n=2, size=48, force=True, progress=False)
-    assert (mine / "notes.txt").read_text() == "keep"
+    assert_force_spares(
+        lambda mine: generate_dataset(mine, n=2, size=48, force=True, progress=False),
+        tmp_path / "mine",
+        match="does not look like a testnet data set",
+    )
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left
 
 
@@ -129,3 +124,23 @@ def test_bad_input(tmp_path):
         TestnetDataset(root, indices=[0, 5])
     with pytest.raises(ValueError, match="val_fraction"):
         split_indices(10, val_fraction=1.5)
+
+
+def test_boxes_apart_takes_squares_and_rectangles():
+    # squares (x, y, side): 0..9 and 14..18 leave 4 free pixels, 13..17 only 3
+    assert boxes_apart((0, 0, 10), (14, 0, 5), 4)
+    assert not boxes_apart((0, 0, 10), (13, 0, 5), 4)
+    # rectangles (top, left, height, width): apart along the second axis only
+    assert boxes_apart((0, 0, 10, 3), (5, 7, 2, 2), 4)
+    assert not boxes_apart((0, 0, 10, 3), (5, 6, 2, 2), 4)
+    assert not boxes_apart((2, 2, 5), (0, 0, 3, 3), 0)  # overlapping, square vs rectangle
+
+
+def test_interrupted_forced_replace_keeps_the_old_set(tmp_path, monkeypatch):
+    root = generate_dataset(tmp_path / "data", n=2, seed=1, size=48, progress=False)
+    interrupt_writes(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        generate_dataset(root, n=3, seed=2, size=48, force=True, progress=False)
+    assert list_indices(root) == [0, 1]
+    assert json.loads((root / "testnet.json").read_text())["seed"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["data"]

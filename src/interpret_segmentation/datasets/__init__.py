@@ -2,6 +2,8 @@
 
 ``testnet`` (seed 000): the segment (cross or triangle, left half) is chosen by a shape that
 lies outside it (square or circle, right half).
+``triangle`` (MiSuRe): the segment is the three digits whose centres form an equilateral
+triangle, among distractor digits.
 """
 
 from .testnet import (
@@ -14,14 +16,24 @@ from .testnet import (
     load_sample,
     split_indices,
 )
+from .triangle import (
+    TriangleSample,
+    generate_triangle_dataset,
+    generate_triangle_sample,
+    triangle_split,
+)
 
 __all__ = [
     "DEFAULT_SIZE",
     "TestnetDataset",
     "TestnetSample",
+    "TriangleSample",
     "generate_dataset",
     "generate_sample",
+    "generate_triangle_dataset",
+    "generate_triangle_sample",
     "list_indices",
     "load_sample",
     "split_indices",
+    "triangle_split",
 ]

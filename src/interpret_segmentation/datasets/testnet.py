@@ -17,10 +17,6 @@ On disk a data set is a directory ``<root>/<index>/`` per sample holding ``image
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import sys
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +24,15 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
+
+from .files import (
+    SAMPLE_FILES,
+    boxes_apart,
+    check_count,
+    check_image_side,
+    check_nonneg_int,
+    write_dataset,
+)
 
 __all__ = [
     "DEFAULT_SIZE",
@@ -51,7 +55,6 @@ _GAP = 4.0  # minimum free pixels between two shapes at 240 px
 _MIN_SIZE = 32
 _MAX_TRIES = 10_000
 _INFO_FILE = "testnet.json"
-_FILES = ("image.png", "segment.png", "context.png", "meta.json")
 _HOW_TO_GENERATE = (
     "generate it with `interpret-segmentation testnet generate` "
     "or interpret_segmentation.datasets.generate_dataset(root)"
@@ -85,22 +88,6 @@ class TestnetSample:
     meta: dict = field(default_factory=dict)
 
 
-def _check_size(size) -> int:
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)):
-        raise TypeError(f"size: expected an int, got {type(size).__name__}")
-    if size < _MIN_SIZE:
-        raise ValueError(f"size: expected an image side of at least {_MIN_SIZE} px, got {size}")
-    return int(size)
-
-
-def _check_nonneg_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name}: expected a non-negative int, got {type(value).__name__}")
-    if value < 0:
-        raise ValueError(f"{name}: expected a non-negative int, got {value}")
-    return int(value)
-
-
 def _draw_mask(shape: str, x: int, y: int, side: int, size: int) -> np.ndarray:
     """Binary mask (size, size) of one shape whose bounding box is x..x+side-1, y..y+side-1."""
     canvas = Image.new("L", (size, size), 0)
@@ -122,18 +109,6 @@ def _draw_mask(shape: str, x: int, y: int, side: int, size: int) -> np.ndarray:
     else:  # pragma: no cover - internal
         raise ValueError(f"unknown shape {shape!r}")
     return np.asarray(canvas) > 0
-
-
-def _boxes_apart(a, b, gap: int) -> bool:
-    """True when two boxes (x, y, side) are separated by at least ``gap`` free pixels."""
-    ax, ay, aside = a
-    bx, by, bside = b
-    return (
-        ax + aside + gap <= bx
-        or bx + bside + gap <= ax
-        or ay + aside + gap <= by
-        or by + bside + gap <= ay
-    )
 
 
 def generate_sample(seed: int, index: int, size: int = DEFAULT_SIZE) -> TestnetSample:
@@ -161,9 +136,9 @@ def generate_sample(seed: int, index: int, size: int = DEFAULT_SIZE) -> TestnetS
     100-255, shapes never touch (at least ``4 * size / 240`` px apart, at least 1 px) and lie
     entirely inside their half of the image.
     """
-    seed = _check_nonneg_int(seed, "seed")
-    index = _check_nonneg_int(index, "index")
-    size = _check_size(size)
+    seed = check_nonneg_int(seed, "seed")
+    index = check_nonneg_int(index, "index")
+    size = check_image_side(size, _MIN_SIZE)
     rng = np.random.default_rng([seed, index])
     scale = size / DEFAULT_SIZE
     gap = max(1, round(_GAP * scale))
@@ -183,7 +158,7 @@ def generate_sample(seed: int, index: int, size: int = DEFAULT_SIZE) -> TestnetS
     for _ in range(_MAX_TRIES):
         cross_box = place(cross_side, 0, half)
         triangle_box = place(triangle_side, 0, half)
-        if _boxes_apart(cross_box, triangle_box, gap):
+        if boxes_apart(cross_box, triangle_box, gap):
             break
     else:  # pragma: no cover - needs an absurdly small image
         raise RuntimeError(f"could not place the left-hand shapes apart in a {size} px image")
@@ -211,32 +186,6 @@ def generate_sample(seed: int, index: int, size: int = DEFAULT_SIZE) -> TestnetS
     }
     return TestnetSample(image=image, segment=masks[segmented], context=masks[right_shape],
                          meta=meta)
-
-
-# ---------------------------------------------------------------------------------------------
-# files
-
-
-def _save_png(array: np.ndarray, path: Path) -> None:
-    Image.fromarray(array).save(path, format="PNG")
-
-
-def _write_sample(sample: TestnetSample, directory: Path) -> None:
-    directory.mkdir(parents=True, exist_ok=False)
-    _save_png(sample.image, directory / "image.png")
-    _save_png(sample.segment.astype(np.uint8) * 255, directory / "segment.png")
-    _save_png(sample.context.astype(np.uint8) * 255, directory / "context.png")
-    (directory / "meta.json").write_text(json.dumps(sample.meta, indent=1) + "\n")
-
-
-def _looks_like_testnet(path: Path) -> bool:
-    """An empty directory, or one holding testnet.json or only numbered sample directories."""
-    if not path.is_dir():
-        return False
-    entries = list(path.iterdir())
-    if not entries or (path / _INFO_FILE).is_file():
-        return True
-    return all(e.is_dir() and e.name.isdigit() for e in entries)
 
 
 def generate_dataset(
@@ -281,45 +230,12 @@ def generate_dataset(
         If ``force`` is True but ``root`` does not look like a testnet data set (it is never
         deleted then), or an argument is out of range.
     """
-    root = Path(root)
-    n = _check_nonneg_int(n, "n")
-    if n < 1:
-        raise ValueError(f"n: expected at least 1 sample, got {n}")
-    seed = _check_nonneg_int(seed, "seed")
-    size = _check_size(size)
-    if root.exists() or root.is_symlink():
-        if not force:
-            raise FileExistsError(
-                f"{root} already exists; pass force=True (or `--force` on the command line) "
-                "to replace it"
-            )
-        if not _looks_like_testnet(root):
-            raise ValueError(
-                f"root: {root} exists but does not look like a testnet data set "
-                "(no testnet.json, not only numbered sample directories); refusing to delete "
-                "it, choose another path"
-            )
-    root.parent.mkdir(parents=True, exist_ok=True)
-    token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp = root.with_name(f".{root.name}.tmp-{token}")
-    try:
-        tmp.mkdir()
-        for index in tqdm(range(n), desc="testnet", unit="img", file=sys.stderr,
-                          disable=not progress):
-            _write_sample(generate_sample(seed, index, size), tmp / str(index))
-        info = {"name": "testnet", "n": n, "seed": seed, "size": size}
-        (tmp / _INFO_FILE).write_text(json.dumps(info, indent=1) + "\n")
-        if root.exists():
-            old = root.with_name(f".{root.name}.old-{token}")
-            os.replace(root, old)
-            os.replace(tmp, root)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, root)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return root
+    n = check_count(n)
+    seed = check_nonneg_int(seed, "seed")
+    size = check_image_side(size, _MIN_SIZE)
+    info = {"name": "testnet", "n": n, "seed": seed, "size": size}
+    return write_dataset(root, n, lambda index: generate_sample(seed, index, size), info,
+                         _INFO_FILE, force=force, progress=progress, description="testnet")
 
 
 def _check_root(root) -> Path:
@@ -366,9 +282,9 @@ def load_sample(root, index: int) -> TestnetSample:
         If ``root`` or one of the sample's files is missing.
     """
     root = _check_root(root)
-    index = _check_nonneg_int(index, "index")
+    index = check_nonneg_int(index, "index")
     directory = root / str(index)
-    missing = [name for name in _FILES if not (directory / name).is_file()]
+    missing = [name for name in SAMPLE_FILES if not (directory / name).is_file()]
     if missing:
         raise FileNotFoundError(
             f"testnet sample {index} in {root} is incomplete or missing ({', '.join(missing)}); "
@@ -401,13 +317,13 @@ def split_indices(n: int, val_fraction: float = 0.2, seed: int = 0) -> tuple[lis
     (list of int, list of int)
         Sorted training and validation indices, disjoint, together ``range(n)``.
     """
-    n = _check_nonneg_int(n, "n")
+    n = check_nonneg_int(n, "n")
     if n < 2:
         raise ValueError(f"n: expected at least 2 samples to split, got {n}")
     if not 0.0 < float(val_fraction) < 1.0:
         raise ValueError(f"val_fraction: expected a number in (0, 1), got {val_fraction}")
     n_val = min(n - 1, max(1, round(n * float(val_fraction))))
-    order = np.random.default_rng(_check_nonneg_int(seed, "seed")).permutation(n)
+    order = np.random.default_rng(check_nonneg_int(seed, "seed")).permutation(n)
     return sorted(int(i) for i in order[n_val:]), sorted(int(i) for i in order[:n_val])
 
 
@@ -442,7 +358,7 @@ class TestnetDataset(Dataset):
         if indices is None:
             self.indices = available
         else:
-            self.indices = [_check_nonneg_int(i, "indices") for i in indices]
+            self.indices = [check_nonneg_int(i, "indices") for i in indices]
             missing = sorted(set(self.indices) - set(available))
             if missing:
                 shown = ", ".join(map(str, missing[:5])) + (" ..." if len(missing) > 5 else "")

@@ -1,0 +1,245 @@
+"""What the synthetic data sets share: argument checks, box spacing and the on-disk layout.
+
+A data set on disk is a directory ``<root>/<index>/`` per sample holding ``image.png``,
+``segment.png`` and ``context.png`` (0/255) and ``meta.json``, plus one info file
+(``<root>/testnet.json``, ``<root>/triangle.json``) describing the whole set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+__all__ = [
+    "SAMPLE_FILES",
+    "Sample",
+    "check_image_side",
+    "check_nonneg_int",
+    "check_count",
+    "boxes_apart",
+    "save_png",
+    "write_sample",
+    "replaceable",
+    "write_dataset",
+]
+
+SAMPLE_FILES = ("image.png", "segment.png", "context.png", "meta.json")
+"""The files of one sample directory."""
+
+
+class Sample(Protocol):
+    """Anything with the four parts of a sample (e.g. ``TestnetSample``, ``TriangleSample``)."""
+
+    image: np.ndarray
+    segment: np.ndarray
+    context: np.ndarray
+    meta: dict
+
+
+# ---------------------------------------------------------------------------------------------
+# validation
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def check_image_side(size, minimum: int) -> int:
+    """Return ``size`` as an int after checking that it is an image side of ``minimum`` px or more.
+
+    Raises
+    ------
+    TypeError
+        If ``size`` is not an int.
+    ValueError
+        If ``size`` is below ``minimum``.
+    """
+    if not _is_int(size):
+        raise TypeError(f"size: expected an int, got {type(size).__name__}")
+    if size < minimum:
+        raise ValueError(f"size: expected an image side of at least {minimum} px, got {size}")
+    return int(size)
+
+
+def check_nonneg_int(value, name: str) -> int:
+    """Return ``value`` as an int after checking that it is one and not negative.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Naming the argument ``name``.
+    """
+    if not _is_int(value):
+        raise TypeError(f"{name}: expected a non-negative int, got {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{name}: expected a non-negative int, got {value}")
+    return int(value)
+
+
+def check_count(n) -> int:
+    """Return the sample count ``n`` as an int after checking that it is at least 1.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Naming the argument ``n``.
+    """
+    if not _is_int(n):
+        raise TypeError(f"n: expected an int of at least 1, got {type(n).__name__}")
+    if n < 1:
+        raise ValueError(f"n: expected at least 1 sample, got {n}")
+    return int(n)
+
+
+# ---------------------------------------------------------------------------------------------
+# layout
+
+
+def boxes_apart(a, b, gap: int) -> bool:
+    """Whether two boxes have at least ``gap`` free pixels between them.
+
+    Parameters
+    ----------
+    a, b : tuple
+        ``(start0, start1, extent0, extent1)``, e.g. ``(top, left, height, width)``, or
+        ``(start0, start1, side)`` for a square, e.g. ``(x, y, side)``. Both boxes must use the
+        same axis order.
+    gap : int
+        Minimum number of free pixels between them along one axis.
+    """
+    a0, a1, *a_extent = a
+    b0, b1, *b_extent = b
+    a_len0, a_len1 = a_extent * 2 if len(a_extent) == 1 else a_extent
+    b_len0, b_len1 = b_extent * 2 if len(b_extent) == 1 else b_extent
+    return (
+        a0 + a_len0 + gap <= b0
+        or b0 + b_len0 + gap <= a0
+        or a1 + a_len1 + gap <= b1
+        or b1 + b_len1 + gap <= a1
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# files
+
+
+def save_png(array: np.ndarray, path: Path) -> None:
+    """Write a uint8 array as a PNG (grayscale for 2-D arrays)."""
+    Image.fromarray(array).save(path, format="PNG")
+
+
+def write_sample(sample: Sample, directory: Path) -> None:
+    """Create ``directory`` (it must not exist) and write the :data:`SAMPLE_FILES` of ``sample``.
+
+    The masks are stored as 0/255 images, the meta data as indented JSON.
+    """
+    directory.mkdir(parents=True, exist_ok=False)
+    save_png(sample.image, directory / "image.png")
+    save_png(sample.segment.astype(np.uint8) * 255, directory / "segment.png")
+    save_png(sample.context.astype(np.uint8) * 255, directory / "context.png")
+    (directory / "meta.json").write_text(json.dumps(sample.meta, indent=1) + "\n")
+
+
+def replaceable(path: Path, info_file: str) -> bool:
+    """Whether ``force`` may delete ``path``: a real directory that is empty, holds
+    ``info_file``, or holds nothing but numbered sample directories (no links)."""
+    if not path.is_dir() or path.is_symlink():
+        return False
+    if (path / info_file).is_file():
+        return True
+    return all(e.is_dir() and not e.is_symlink() and e.name.isdigit() for e in path.iterdir())
+
+
+def write_dataset(
+    root,
+    n: int,
+    make_sample: Callable[[int], Sample],
+    info: dict,
+    info_file: str,
+    force: bool,
+    progress: bool,
+    description: str,
+) -> Path:
+    """Write samples ``make_sample(0) .. make_sample(n - 1)`` and ``info`` as a data set at ``root``.
+
+    Everything goes first into a temporary sibling directory that is renamed to ``root`` once
+    complete; an existing ``root`` is only replaced then, so an interrupted run leaves neither
+    a partial data set nor a temporary directory behind.
+
+    Parameters
+    ----------
+    root : str or Path
+        Target directory; gets ``root/<index>/`` (see :func:`write_sample`) per sample and
+        ``root/<info_file>``.
+    n : int
+        Number of samples (at least 1).
+    make_sample : callable
+        ``make_sample(index)`` returns the sample to store under ``root/<index>``.
+    info : dict
+        JSON-ready description of the whole set, written to ``root/<info_file>``.
+    info_file : str
+        Name of the info file, e.g. ``"testnet.json"``; its stem labels the progress bar.
+    force : bool
+        Replace an existing ``root`` when :func:`replaceable` allows it.
+    progress : bool
+        Show a tqdm progress bar on stderr.
+    description : str
+        Name of the data set in error messages, e.g. ``"testnet"``.
+
+    Returns
+    -------
+    Path
+        ``root``.
+
+    Raises
+    ------
+    FileExistsError
+        If ``root`` exists and ``force`` is False.
+    ValueError
+        If ``n`` is below 1, or ``force`` is True but ``root`` does not look like a data set
+        (nothing is deleted then).
+    """
+    root = Path(root)
+    n = check_count(n)
+    if root.exists() or root.is_symlink():
+        if not force:
+            raise FileExistsError(
+                f"{root} already exists; pass force=True (or `--force` on the command line) "
+                "to replace it"
+            )
+        if not replaceable(root, info_file):
+            raise ValueError(
+                f"root: {root} exists but does not look like a {description} data set "
+                f"(expected {info_file} or only numbered sample directories); refusing to "
+                "delete it, choose another path"
+            )
+    root.parent.mkdir(parents=True, exist_ok=True)
+    token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp = root.with_name(f".{root.name}.tmp-{token}")
+    try:
+        tmp.mkdir()
+        for index in tqdm(range(n), desc=Path(info_file).stem, unit="img", file=sys.stderr,
+                          disable=not progress):
+            write_sample(make_sample(index), tmp / str(index))
+        (tmp / info_file).write_text(json.dumps(info, indent=1) + "\n")
+        if root.exists() or root.is_symlink():
+            old = root.with_name(f".{root.name}.old-{token}")
+            os.replace(root, old)
+            os.replace(tmp, root)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, root)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return root
