@@ -23,7 +23,8 @@ def _subparsers(parser, prefix=()):
 def test_every_option_of_every_command_is_documented(capsys):
     commands = list(_subparsers(_parser()))
     names = {" ".join(prefix) for prefix, _ in commands}
-    assert {"testnet generate", "testnet train", "explain hdm", "explain rise", "demo"} <= names
+    assert {"testnet generate", "testnet train", "explain hdm", "explain rise", "explain gradcam",
+            "explain misure", "demo"} <= names
     for prefix, parser in commands:
         for action in parser._actions:
             if action.option_strings and action.dest != "help":
@@ -44,7 +45,9 @@ def checkpoint(tmp_path):
 
 
 @pytest.mark.parametrize("method,options", [("hdm", ["--circle-size", "9", "--offset", "8"]),
-                                            ("rise", ["--n-masks", "20", "--s", "4"])])
+                                            ("rise", ["--n-masks", "20", "--s", "4"]),
+                                            ("gradcam", []),
+                                            ("misure", ["--iterations", "3", "--mask-size", "16"])])
 def test_explain_writes_explanation_and_figures(tmp_path, checkpoint, method, options, capsys):
     image = (np.random.default_rng(0).random((40, 44)) * 255).astype(np.uint8)
     Image.fromarray(image).save(tmp_path / "input.png")

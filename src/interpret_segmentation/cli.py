@@ -33,7 +33,8 @@ def _common_progress(parser):
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="interpret-segmentation",
-        description="Explain PyTorch image-segmentation models (HDM, RISE) and run the testnet "
+        description="Explain PyTorch image-segmentation models (HDM, RISE, Seg-Grad-CAM, MiSuRe) "
+                    "and run the testnet "
                     "demo. Every command has its own --help.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -75,7 +76,8 @@ def _parser() -> argparse.ArgumentParser:
     _common_progress(train)
 
     explain = commands.add_parser("explain", help="explain one image with a method",
-                                  description="Explain one image with HDM or RISE.")
+                                  description="Explain one image with HDM, RISE, Seg-Grad-CAM "
+                                              "or MiSuRe.")
     methods = explain.add_subparsers(dest="method", required=True, metavar="METHOD")
     hdm = methods.add_parser(
         "hdm", help="Hausdorff Distance Masks",
@@ -88,7 +90,17 @@ def _parser() -> argparse.ArgumentParser:
         description="Weight random masks by the Dice between the prediction on the masked image "
                     "and the target region (or by the class probability). Writes the Explanation "
                     "(.npz + .json) and a figure.")
-    for method in (hdm, rise):
+    gradcam = methods.add_parser(
+        "gradcam", help="Seg-Grad-CAM",
+        description="Weight a layer's feature maps by the mean gradient of the class's summed "
+                    "logits over the target region (one forward and one backward pass). Writes "
+                    "the Explanation (.npz + .json) and a figure.")
+    misure = methods.add_parser(
+        "misure", help="MiSuRe: sufficient and minimally sufficient regions",
+        description="Dilate the predicted mask until the kept image gives the same prediction "
+                    "(sufficient region), then optimise the mask down to a minimally sufficient "
+                    "region. Writes the Explanation (.npz + .json) and a figure.")
+    for method in (hdm, rise, gradcam, misure):
         method.add_argument("--image", required=True,
                             help="input: a PNG (scaled to [0, 1]), an .npy array (used as is, "
                                  "(H, W) or (C, H, W)) or a testnet sample directory")
@@ -119,6 +131,24 @@ def _parser() -> argparse.ArgumentParser:
                      help="also run circles that leave the image unchanged (by default they are "
                           "skipped: their output is the unoccluded one); for models that are not "
                           "deterministic in eval mode")
+    gradcam.add_argument("--layer", default=None,
+                         help="dotted name of the layer (default: bottleneck, for the library's "
+                              "U-Net)")
+    misure.add_argument("--tau", type=float, default=0.9,
+                        help="stage 1 dilates while the Dice is at most tau (default 0.9)")
+    misure.add_argument("--kernel-size", type=int, default=7,
+                        help="side of the circular dilation kernel (default 7)")
+    misure.add_argument("--mask-size", type=int, default=224,
+                        help="side of the optimised mask (default 224)")
+    misure.add_argument("--iterations", type=int, default=100,
+                        help="optimisation steps (default 100)")
+    misure.add_argument("--lr", type=float, default=0.1, help="AdamW learning rate (default 0.1)")
+    misure.add_argument("--lam", type=float, default=0.01,
+                        help="weight of the mask's mean, lambda (default 0.01)")
+    misure.add_argument("--gamma", type=float, default=0.05,
+                        help="weight of the total variation (default 0.05)")
+    misure.add_argument("--beta", type=float, default=3.0,
+                        help="exponent of the total variation (default 3)")
     rise.add_argument("--n-masks", type=int, default=2000, help="number of masks (default 2000)")
     rise.add_argument("--s", type=int, default=8, help="grid cells per side (default 8)")
     rise.add_argument("--p1", type=float, default=0.5, help="probability a cell is kept (default 0.5)")
@@ -169,6 +199,8 @@ def _explain(args) -> None:
 
     from . import hdm, rise
     from .core import Target
+    from .gradcam import SegGradCAM
+    from .misure import MiSuRe
     from .viz import explanation_figure, save_figure
 
     image_path = Path(args.image)
@@ -188,16 +220,25 @@ def _explain(args) -> None:
         explainer = hdm.HDM(model, circle_size=args.circle_size, offset=args.offset,
                             threshold=args.threshold, normalize=args.normalize,
                             channel=args.channel, skip_unchanged=args.skip_unchanged, **options)
-    else:
+    elif args.method == "rise":
         explainer = rise.RISE(model, n_masks=args.n_masks, s=args.s, p1=args.p1,
                               weighting=args.weighting, seed=args.seed, **options)
+    elif args.method == "gradcam":
+        explainer = SegGradCAM(model, args.layer, **options)
+    else:
+        explainer = MiSuRe(model, tau=args.tau, kernel_size=args.kernel_size,
+                           mask_size=args.mask_size, iterations=args.iterations, lr=args.lr,
+                           lam=args.lam, gamma=args.gamma, beta=args.beta, **options)
     explanation = explainer.explain(torch.from_numpy(np.asarray(image, dtype=np.float32)),
                                     Target(args.class_index, region))
     written = [explanation.save(out / f"{stem}_{args.method}.npz", overwrite=args.force)]
     shown = explanation.arrays["worse_only"] if args.method == "hdm" else explanation.saliency
-    title = "HDM (worse only)" if args.method == "hdm" else f"RISE ({args.weighting})"
-    figure = explanation_figure(image, {title: shown},
-                                prediction=explanation.arrays["target_pixels"])
+    title = {"hdm": "HDM (worse only)", "rise": f"RISE ({getattr(args, 'weighting', '')})",
+             "gradcam": "Seg-Grad-CAM", "misure": "MiSuRe (MSR mask)"}[args.method]
+    panels = {title: shown}
+    if args.method == "misure" and "sr_mask" in explanation.arrays:
+        panels = {"MiSuRe (SR mask)": explanation.arrays["sr_mask"], title: shown}
+    figure = explanation_figure(image, panels, prediction=explanation.arrays["target_pixels"])
     written.append(save_figure(figure, figure_path, overwrite=args.force))
     if args.method == "hdm":
         result = hdm.HDM.result(explanation)
@@ -208,8 +249,12 @@ def _explain(args) -> None:
                 raise FileExistsError(f"{path} exists; pass --force to replace it")
             result.circle_map(kind, color_map=colours).save(path)
             written.append(path)
-    print(f"{args.method}: {explanation.timings['total']:.1f} s, "
-          f"{explanation.info['model_passes']} model passes")
+    facts = [f"{explanation.timings['total']:.1f} s"]
+    for key in ("model_passes", "dilations", "dice_explained", "perturbation_ratio", "reason"):
+        if key in explanation.info:
+            value = explanation.info[key]
+            facts.append(f"{key} {value:.3f}" if isinstance(value, float) else f"{key} {value}")
+    print(f"{args.method}: " + ", ".join(facts))
     for path in written:
         print(f"wrote {path}")
 
