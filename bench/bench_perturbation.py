@@ -29,7 +29,9 @@ from skimage.metrics import hausdorff_distance as skimage_hausdorff
 from interpret_segmentation import HDM, RISE, SegmentationRISE
 from interpret_segmentation.core import ModelAdapter, time_model_passes
 from interpret_segmentation.datasets import load_sample
+from interpret_segmentation.gradcam import SegGradCAM
 from interpret_segmentation.hdm import CircleGrid, occlusion_masks
+from interpret_segmentation.misure import MiSuRe
 from interpret_segmentation.training import load_default_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -127,8 +129,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3,
                         help="runs under 1000 model passes (and their floors) are timed this many "
                              "times and the best kept (default 3)")
-    parser.add_argument("--parts", default="hdm,rise,pixel,memory",
-                        help="comma-separated parts to run (default hdm,rise,pixel,memory)")
+    parser.add_argument("--parts", default="hdm,rise,pixel,misure,memory",
+                        help="comma-separated parts to run (default hdm,rise,pixel,misure,memory)")
     parser.add_argument("--memory-probe", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_probe is not None:
@@ -199,6 +201,29 @@ def main() -> None:
                 print(f"{'RISE per-pixel original-style':<28} {naive_seconds:7.2f} s   speed-up "
                       f"{naive_seconds / seconds:.1f} x   (max |difference| of the merged maps "
                       f"{difference:.1e})")
+
+    if "misure" in parts:
+        # MiSuRe's floor: its stage-1 forward passes (dilation steps, 4 per pass) and one
+        # forward + backward pass per optimisation step; Seg-Grad-CAM's: one of each
+        explainer = MiSuRe(model, progress=False)
+        explainer.explain(image)  # warm-up of the backward kernels, not timed
+        misure = min((explainer.explain(image) for _ in range(args.repeats)),
+                     key=lambda e: e.timings["total"])
+        steps = misure.info["dilations"] + 1
+        floor = (min(time_model_passes(adapter, image[None], steps, 4) for _ in range(args.repeats))
+                 + min(time_model_passes(adapter, image[None], explainer.iterations, 1,
+                                         backward=True) for _ in range(args.repeats)))
+        print(f"{'MiSuRe (100 iterations)':<28} {misure.timings['total']:7.2f} s   floor "
+              f"{floor:7.2f} s ({steps} dilation steps + {explainer.iterations} forward+backward)"
+              f"   ratio {misure.timings['total'] / floor:5.2f}   (Dice explained "
+              f"{misure.info['dice_explained']:.3f}, perturbation ratio "
+              f"{misure.info['perturbation_ratio']:.2f})")
+        gradcam = SegGradCAM(model, progress=False)
+        gradcam.explain(image)
+        seconds = min(gradcam.explain(image).timings["total"] for _ in range(5))
+        floor = min(time_model_passes(adapter, image[None], 1, 1, backward=True) for _ in range(5))
+        print(f"{'Seg-Grad-CAM (bottleneck)':<28} {seconds:7.3f} s   floor {floor:7.3f} s (1 "
+              f"forward+backward)   ratio {seconds / floor:5.2f}")
 
     if "memory" in parts:
         peaks = {}

@@ -172,19 +172,30 @@ def changed_items(count: int, make_batch: MakeBatch, unperturbed: torch.Tensor,
 
 
 def time_model_passes(model: ModelAdapter, example: torch.Tensor, count: int,
-                      batch_size: int) -> float:
+                      batch_size: int, backward: bool = False) -> float:
     """Seconds for ``count`` forward passes of ``example`` (1, C, H, W) alone, at ``batch_size``.
 
-    The floor a perturbation method is measured against: same model, same number of inputs,
-    same batch size, no perturbation or bookkeeping.
+    The floor a method is measured against: same model, same number of inputs, same batch
+    size, no perturbation or bookkeeping. With ``backward`` each pass is followed by the
+    backward pass to the input (the gradient of the summed output), as optimisation and
+    gradient methods need.
     """
     check_batch_size(batch_size)
     batch = example.expand(batch_size, *example.shape[1:]).contiguous()
-    with torch.no_grad():
-        model(batch[:1])  # warm-up, not timed
-        _synchronize(model.device)
-        tick = time.perf_counter()
-        for start in range(0, count, batch_size):
-            model(batch[: min(batch_size, count - start)])
-        _synchronize(model.device)
+
+    def one_pass(inputs: torch.Tensor) -> None:
+        if not backward:
+            with torch.no_grad():
+                model(inputs)
+            return
+        inputs = inputs.clone().requires_grad_(True)
+        with torch.enable_grad():
+            torch.autograd.grad(model(inputs).sum(), [inputs])
+
+    one_pass(batch[:1])  # warm-up, not timed
+    _synchronize(model.device)
+    tick = time.perf_counter()
+    for start in range(0, count, batch_size):
+        one_pass(batch[: min(batch_size, count - start)])
+    _synchronize(model.device)
     return time.perf_counter() - tick
