@@ -12,13 +12,18 @@ import torch
 from scipy import ndimage
 
 
+def _as_numpy(array, name: str) -> np.ndarray:
+    """A numpy or torch map as a 2-D numpy array (ValueError naming ``name`` otherwise)."""
+    if isinstance(array, torch.Tensor):
+        array = array.detach().cpu().numpy()
+    array = np.asarray(array)
+    if array.ndim != 2:
+        raise ValueError(f"{name}: expected a 2-D map (H, W), got shape {array.shape}")
+    return array
+
+
 def _as_bool_numpy(mask, name: str) -> np.ndarray:
-    if isinstance(mask, torch.Tensor):
-        mask = mask.detach().cpu().numpy()
-    mask = np.asarray(mask)
-    if mask.ndim != 2:
-        raise ValueError(f"{name}: expected a 2-D mask (H, W), got shape {mask.shape}")
-    return mask != 0
+    return _as_numpy(mask, name) != 0
 
 
 def dice(prediction, reference, empty_value: float = 1.0) -> float:
@@ -192,15 +197,6 @@ def perturbation_ratio(kept, prediction) -> float:
     if not prediction.any():
         raise ValueError("prediction: empty; the perturbation ratio needs a predicted object")
     return float(np.count_nonzero(kept) / prediction.sum())
-
-
-def _as_numpy(array, name: str) -> np.ndarray:
-    if isinstance(array, torch.Tensor):
-        array = array.detach().cpu().numpy()
-    array = np.asarray(array)
-    if array.ndim != 2:
-        raise ValueError(f"{name}: expected a 2-D map (H, W), got shape {array.shape}")
-    return array
 
 
 def dice_explained(model, image, kept, class_index: int = 1) -> float:
