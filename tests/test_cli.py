@@ -24,7 +24,7 @@ def test_every_option_of_every_command_is_documented(capsys):
     commands = list(_subparsers(_parser()))
     names = {" ".join(prefix) for prefix, _ in commands}
     assert {"testnet generate", "testnet train", "explain hdm", "explain rise", "explain gradcam",
-            "explain misure", "demo"} <= names
+            "explain misure", "evaluate", "demo"} <= names
     for prefix, parser in commands:
         for action in parser._actions:
             if action.option_strings and action.dest != "help":
@@ -152,3 +152,32 @@ def test_examples_say_how_to_make_the_model(tmp_path):
                               text=True, cwd=tmp_path)
         assert done.returncode != 0 and "make demo" in done.stderr
         assert "testnet.pth" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_evaluate_writes_table_and_resumes(tmp_path, checkpoint, capsys):
+    import csv
+
+    dataset = generate_dataset(tmp_path / "data", n=10, size=48, progress=False)
+    argv = ["evaluate", "--dataset", str(dataset), "--checkpoint", str(checkpoint), "--methods",
+            "gradcam,misure", "--n", "2", "--out", str(tmp_path / "eval"), "--no-progress"]
+    assert main(argv) == 0
+    rows_path = tmp_path / "eval" / "per_image.csv"
+    rows = list(csv.DictReader(open(rows_path)))
+    assert {row["method"] for row in rows} == {"gradcam", "misure"}
+    assert len({row["index"] for row in rows}) == 2
+    table = (tmp_path / "eval" / "table.md").read_text()
+    assert "| dataset | model | method | threshold |" in table
+    assert (tmp_path / "eval" / "table.csv").exists()
+    # an interrupted run: the last row is cut in half; the rerun keeps what was complete,
+    # computes only what is missing and adds no duplicates
+    lines = rows_path.read_text().splitlines(keepends=True)
+    rows_path.write_text("".join(lines[:-1]) + lines[-1][:5])
+    capsys.readouterr()
+    assert main(argv) == 0
+    computed = capsys.readouterr().out
+    assert computed.count("image ") == 1
+    again = [row for row in csv.DictReader(open(rows_path)) if row["seconds"]]
+    keys = [(row["index"], row["method"], row["threshold"]) for row in again]
+    assert len(keys) == len(set(keys)) == len(rows)
+    assert main([*argv[:5], "--methods", "lime", *argv[7:]]) == 2
+    assert "methods" in capsys.readouterr().err

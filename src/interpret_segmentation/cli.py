@@ -156,6 +156,26 @@ def _parser() -> argparse.ArgumentParser:
                       help="score of a masked image (default dice)")
     rise.add_argument("--seed", type=int, default=0, help="mask seed (default 0)")
 
+    evaluate = commands.add_parser(
+        "evaluate", help="Table 1 of seed 001 over validation images",
+        description="Explain the first N validation images (80/20 split) with each method and "
+                    "write per_image.csv (row by row; rerunning resumes), table.csv and table.md "
+                    "(Dice explained, perturbation ratio at the paper's thresholds, seconds per "
+                    "image, context hit rate) and MiSuRe's dilations / perturbation ratio against "
+                    "prediction size as PNG.")
+    evaluate.add_argument("--dataset", default="testnet",
+                          help="'testnet' (examples/testnet/dataset) or a data-set directory in "
+                               "the same layout (default testnet)")
+    evaluate.add_argument("--checkpoint", default=CHECKPOINT,
+                          help=f"U-Net weights for that data set (default {CHECKPOINT})")
+    evaluate.add_argument("--methods", default="misure,rise,gradcam,hdm",
+                          help="comma-separated methods (default misure,rise,gradcam,hdm)")
+    evaluate.add_argument("--n", type=int, default=20,
+                          help="validation images to explain (default 20)")
+    evaluate.add_argument("--out", default="out/evaluate", help="output directory (default "
+                                                                 "out/evaluate)")
+    _common_progress(evaluate)
+
     demo = commands.add_parser(
         "demo", help="the end-to-end demo",
         description="Generate testnet when absent, train the default U-Net when no checkpoint is "
@@ -295,6 +315,12 @@ def main(argv=None) -> int:
             _train(args)
         elif args.command == "explain":
             _explain(args)
+        elif args.command == "evaluate":
+            from .evaluation import run_evaluation
+
+            dataset = DATASET if args.dataset == "testnet" else args.dataset
+            run_evaluation(dataset, args.checkpoint, args.methods.split(","), args.n, args.out,
+                           progress=args.progress)
         else:
             from .demo import run_demo
 

@@ -40,3 +40,184 @@ def explanation_scores(model, image, explanation: Explanation) -> dict:
             "perturbation_ratio": perturbation_ratio(kept, prediction),
         }
     return scores
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluating methods over a data set (seed 001, Table 1 and sections 3.2, 5.3)
+
+ROW_FIELDS = ("index", "method", "threshold", "dice_explained", "perturbation_ratio", "seconds",
+              "context_hit", "prediction_pixels", "dilations")
+"""Columns of the per-image CSV; one row per image, method and threshold."""
+
+
+def read_rows(path) -> list[dict]:
+    """Rows of a per-image CSV written by :func:`evaluate_samples`; incomplete lines (from an
+    interrupted run) are skipped."""
+    import csv
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.exists():
+        return []
+    with open(path, newline="") as file:
+        rows = [row for row in csv.DictReader(file)
+                if None not in row.values() and len(row) == len(ROW_FIELDS)]
+    return rows
+
+
+def _drop_partial_line(path) -> None:
+    """Cut a line an interrupted run left half-written at the end of ``path``."""
+    import os
+
+    if not os.path.exists(path):
+        return
+    content = open(path, "rb").read()
+    if content and not content.endswith(b"\n"):
+        os.truncate(path, content.rfind(b"\n") + 1)
+
+
+def evaluate_samples(model, samples, explainers: dict, rows_path, log=print) -> list[dict]:
+    """Explain every sample with every method and append one CSV row per result as it is made.
+
+    Parameters
+    ----------
+    model : nn.Module
+    samples : iterable of (index, sample)
+        Samples with ``image`` (uint8 H x W), ``context`` (H x W; may be empty) and ``meta``.
+    explainers : dict name -> explainer
+    rows_path : path
+        CSV of per-image rows (:data:`ROW_FIELDS`). Rows already there are kept and their
+        (index, method) pairs are not computed again, so an interrupted run resumes.
+
+    Returns all rows, old and new.
+    """
+    import csv
+    import os
+
+    import torch
+
+    from .metrics import context_hit
+
+    _drop_partial_line(rows_path)
+    rows = read_rows(rows_path)
+    done = {(row["index"], row["method"]) for row in rows}
+    new_file = not os.path.exists(rows_path)
+    with open(rows_path, "a", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=ROW_FIELDS)
+        if new_file:
+            writer.writeheader()
+        for index, sample in samples:
+            image = torch.from_numpy(sample.image.astype(np.float32) / 255.0)[None]
+            for name, explainer in explainers.items():
+                if (str(index), name) in done:
+                    continue
+                explanation = explainer.explain(image)
+                map_for_context = (explanation.arrays["worse_only"] if name == "hdm"
+                                   else explanation.saliency)
+                background = sample.image == 0
+                hit = (context_hit(map_for_context, sample.context, background)
+                       if np.any(sample.context) and background.any() else "")
+                scores = explanation_scores(model, image, explanation) or {"": {}}
+                for threshold, values in scores.items():
+                    row = {"index": index, "method": name, "threshold": threshold,
+                           "dice_explained": values.get("dice_explained", ""),
+                           "perturbation_ratio": values.get("perturbation_ratio", ""),
+                           "seconds": explanation.timings["total"], "context_hit": hit,
+                           "prediction_pixels": int(explanation.arrays["target_pixels"].sum()),
+                           "dilations": explanation.info.get("dilations", "")}
+                    writer.writerow(row)
+                    rows.append({key: str(value) for key, value in row.items()})
+                file.flush()
+                os.fsync(file.fileno())
+                log(f"image {index}: {name} {explanation.timings['total']:.1f} s")
+    return rows
+
+
+def summarize_rows(rows: list[dict], dataset: str, model_name: str) -> list[dict]:
+    """Table 1: means per (method, threshold) of Dice explained, perturbation ratio, seconds
+    per image and, where the data set has context masks, the context hit rate."""
+    table = []
+    keys = sorted({(row["method"], row["threshold"]) for row in rows})
+    for method, threshold in keys:
+        group = [row for row in rows if (row["method"], row["threshold"]) == (method, threshold)]
+
+        def mean(field, group=group):
+            values = [float(row[field] == "True") if field == "context_hit" else float(row[field])
+                      for row in group if row[field] != ""]
+            return float(np.mean(values)) if values else None
+
+        table.append({"dataset": dataset, "model": model_name, "method": method,
+                      "threshold": threshold or ("MSR" if method == "misure" else "-"),
+                      "dice_explained": mean("dice_explained"),
+                      "perturbation_ratio": mean("perturbation_ratio"),
+                      "seconds_per_image": mean("seconds"),
+                      "context_hit_rate": mean("context_hit"), "images": len(group)})
+    return table
+
+
+def table_markdown(table: list[dict]) -> str:
+    """The Table-1 layout as a Markdown table (empty cells where a value does not apply)."""
+    columns = ("dataset", "model", "method", "threshold", "dice_explained", "perturbation_ratio",
+               "seconds_per_image", "context_hit_rate", "images")
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for entry in table:
+        cells = [("" if entry[c] is None else f"{entry[c]:.3f}" if isinstance(entry[c], float)
+                  else str(entry[c])) for c in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def run_evaluation(dataset_root, checkpoint, methods, n: int, out, progress: bool = True,
+                   log=print) -> list[dict]:
+    """``interpret-segmentation evaluate``: methods on the first ``n`` validation images.
+
+    The data set is a directory in the testnet layout (``<index>/image.png``, ``context.png``,
+    ...), split 80/20 as the training did; ``checkpoint`` holds the library's U-Net. Writes
+    ``out/per_image.csv`` row by row (a rerun resumes where it stopped), ``out/table.csv`` and
+    ``out/table.md`` (Table 1 layout) and, for MiSuRe, ``out/dilations_vs_size.png`` and
+    ``out/perturbation_ratio_vs_size.png``. Returns the table.
+    """
+    import csv
+    import io
+    from pathlib import Path
+
+    from .core.explanation import atomic_write
+    from .demo import build_explainers
+    from .training import load_default_model, testnet_splits
+    from .viz import save_figure, scatter_figure
+
+    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+        raise ValueError(f"n: expected a positive int, got {n!r}")
+    known = ("misure", "rise", "gradcam", "hdm")
+    unknown = [m for m in methods if m not in known]
+    if unknown or not methods:
+        raise ValueError(f"methods: expected some of {', '.join(known)}, got {', '.join(methods)}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = load_default_model(checkpoint)
+    explainers = {name: e for name, e in build_explainers(model, progress).items() if name in methods}
+    validation = testnet_splits(dataset_root, n_val=n)[1]
+    samples = ((validation.dataset.indices[p], validation.dataset.sample(p))
+               for p in validation.indices)
+    rows = evaluate_samples(model, samples, explainers, out / "per_image.csv", log=log)
+    rows = [row for row in rows if row["method"] in methods]
+    table = summarize_rows(rows, Path(dataset_root).name, "U-Net")
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(table[0]) if table else ["dataset"])
+    writer.writeheader()
+    writer.writerows(table)
+    atomic_write(out / "table.csv", lambda f: f.write(buffer.getvalue()), mode="w", overwrite=True)
+    atomic_write(out / "table.md", lambda f: f.write(table_markdown(table)), mode="w",
+                 overwrite=True)
+    misure_rows = [row for row in rows if row["method"] == "misure" and row["dilations"] != ""]
+    if misure_rows:
+        sizes = [float(row["prediction_pixels"]) for row in misure_rows]
+        for field, name, label in (("dilations", "dilations_vs_size", "number of dilations"),
+                                   ("perturbation_ratio", "perturbation_ratio_vs_size",
+                                    "perturbation ratio (MSR)")):
+            figure = scatter_figure(sizes, [float(row[field]) for row in misure_rows],
+                                    xlabel="prediction size (pixels)", ylabel=label,
+                                    title=f"MiSuRe on {Path(dataset_root).name}")
+            save_figure(figure, out / f"{name}.png", overwrite=True)
+    log(f"results: {out / 'table.md'}, {out / 'table.csv'}, {out / 'per_image.csv'}")
+    return table

@@ -57,3 +57,14 @@ def explanation_figure(image, panels: dict, *, prediction=None, title: str | Non
     if title:
         figure.suptitle(title)
     return figure
+
+
+def scatter_figure(x, y, *, xlabel: str, ylabel: str, title: str):
+    """One scatter plot (e.g. number of dilations against prediction size, seed 001 sec. 3.2)."""
+    figure, axis = plt.subplots(figsize=(5, 4))
+    axis.scatter(np.asarray(x, dtype=float), np.asarray(y, dtype=float), s=14, alpha=0.7)
+    axis.set_xlabel(xlabel)
+    axis.set_ylabel(ylabel)
+    axis.set_title(title)
+    axis.grid(alpha=0.3)
+    return figure
