@@ -320,7 +320,8 @@ def main(argv=None) -> int:
 
             dataset = DATASET if args.dataset == "testnet" else args.dataset
             run_evaluation(dataset, args.checkpoint, args.methods.split(","), args.n, args.out,
-                           progress=args.progress)
+                           progress=args.progress,
+                           dataset_name="testnet" if args.dataset == "testnet" else None)
         else:
             from .demo import run_demo
 

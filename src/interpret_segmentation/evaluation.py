@@ -147,7 +147,7 @@ def summarize_rows(rows: list[dict], dataset: str, model_name: str) -> list[dict
             return float(np.mean(values)) if values else None
 
         table.append({"dataset": dataset, "model": model_name, "method": method,
-                      "threshold": threshold or ("MSR" if method == "misure" else "-"),
+                      "threshold": {"": "-", "msr": "MSR"}.get(threshold, threshold),
                       "dice_explained": mean("dice_explained"),
                       "perturbation_ratio": mean("perturbation_ratio"),
                       "seconds_per_image": mean("seconds"),
@@ -168,13 +168,14 @@ def table_markdown(table: list[dict]) -> str:
 
 
 def run_evaluation(dataset_root, checkpoint, methods, n: int, out, progress: bool = True,
-                   log=print) -> list[dict]:
+                   log=print, dataset_name: str | None = None) -> list[dict]:
     """``interpret-segmentation evaluate``: methods on the first ``n`` validation images.
 
     The data set is a directory in the testnet layout (``<index>/image.png``, ``context.png``,
     ...), split 80/20 as the training did; ``checkpoint`` holds the library's U-Net. Writes
     ``out/per_image.csv`` row by row (a rerun resumes where it stopped), ``out/table.csv`` and
-    ``out/table.md`` (Table 1 layout) and, for MiSuRe, ``out/dilations_vs_size.png`` and
+    ``out/table.md`` (Table 1 layout, the data set named ``dataset_name``, default the
+    directory's name) and, for MiSuRe, ``out/dilations_vs_size.png`` and
     ``out/perturbation_ratio_vs_size.png``. Returns the table.
     """
     import csv
@@ -201,7 +202,8 @@ def run_evaluation(dataset_root, checkpoint, methods, n: int, out, progress: boo
                for p in validation.indices)
     rows = evaluate_samples(model, samples, explainers, out / "per_image.csv", log=log)
     rows = [row for row in rows if row["method"] in methods]
-    table = summarize_rows(rows, Path(dataset_root).name, "U-Net")
+    dataset_name = dataset_name or Path(dataset_root).name
+    table = summarize_rows(rows, dataset_name, "U-Net")
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(table[0]) if table else ["dataset"])
     writer.writeheader()
@@ -217,7 +219,7 @@ def run_evaluation(dataset_root, checkpoint, methods, n: int, out, progress: boo
                                     "perturbation ratio (MSR)")):
             figure = scatter_figure(sizes, [float(row[field]) for row in misure_rows],
                                     xlabel="prediction size (pixels)", ylabel=label,
-                                    title=f"MiSuRe on {Path(dataset_root).name}")
+                                    title=f"MiSuRe on {dataset_name}")
             save_figure(figure, out / f"{name}.png", overwrite=True)
     log(f"results: {out / 'table.md'}, {out / 'table.csv'}, {out / 'per_image.csv'}")
     return table
