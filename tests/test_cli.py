@@ -24,7 +24,7 @@ def test_every_option_of_every_command_is_documented(capsys):
     commands = list(_subparsers(_parser()))
     names = {" ".join(prefix) for prefix, _ in commands}
     assert {"testnet generate", "testnet train", "explain hdm", "explain rise", "explain gradcam",
-            "explain misure", "evaluate", "demo"} <= names
+            "explain misure", "evaluate", "sweep", "demo"} <= names
     for prefix, parser in commands:
         for action in parser._actions:
             if action.option_strings and action.dest != "help":
@@ -181,3 +181,21 @@ def test_evaluate_writes_table_and_resumes(tmp_path, checkpoint, capsys):
     assert len(keys) == len(set(keys)) == len(rows)
     assert main([*argv[:5], "--methods", "lime", *argv[7:]]) == 2
     assert "methods" in capsys.readouterr().err
+
+
+def test_sweep_writes_the_parameter_tables(tmp_path, checkpoint):
+    import csv
+
+    from interpret_segmentation.evaluation import sweep_settings
+
+    dataset = generate_dataset(tmp_path / "data", n=10, size=48, progress=False)
+    argv = ["sweep", "--dataset", str(dataset), "--checkpoint", str(checkpoint), "--n", "1",
+            "--iterations", "2", "--out", str(tmp_path / "sweep"), "--no-progress"]
+    assert main(argv) == 0
+    table = (tmp_path / "sweep" / "sweep.md").read_text()
+    assert "rows lambda, columns learning rate" in table and "| 112 |" in table
+    settings = sweep_settings()
+    assert len(settings) == 11  # 3 x 3 learning rates and lambdas, plus mask sizes 56 and 112
+    assert {v["mask_size"] for v in settings.values()} == {56, 112, 224}
+    rows = list(csv.DictReader(open(tmp_path / "sweep" / "per_image.csv")))
+    assert {row["method"] for row in rows} == set(settings)

@@ -176,6 +176,23 @@ def _parser() -> argparse.ArgumentParser:
                                                                  "out/evaluate)")
     _common_progress(evaluate)
 
+    sweep = commands.add_parser(
+        "sweep", help="MiSuRe's parameter studies (seed 001 Tables 2 and 6)",
+        description="Run MiSuRe with learning rate x lambda over {0.001, 0.01, 0.1} (mask 224) "
+                    "and mask size over {56, 112, 224} (lr 0.1, lambda 0.01) on the first N "
+                    "validation images; write per_image.csv (resumable) and sweep.md with the "
+                    "mean Dice explained and perturbation ratio.")
+    sweep.add_argument("--dataset", default="testnet",
+                       help="'testnet' (examples/testnet/dataset) or a data-set directory in the "
+                            "same layout (default testnet)")
+    sweep.add_argument("--checkpoint", default=CHECKPOINT,
+                       help=f"U-Net weights for that data set (default {CHECKPOINT})")
+    sweep.add_argument("--n", type=int, default=10, help="validation images (default 10)")
+    sweep.add_argument("--iterations", type=int, default=100,
+                       help="MiSuRe optimisation steps (default 100, as the paper)")
+    sweep.add_argument("--out", default="out/sweep", help="output directory (default out/sweep)")
+    _common_progress(sweep)
+
     demo = commands.add_parser(
         "demo", help="the end-to-end demo",
         description="Generate testnet when absent, train the default U-Net when no checkpoint is "
@@ -315,6 +332,11 @@ def main(argv=None) -> int:
             _train(args)
         elif args.command == "explain":
             _explain(args)
+        elif args.command == "sweep":
+            from .evaluation import run_sweep
+
+            run_sweep(DATASET if args.dataset == "testnet" else args.dataset, args.checkpoint,
+                      args.n, args.out, iterations=args.iterations, progress=args.progress)
         elif args.command == "evaluate":
             from .evaluation import run_evaluation
 
