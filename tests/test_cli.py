@@ -24,7 +24,7 @@ def test_every_option_of_every_command_is_documented(capsys):
     commands = list(_subparsers(_parser()))
     names = {" ".join(prefix) for prefix, _ in commands}
     assert {"testnet generate", "testnet train", "explain hdm", "explain rise", "explain gradcam",
-            "explain misure", "evaluate", "sweep", "demo"} <= names
+            "explain misure", "evaluate", "sweep", "reliability", "demo"} <= names
     for prefix, parser in commands:
         for action in parser._actions:
             if action.option_strings and action.dest != "help":

@@ -193,6 +193,28 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--out", default="out/sweep", help="output directory (default out/sweep)")
     _common_progress(sweep)
 
+    reliability = commands.add_parser(
+        "reliability", help="post-hoc reliability of predictions from MiSuRe (seed 001 5.5)",
+        description="Add Gaussian noise (standard deviation drawn from [0, --noise]) to the first "
+                    "N validation images, explain each prediction with MiSuRe, and train a "
+                    "logistic regression on (dilations, Dice explained, perturbation ratio) to "
+                    "predict whether the prediction's Dice with the ground truth is >= 0.9; "
+                    "half the images train it, half evaluate it. Writes features.csv (resumable), "
+                    "reliability.json and roc.png.")
+    reliability.add_argument("--dataset", default="testnet",
+                             help="'testnet' (examples/testnet/dataset) or a data-set directory "
+                                  "in the same layout (default testnet)")
+    reliability.add_argument("--checkpoint", default=CHECKPOINT,
+                             help=f"U-Net weights (default {CHECKPOINT})")
+    reliability.add_argument("--n", type=int, default=40, help="validation images (default 40)")
+    reliability.add_argument("--noise", type=float, default=0.08,
+                             help="largest noise standard deviation, images in [0, 1] "
+                                  "(default 0.08)")
+    reliability.add_argument("--seed", type=int, default=0, help="noise and split seed (default 0)")
+    reliability.add_argument("--out", default="out/reliability",
+                             help="output directory (default out/reliability)")
+    _common_progress(reliability)
+
     demo = commands.add_parser(
         "demo", help="the end-to-end demo",
         description="Generate testnet when absent, train the default U-Net when no checkpoint is "
@@ -332,6 +354,12 @@ def main(argv=None) -> int:
             _train(args)
         elif args.command == "explain":
             _explain(args)
+        elif args.command == "reliability":
+            from .reliability import run_reliability
+
+            run_reliability(DATASET if args.dataset == "testnet" else args.dataset,
+                            args.checkpoint, args.n, args.out, noise=args.noise, seed=args.seed,
+                            progress=args.progress)
         elif args.command == "sweep":
             from .evaluation import run_sweep
 

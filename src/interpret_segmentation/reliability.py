@@ -74,3 +74,92 @@ class ReliabilityClassifier:
                 "roc_auc": float(roc_auc_score(labels, scores)),
                 "false_positive_rate": false_positive.tolist(),
                 "true_positive_rate": true_positive.tolist()}
+
+
+def run_reliability(dataset_root, checkpoint, n: int, out, noise: float = 0.08, seed: int = 0,
+                    progress: bool = True, log=print) -> dict:
+    """``interpret-segmentation reliability``: learn when the demo model's predictions fail.
+
+    To have wrong predictions to learn from, the first ``n`` validation images get Gaussian
+    noise of a standard deviation drawn from [0, ``noise``] per image. Each noisy image is
+    predicted, its prediction's Dice with the ground truth recorded, and explained with MiSuRe;
+    rows go to ``out/features.csv`` as they are made (a rerun resumes). Half the images train
+    the classifier, the other half evaluate it: ``out/reliability.json`` (share of predictions
+    below Dice 0.9, accuracy, ROC AUC) and ``out/roc.png``.
+    """
+    import csv
+    import json
+    import os
+    from pathlib import Path
+
+    import torch
+
+    from .core.explanation import atomic_write
+    from .metrics import dice
+    from .misure import MiSuRe
+    from .training import load_default_model, testnet_splits
+    from .viz import save_figure, scatter_figure
+
+    if isinstance(n, bool) or not isinstance(n, int) or n < 4:
+        raise ValueError(f"n: expected an int of at least 4, got {n!r}")
+    if not 0 <= noise <= 5:
+        raise ValueError(f"noise: expected a standard deviation in [0, 5], got {noise!r}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = load_default_model(checkpoint)
+    explainer = MiSuRe(model, progress=progress)
+    validation = testnet_splits(dataset_root, n_val=n)[1]
+    path = out / "features.csv"
+    fields = ("index", "noise", "prediction_dice", *FEATURES)
+    done = {}
+    if path.exists():
+        with open(path, newline="") as file:
+            done = {row["index"]: row for row in csv.DictReader(file)
+                    if None not in row.values() and all(row.values())}
+    rng = np.random.default_rng(seed)
+    with open(path, "a", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=fields)
+        if not done and file.tell() == 0:
+            writer.writeheader()
+        for position in validation.indices:
+            sample = validation.dataset.sample(position)
+            sigma = float(rng.uniform(0, noise))
+            generator = torch.Generator().manual_seed(seed * 100_003 + int(sample.meta["index"]))
+            index = str(sample.meta["index"])
+            if index in done:
+                continue
+            image = torch.from_numpy(sample.image.astype(np.float32) / 255.0)[None]
+            noisy = (image + sigma * torch.randn(image.shape, generator=generator)).clamp(0, 1)
+            explanation = explainer.explain(noisy)
+            predicted = explanation.arrays["target_pixels"].astype(bool)
+            row = {"index": index, "noise": sigma, "prediction_dice": dice(predicted, sample.segment)}
+            if explanation.info.get("nothing_to_explain"):
+                row.update({name: "" for name in FEATURES})
+            else:
+                row.update(dict(zip(FEATURES, reliability_features(explanation))))
+            writer.writerow(row)
+            file.flush()
+            os.fsync(file.fileno())
+            done[index] = {key: str(value) for key, value in row.items()}
+            log(f"image {index}: noise {sigma:.2f}, prediction Dice {row['prediction_dice']:.3f}")
+    rows = [row for row in done.values() if all(row[name] != "" for name in FEATURES)]
+    features = np.array([[float(row[name]) for name in FEATURES] for row in rows])
+    labels = np.array([float(row["prediction_dice"]) >= RELIABLE_DICE for row in rows])
+    order = np.random.default_rng(seed).permutation(len(rows))
+    train, test = order[: len(rows) // 2], order[len(rows) // 2:]
+    result = {"images": len(done), "explained": len(rows),
+              "share_below_0.9": float(1 - labels.mean()) if len(rows) else None}
+    classifier = ReliabilityClassifier(seed).fit(features[train], labels[train])
+    result.update(classifier.evaluate(features[test], labels[test]))
+    result.update({"train_images": len(train), "test_images": len(test)})
+    figure = scatter_figure(result["false_positive_rate"], result["true_positive_rate"],
+                            xlabel="false positive rate", ylabel="true positive rate",
+                            title=f"reliability of predictions: ROC AUC {result['roc_auc']:.2f}")
+    figure.axes[0].plot(result["false_positive_rate"], result["true_positive_rate"])
+    save_figure(figure, out / "roc.png", overwrite=True)
+    atomic_write(out / "reliability.json", lambda f: json.dump(result, f, indent=2), mode="w",
+                 overwrite=True)
+    log(f"share of predictions below Dice 0.9: {result['share_below_0.9']:.2f}; held-out "
+        f"accuracy {result['accuracy']:.3f}, ROC AUC {result['roc_auc']:.3f} "
+        f"({out / 'reliability.json'}, {out / 'roc.png'})")
+    return result
