@@ -30,6 +30,21 @@ def _common_progress(parser):
                         help="hide progress bars")
 
 
+def _study_options(parser, images: int) -> None:
+    """The options every data-set study (evaluate, sweep, reliability) shares."""
+    parser.add_argument("--dataset", default="testnet",
+                        help="'testnet' (examples/testnet/dataset) or a data-set directory in the "
+                             "same layout (default testnet)")
+    parser.add_argument("--checkpoint", default=CHECKPOINT,
+                        help=f"U-Net weights for that data set (default {CHECKPOINT})")
+    parser.add_argument("--n", type=int, default=images,
+                        help=f"validation images to explain (default {images})")
+
+
+def _dataset_path(args) -> str:
+    return DATASET if args.dataset == "testnet" else args.dataset
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="interpret-segmentation",
@@ -163,15 +178,9 @@ def _parser() -> argparse.ArgumentParser:
                     "(Dice explained, perturbation ratio at the paper's thresholds, seconds per "
                     "image, context hit rate) and MiSuRe's dilations / perturbation ratio against "
                     "prediction size as PNG.")
-    evaluate.add_argument("--dataset", default="testnet",
-                          help="'testnet' (examples/testnet/dataset) or a data-set directory in "
-                               "the same layout (default testnet)")
-    evaluate.add_argument("--checkpoint", default=CHECKPOINT,
-                          help=f"U-Net weights for that data set (default {CHECKPOINT})")
+    _study_options(evaluate, 20)
     evaluate.add_argument("--methods", default="misure,rise,gradcam,hdm",
                           help="comma-separated methods (default misure,rise,gradcam,hdm)")
-    evaluate.add_argument("--n", type=int, default=20,
-                          help="validation images to explain (default 20)")
     evaluate.add_argument("--out", default="out/evaluate", help="output directory (default "
                                                                  "out/evaluate)")
     _common_progress(evaluate)
@@ -182,12 +191,7 @@ def _parser() -> argparse.ArgumentParser:
                     "and mask size over {56, 112, 224} (lr 0.1, lambda 0.01) on the first N "
                     "validation images; write per_image.csv (resumable) and sweep.md with the "
                     "mean Dice explained and perturbation ratio.")
-    sweep.add_argument("--dataset", default="testnet",
-                       help="'testnet' (examples/testnet/dataset) or a data-set directory in the "
-                            "same layout (default testnet)")
-    sweep.add_argument("--checkpoint", default=CHECKPOINT,
-                       help=f"U-Net weights for that data set (default {CHECKPOINT})")
-    sweep.add_argument("--n", type=int, default=10, help="validation images (default 10)")
+    _study_options(sweep, 10)
     sweep.add_argument("--iterations", type=int, default=100,
                        help="MiSuRe optimisation steps (default 100, as the paper)")
     sweep.add_argument("--out", default="out/sweep", help="output directory (default out/sweep)")
@@ -201,12 +205,7 @@ def _parser() -> argparse.ArgumentParser:
                     "predict whether the prediction's Dice with the ground truth is >= 0.9; "
                     "half the images train it, half evaluate it. Writes features.csv (resumable), "
                     "reliability.json and roc.png.")
-    reliability.add_argument("--dataset", default="testnet",
-                             help="'testnet' (examples/testnet/dataset) or a data-set directory "
-                                  "in the same layout (default testnet)")
-    reliability.add_argument("--checkpoint", default=CHECKPOINT,
-                             help=f"U-Net weights (default {CHECKPOINT})")
-    reliability.add_argument("--n", type=int, default=40, help="validation images (default 40)")
+    _study_options(reliability, 40)
     reliability.add_argument("--noise", type=float, default=0.08,
                              help="largest noise standard deviation, images in [0, 1] "
                                   "(default 0.08)")
@@ -357,19 +356,17 @@ def main(argv=None) -> int:
         elif args.command == "reliability":
             from .reliability import run_reliability
 
-            run_reliability(DATASET if args.dataset == "testnet" else args.dataset,
-                            args.checkpoint, args.n, args.out, noise=args.noise, seed=args.seed,
-                            progress=args.progress)
+            run_reliability(_dataset_path(args), args.checkpoint, args.n, args.out,
+                            noise=args.noise, seed=args.seed, progress=args.progress)
         elif args.command == "sweep":
             from .evaluation import run_sweep
 
-            run_sweep(DATASET if args.dataset == "testnet" else args.dataset, args.checkpoint,
+            run_sweep(_dataset_path(args), args.checkpoint,
                       args.n, args.out, iterations=args.iterations, progress=args.progress)
         elif args.command == "evaluate":
             from .evaluation import run_evaluation
 
-            dataset = DATASET if args.dataset == "testnet" else args.dataset
-            run_evaluation(dataset, args.checkpoint, args.methods.split(","), args.n, args.out,
+            run_evaluation(_dataset_path(args), args.checkpoint, args.methods.split(","), args.n, args.out,
                            progress=args.progress,
                            dataset_name="testnet" if args.dataset == "testnet" else None)
         else:
