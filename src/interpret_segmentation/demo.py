@@ -17,7 +17,7 @@ import torch
 
 from .core.explanation import atomic_write
 from .datasets.testnet import generate_dataset
-from .evaluation import explanation_scores
+from .evaluation import context_map, explanation_scores
 from .gradcam import SegGradCAM
 from .hdm import HDM
 from .metrics import context_ratio, dice
@@ -89,11 +89,6 @@ PANEL_TITLES = {"hdm": "HDM (worse only)", "rise": "RISE (Dice-weighted)",
                 "gradcam": "Seg-Grad-CAM (bottleneck)", "misure": "MiSuRe (MSR mask)"}
 
 
-def _map_for_context(name: str, explanation) -> np.ndarray:
-    # HDM: the WORSE_ONLY circle map, as the original documents it; others: the raw map
-    return explanation.arrays["worse_only"] if name == "hdm" else explanation.saliency
-
-
 def run_demo(out=DEFAULT_OUT, dataset=DEFAULT_DATASET, checkpoint=DEFAULT_CHECKPOINT,
              images: int = 4, force: bool = False, progress: bool = True, log=print) -> dict:
     """Run the whole demo and return the summary written to ``out/summary.json``."""
@@ -116,8 +111,8 @@ def run_demo(out=DEFAULT_OUT, dataset=DEFAULT_DATASET, checkpoint=DEFAULT_CHECKP
         maps = {}
         for name, explainer in explainers.items():
             explanation = explainer.explain(image)
-            context_map = _map_for_context(name, explanation)
-            ratio = context_ratio(context_map, sample.context, background)
+            shown = context_map(explanation)
+            ratio = context_ratio(shown, sample.context, background)
             prediction = explanation.arrays["target_pixels"].astype(bool)
             row[name] = {"seconds": explanation.timings["total"], "context_ratio": ratio,
                          "context_hit": ratio >= CONTEXT_FACTOR,
@@ -125,7 +120,7 @@ def run_demo(out=DEFAULT_OUT, dataset=DEFAULT_DATASET, checkpoint=DEFAULT_CHECKP
             if name == "misure":
                 row[name]["dilations"] = explanation.info.get("dilations")  # None: nothing to explain
             row["prediction_dice"] = dice(prediction, sample.segment)
-            maps[PANEL_TITLES[name]] = context_map
+            maps[PANEL_TITLES[name]] = shown
             explanation.save(out / "explanations" / f"{sample.meta['index']}_{name}.npz")
         figure = explanation_figure(
             sample.image, maps, prediction=prediction,

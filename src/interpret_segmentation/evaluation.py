@@ -7,6 +7,10 @@ sufficient region is used as it is (its mask is the explanation, X_MSR = X_SR * 
 
 from __future__ import annotations
 
+import csv
+import os
+from pathlib import Path
+
 import numpy as np
 
 from .core import Explanation
@@ -50,30 +54,56 @@ ROW_FIELDS = ("index", "method", "threshold", "dice_explained", "perturbation_ra
 """Columns of the per-image CSV; one row per image, method and threshold."""
 
 
-def read_rows(path) -> list[dict]:
-    """Rows of a per-image CSV written by :func:`evaluate_samples`; incomplete lines (from an
-    interrupted run) are skipped."""
-    import csv
-    from pathlib import Path
+class RowFile:
+    """A CSV of result rows, each appended (and flushed to disk) as soon as it is made.
 
-    path = Path(path)
-    if not path.exists():
-        return []
-    with open(path, newline="") as file:
-        rows = [row for row in csv.DictReader(file)
-                if None not in row.values() and len(row) == len(ROW_FIELDS)]
-    return rows
+    Opening an existing file keeps its complete rows (``rows``) and cuts a line an interrupted
+    run left half-written, so a rerun can skip what is done and append the rest. Use as a
+    context manager around the appends.
+    """
+
+    def __init__(self, path, fields):
+        self.path, self.fields = Path(path), tuple(fields)
+        self.rows: list[dict] = []
+        if self.path.exists():
+            content = self.path.read_bytes()
+            if content and not content.endswith(b"\n"):
+                os.truncate(self.path, content.rfind(b"\n") + 1)
+            with open(self.path, newline="") as file:
+                self.rows = [row for row in csv.DictReader(file)
+                             if None not in row.values() and len(row) == len(self.fields)]
+
+    def __enter__(self) -> RowFile:
+        new = not self.path.exists()
+        self._file = open(self.path, "a", newline="")
+        self._writer = csv.DictWriter(self._file, fieldnames=self.fields)
+        if new:
+            self._writer.writeheader()
+        return self
+
+    def append(self, *rows: dict) -> None:
+        """Write ``rows`` and make sure they are on disk before going on."""
+        self._writer.writerows(rows)
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self.rows.extend({key: str(value) for key, value in row.items()} for row in rows)
+
+    def __exit__(self, *error) -> None:
+        self._file.close()
 
 
-def _drop_partial_line(path) -> None:
-    """Cut a line an interrupted run left half-written at the end of ``path``."""
-    import os
+def context_map(explanation: Explanation) -> np.ndarray:
+    """The map judged for context hits: HDM's WORSE_ONLY circle map, other methods' saliency."""
+    return explanation.arrays["worse_only"] if explanation.method == "hdm" else explanation.saliency
 
-    if not os.path.exists(path):
-        return
-    content = open(path, "rb").read()
-    if content and not content.endswith(b"\n"):
-        os.truncate(path, content.rfind(b"\n") + 1)
+
+def validation_samples(dataset_root, n: int):
+    """(index, sample) of the first ``n`` validation samples (the training's 80/20 split)."""
+    from .training import testnet_splits
+
+    validation = testnet_splits(dataset_root, n_val=n)[1]
+    for position in validation.indices:
+        yield validation.dataset.indices[position], validation.dataset.sample(position)
 
 
 def evaluate_samples(model, samples, explainers: dict, rows_path, log=print) -> list[dict]:
@@ -86,51 +116,37 @@ def evaluate_samples(model, samples, explainers: dict, rows_path, log=print) -> 
         Samples with ``image`` (uint8 H x W), ``context`` (H x W; may be empty) and ``meta``.
     explainers : dict name -> explainer
     rows_path : path
-        CSV of per-image rows (:data:`ROW_FIELDS`). Rows already there are kept and their
-        (index, method) pairs are not computed again, so an interrupted run resumes.
+        CSV of per-image rows (:data:`ROW_FIELDS`, a :class:`RowFile`). Rows already there are
+        kept and their (index, method) pairs are not computed again, so an interrupted run
+        resumes.
 
     Returns all rows, old and new.
     """
-    import csv
-    import os
-
     import torch
 
     from .metrics import context_hit
 
-    _drop_partial_line(rows_path)
-    rows = read_rows(rows_path)
-    done = {(row["index"], row["method"]) for row in rows}
-    new_file = not os.path.exists(rows_path)
-    with open(rows_path, "a", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=ROW_FIELDS)
-        if new_file:
-            writer.writeheader()
+    with RowFile(rows_path, ROW_FIELDS) as rows:
+        done = {(row["index"], row["method"]) for row in rows.rows}
         for index, sample in samples:
             image = torch.from_numpy(sample.image.astype(np.float32) / 255.0)[None]
+            background = sample.image == 0
             for name, explainer in explainers.items():
                 if (str(index), name) in done:
                     continue
                 explanation = explainer.explain(image)
-                map_for_context = (explanation.arrays["worse_only"] if name == "hdm"
-                                   else explanation.saliency)
-                background = sample.image == 0
-                hit = (context_hit(map_for_context, sample.context, background)
+                hit = (context_hit(context_map(explanation), sample.context, background)
                        if np.any(sample.context) and background.any() else "")
                 scores = explanation_scores(model, image, explanation) or {"": {}}
-                for threshold, values in scores.items():
-                    row = {"index": index, "method": name, "threshold": threshold,
-                           "dice_explained": values.get("dice_explained", ""),
-                           "perturbation_ratio": values.get("perturbation_ratio", ""),
-                           "seconds": explanation.timings["total"], "context_hit": hit,
-                           "prediction_pixels": int(explanation.arrays["target_pixels"].sum()),
-                           "dilations": explanation.info.get("dilations", "")}
-                    writer.writerow(row)
-                    rows.append({key: str(value) for key, value in row.items()})
-                file.flush()
-                os.fsync(file.fileno())
+                rows.append(*({"index": index, "method": name, "threshold": threshold,
+                               "dice_explained": values.get("dice_explained", ""),
+                               "perturbation_ratio": values.get("perturbation_ratio", ""),
+                               "seconds": explanation.timings["total"], "context_hit": hit,
+                               "prediction_pixels": int(explanation.arrays["target_pixels"].sum()),
+                               "dilations": explanation.info.get("dilations", "")}
+                              for threshold, values in scores.items()))
                 log(f"image {index}: {name} {explanation.timings['total']:.1f} s")
-    return rows
+    return rows.rows
 
 
 def summarize_rows(rows: list[dict], dataset: str, model_name: str) -> list[dict]:
@@ -178,13 +194,11 @@ def run_evaluation(dataset_root, checkpoint, methods, n: int, out, progress: boo
     directory's name) and, for MiSuRe, ``out/dilations_vs_size.png`` and
     ``out/perturbation_ratio_vs_size.png``. Returns the table.
     """
-    import csv
     import io
-    from pathlib import Path
 
     from .core.explanation import atomic_write
     from .demo import build_explainers
-    from .training import load_default_model, testnet_splits
+    from .training import load_default_model
     from .viz import save_figure, scatter_figure
 
     if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
@@ -197,10 +211,8 @@ def run_evaluation(dataset_root, checkpoint, methods, n: int, out, progress: boo
     out.mkdir(parents=True, exist_ok=True)
     model = load_default_model(checkpoint)
     explainers = {name: e for name, e in build_explainers(model, progress).items() if name in methods}
-    validation = testnet_splits(dataset_root, n_val=n)[1]
-    samples = ((validation.dataset.indices[p], validation.dataset.sample(p))
-               for p in validation.indices)
-    rows = evaluate_samples(model, samples, explainers, out / "per_image.csv", log=log)
+    rows = evaluate_samples(model, validation_samples(dataset_root, n), explainers,
+                            out / "per_image.csv", log=log)
     rows = [row for row in rows if row["method"] in methods]
     dataset_name = dataset_name or Path(dataset_root).name
     table = summarize_rows(rows, dataset_name, "U-Net")
@@ -251,11 +263,9 @@ def run_sweep(dataset_root, checkpoint, n: int, out, iterations: int = 100,
     perturbation ratio. Returns ``{setting name: {"dice_explained": ..., "perturbation_ratio":
     ...}}``.
     """
-    from pathlib import Path
-
     from .core.explanation import atomic_write
     from .misure import MiSuRe
-    from .training import load_default_model, testnet_splits
+    from .training import load_default_model
 
     if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
         raise ValueError(f"n: expected a positive int, got {n!r}")
@@ -265,10 +275,8 @@ def run_sweep(dataset_root, checkpoint, n: int, out, iterations: int = 100,
     settings = sweep_settings(iterations)
     explainers = {name: MiSuRe(model, progress=progress, **values)
                   for name, values in settings.items()}
-    validation = testnet_splits(dataset_root, n_val=n)[1]
-    samples = ((validation.dataset.indices[p], validation.dataset.sample(p))
-               for p in validation.indices)
-    rows = evaluate_samples(model, samples, explainers, out / "per_image.csv", log=log)
+    rows = evaluate_samples(model, validation_samples(dataset_root, n), explainers,
+                            out / "per_image.csv", log=log)
     means = {}
     for name in settings:
         group = [row for row in rows if row["method"] == name and row["dice_explained"] != ""]

@@ -23,7 +23,6 @@ that of explaining them one at a time.
 
 from __future__ import annotations
 
-import math
 import time
 
 import numpy as np
@@ -31,15 +30,9 @@ import torch
 import torch.nn.functional as F
 
 from .core import Explainer, Explanation, as_image_batch, evaluation_mode, resolve_target
+from .core.batches import check_positive
 from .core.model import predicted_mask
 from .metrics import batch_dice
-
-
-def _positive(value, name: str, kind=int):
-    ok = isinstance(value, (int, float) if kind is float else int) and not isinstance(value, bool)
-    if not ok or not value > 0 or (kind is float and not math.isfinite(value)):
-        raise ValueError(f"{name}: expected a positive {kind.__name__}, got {value!r}")
-    return kind(value)
 
 
 def disk_kernel(size: int) -> torch.Tensor:
@@ -116,20 +109,20 @@ class MiSuRe(Explainer):
         super().__init__(model, **options)
         if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not 0 < tau <= 1:
             raise ValueError(f"tau: expected a number in (0, 1], got {tau!r}")
-        self.kernel_size = _positive(kernel_size, "kernel_size")
+        self.kernel_size = check_positive(kernel_size, "kernel_size")
         if self.kernel_size % 2 == 0:
             raise ValueError(f"kernel_size: expected an odd size, got {kernel_size}")
         self.tau = float(tau)
-        self.mask_size = _positive(mask_size, "mask_size")
-        self.iterations = _positive(iterations, "iterations")
-        self.lr = _positive(lr, "lr", float)
+        self.mask_size = check_positive(mask_size, "mask_size")
+        self.iterations = check_positive(iterations, "iterations")
+        self.lr = check_positive(lr, "lr", float)
         for name, value in (("lam", lam), ("gamma", gamma), ("alpha_background", alpha_background),
                             ("alpha_class", alpha_class)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                 raise ValueError(f"{name}: expected a number >= 0, got {value!r}")
         self.lam, self.gamma = float(lam), float(gamma)
         self.alpha_background, self.alpha_class = float(alpha_background), float(alpha_class)
-        self.beta = _positive(beta, "beta", float)
+        self.beta = check_positive(beta, "beta", float)
         if isinstance(zero_below, bool) or not isinstance(zero_below, (int, float)) \
                 or not 0 <= zero_below < 1:
             raise ValueError(f"zero_below: expected a number in [0, 1), got {zero_below!r}")

@@ -87,17 +87,16 @@ def run_reliability(dataset_root, checkpoint, n: int, out, noise: float = 0.08, 
     the classifier, the other half evaluate it: ``out/reliability.json`` (share of predictions
     below Dice 0.9, accuracy, ROC AUC) and ``out/roc.png``.
     """
-    import csv
     import json
-    import os
     from pathlib import Path
 
     import torch
 
     from .core.explanation import atomic_write
+    from .evaluation import RowFile, validation_samples
     from .metrics import dice
     from .misure import MiSuRe
-    from .training import load_default_model, testnet_splits
+    from .training import load_default_model
     from .viz import save_figure, scatter_figure
 
     if isinstance(n, bool) or not isinstance(n, int) or n < 4:
@@ -106,28 +105,15 @@ def run_reliability(dataset_root, checkpoint, n: int, out, noise: float = 0.08, 
         raise ValueError(f"noise: expected a standard deviation in [0, 5], got {noise!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    model = load_default_model(checkpoint)
-    explainer = MiSuRe(model, progress=progress)
-    validation = testnet_splits(dataset_root, n_val=n)[1]
-    path = out / "features.csv"
-    fields = ("index", "noise", "prediction_dice", *FEATURES)
-    done = {}
-    if path.exists():
-        with open(path, newline="") as file:
-            done = {row["index"]: row for row in csv.DictReader(file)
-                    if None not in row.values() and all(row.values())}
+    explainer = MiSuRe(load_default_model(checkpoint), progress=progress)
     rng = np.random.default_rng(seed)
-    with open(path, "a", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=fields)
-        if not done and file.tell() == 0:
-            writer.writeheader()
-        for position in validation.indices:
-            sample = validation.dataset.sample(position)
-            sigma = float(rng.uniform(0, noise))
-            generator = torch.Generator().manual_seed(seed * 100_003 + int(sample.meta["index"]))
-            index = str(sample.meta["index"])
-            if index in done:
+    with RowFile(out / "features.csv", ("index", "noise", "prediction_dice", *FEATURES)) as file:
+        done = {row["index"] for row in file.rows}
+        for index, sample in validation_samples(dataset_root, n):
+            sigma = float(rng.uniform(0, noise))  # drawn for every image: reruns see the same
+            if str(index) in done:
                 continue
+            generator = torch.Generator().manual_seed(seed * 100_003 + int(index))
             image = torch.from_numpy(sample.image.astype(np.float32) / 255.0)[None]
             noisy = (image + sigma * torch.randn(image.shape, generator=generator)).clamp(0, 1)
             explanation = explainer.explain(noisy)
@@ -137,17 +123,14 @@ def run_reliability(dataset_root, checkpoint, n: int, out, noise: float = 0.08, 
                 row.update({name: "" for name in FEATURES})
             else:
                 row.update(dict(zip(FEATURES, reliability_features(explanation))))
-            writer.writerow(row)
-            file.flush()
-            os.fsync(file.fileno())
-            done[index] = {key: str(value) for key, value in row.items()}
+            file.append(row)
             log(f"image {index}: noise {sigma:.2f}, prediction Dice {row['prediction_dice']:.3f}")
-    rows = [row for row in done.values() if all(row[name] != "" for name in FEATURES)]
+    rows = [row for row in file.rows if all(row[name] != "" for name in FEATURES)]
     features = np.array([[float(row[name]) for name in FEATURES] for row in rows])
     labels = np.array([float(row["prediction_dice"]) >= RELIABLE_DICE for row in rows])
     order = np.random.default_rng(seed).permutation(len(rows))
     train, test = order[: len(rows) // 2], order[len(rows) // 2:]
-    result = {"images": len(done), "explained": len(rows),
+    result = {"images": len(file.rows), "explained": len(rows),
               "share_below_0.9": float(1 - labels.mean()) if len(rows) else None}
     classifier = ReliabilityClassifier(seed).fit(features[train], labels[train])
     result.update(classifier.evaluate(features[test], labels[test]))

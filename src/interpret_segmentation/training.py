@@ -8,7 +8,6 @@ results file, and saves a checkpoint every epoch, as the testnet training of see
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import tempfile
@@ -24,6 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
+from .core.batches import check_positive
 from .core.model import evaluation_mode
 from .metrics import dice, hausdorff_distance
 from .models.unet import UNet
@@ -197,13 +197,6 @@ def evaluate(model: nn.Module, dataset: Dataset, batch_size: int = 16,
 # the loop
 
 
-def _check_positive(value, name: str, kind=int):
-    ok = isinstance(value, (int, float) if kind is float else int) and not isinstance(value, bool)
-    if not ok or not value > 0 or (kind is float and not math.isfinite(value)):
-        raise ValueError(f"{name}: expected a positive {kind.__name__}, got {value!r}")
-    return value
-
-
 def _format_line(row: dict, epochs: int) -> str:
     return (
         f"epoch {row['epoch']:>3}/{epochs}  train_loss {row['train_loss']:.4f}  "
@@ -286,11 +279,11 @@ def train(
     ValueError
         For invalid arguments or a model whose output is not (B, 1, H, W).
     """
-    _check_positive(epochs, "epochs")
-    _check_positive(batch_size, "batch_size")
-    _check_positive(lr, "lr", float)
+    check_positive(epochs, "epochs")
+    check_positive(batch_size, "batch_size")
+    check_positive(lr, "lr", float)
     if time_limit is not None:
-        _check_positive(time_limit, "time_limit", float)
+        check_positive(time_limit, "time_limit", float)
     if len(train_set) == 0:
         raise ValueError("train_set: expected at least one sample, got an empty data set")
     if len(val_set) == 0:
@@ -398,7 +391,7 @@ def testnet_splits(dataset_root, n_train: int | None = None,
 
     for name, value in (("n_train", n_train), ("n_val", n_val)):
         if value is not None:
-            _check_positive(value, name)
+            check_positive(value, name)
     available = list_indices(dataset_root)
     train_idx, val_idx = split_indices(len(available), val_fraction=0.2, seed=0)
     if n_train is not None and n_train > len(train_idx):

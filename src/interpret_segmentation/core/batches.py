@@ -8,6 +8,7 @@ perturbations.
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -33,6 +34,15 @@ class BatchRun:
     passes: int
     model_seconds: float
     total_seconds: float
+
+
+def check_positive(value, name: str, kind=int):
+    """``value`` as ``kind`` (int or float) after checking it is a positive finite number of
+    that kind; otherwise a ValueError naming ``name``, what was expected and what came."""
+    ok = isinstance(value, (int, float) if kind is float else int) and not isinstance(value, bool)
+    if not ok or not value > 0 or (kind is float and not math.isfinite(value)):
+        raise ValueError(f"{name}: expected a positive {kind.__name__}, got {value!r}")
+    return kind(value)
 
 
 def check_batch_size(batch_size) -> None:
