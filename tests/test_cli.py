@@ -131,10 +131,39 @@ def test_train_command_writes_results_and_checkpoints(tmp_path, capsys):
     lines = (tmp_path / "ck" / "results" / "tiny.txt").read_text().splitlines()
     assert len(lines) == 2 and all(line in out for line in lines)
     assert (tmp_path / "ck" / "testnet_1.pth").exists() and (tmp_path / "ck" / "testnet_2.pth").exists()
+    final = tmp_path / "ck" / "testnet.pth"  # the last epoch, for the other commands
+
+    def same_weights(a, b):
+        a, b = (torch.load(p, weights_only=True) for p in (a, b))
+        return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    assert same_weights(final, tmp_path / "ck" / "testnet_2.pth")
     assert main(argv) == 2  # the results file is never overwritten
     assert "never overwritten" in capsys.readouterr().err
+    final.write_bytes(b"the user's own model")
+    assert main([*argv[:7], "again", *argv[8:]]) == 0  # a new run keeps the existing model
+    assert "kept the existing" in capsys.readouterr().out
+    assert final.read_bytes() == b"the user's own model"
     assert main([*argv[:2], "--dataset", str(tmp_path / "none"), "--no-progress"]) == 2
     assert "testnet generate" in capsys.readouterr().err
+
+
+def test_triangle_commands_generate_train_and_evaluate(tmp_path, capsys):
+    dataset = tmp_path / "tri"
+    assert main(["triangle", "generate", "--out", str(dataset), "--n", "10", "--size", "96",
+                 "--no-progress"]) == 0
+    assert (dataset / "triangle.json").is_file() and (dataset / "9" / "segment.png").is_file()
+    assert main(["triangle", "train", "--dataset", str(dataset), "--checkpoint-dir",
+                 str(tmp_path / "ck"), "--epochs", "1", "--batch-size", "4",
+                 "--no-progress"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    lines = (tmp_path / "ck" / "results" / "triangle.txt").read_text().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("epoch   1/1")
+    assert main(["evaluate", "--dataset", str(dataset), "--checkpoint",
+                 str(tmp_path / "ck" / "triangle.pth"), "--methods", "gradcam", "--n", "2",
+                 "--out", str(tmp_path / "eval"), "--no-progress"]) == 0
+    rows = (tmp_path / "eval" / "per_image.csv").read_text().splitlines()
+    assert len(rows) == 3  # header and the first two of the 3 validation images (70/30)
 
 
 def test_examples_say_how_to_make_the_model(tmp_path):

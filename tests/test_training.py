@@ -101,11 +101,22 @@ def test_checkpoints_load_weights_only(tmp_path):
         load_checkpoint(default_unet(), tmp_path / "missing.pth")
 
 
-def test_testnet_splits(tmp_path):
+def test_dataset_splits(tmp_path):
     root = generate_dataset(tmp_path / "d", n=20, size=48, progress=False)
-    train_set, val_set = training.testnet_splits(root)
+    train_set, val_set = training.dataset_splits(root)
     assert len(train_set) == 16 and len(val_set) == 4
     assert not set(train_set.indices) & set(val_set.indices)
-    assert len(training.testnet_splits(root, n_train=5, n_val=2)[0]) == 5
+    assert len(training.dataset_splits(root, n_train=5, n_val=2)[0]) == 5
     with pytest.raises(ValueError, match="n_train: expected at most 16"):
-        training.testnet_splits(root, n_train=17)
+        training.dataset_splits(root, n_train=17)
+
+
+def test_triangle_is_split_70_30_like_the_paper(tmp_path):
+    from interpret_segmentation.datasets import generate_triangle_dataset, triangle_split
+
+    root = generate_triangle_dataset(tmp_path / "t", n=20, size=96, progress=False)
+    train_set, val_set = training.dataset_splits(root)
+    assert (train_set.indices, val_set.indices) == triangle_split(20)
+    assert len(train_set) == 14 and len(val_set) == 6
+    assert training.training_defaults(root) == training.TRIANGLE_TRAINING
+    assert training.training_defaults(tmp_path)["n_train"] == training.DEFAULT_TRAINING["n_train"]

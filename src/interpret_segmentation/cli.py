@@ -9,8 +9,16 @@ from pathlib import Path
 
 import numpy as np
 
-DATASET = "examples/testnet/dataset"
-CHECKPOINT = "examples/testnet/testnet.pth"
+DATASETS = {
+    "testnet": {"dataset": "examples/testnet/dataset", "checkpoint": "examples/testnet/testnet.pth",
+                "n": 1000, "size": 240, "about": "the synthetic testnet data set (seed 000)"},
+    "triangle": {"dataset": "examples/triangle/dataset",
+                 "checkpoint": "examples/triangle/triangle.pth", "n": 2000, "size": 224,
+                 "about": "the Triangle data set of seed 001, built from scikit-learn's digits"},
+}
+"""The data sets the CLI generates and trains on, with their default directory and model."""
+DATASET = DATASETS["testnet"]["dataset"]
+CHECKPOINT = DATASETS["testnet"]["checkpoint"]
 
 
 def _batch_size(text: str):
@@ -33,16 +41,77 @@ def _common_progress(parser):
 def _study_options(parser, images: int) -> None:
     """The options every data-set study (evaluate, sweep, reliability) shares."""
     parser.add_argument("--dataset", default="testnet",
-                        help="'testnet' (examples/testnet/dataset) or a data-set directory in the "
-                             "same layout (default testnet)")
-    parser.add_argument("--checkpoint", default=CHECKPOINT,
-                        help=f"U-Net weights for that data set (default {CHECKPOINT})")
+                        help="'testnet' (examples/testnet/dataset), 'triangle' "
+                             "(examples/triangle/dataset) or a data-set directory in the same "
+                             "layout (default testnet)")
+    parser.add_argument("--checkpoint", default=None,
+                        help="U-Net weights for that data set (default: examples/<name>/<name>.pth "
+                             f"for a named data set, {CHECKPOINT} for a directory)")
     parser.add_argument("--n", type=int, default=images,
                         help=f"validation images to explain (default {images})")
 
 
 def _dataset_path(args) -> str:
-    return DATASET if args.dataset == "testnet" else args.dataset
+    known = DATASETS.get(args.dataset)
+    return known["dataset"] if known else args.dataset
+
+
+def _checkpoint_path(args) -> str:
+    if args.checkpoint is not None:
+        return args.checkpoint
+    return DATASETS.get(args.dataset, DATASETS["testnet"])["checkpoint"]
+
+
+def _dataset_commands(commands, name: str) -> None:
+    """``NAME generate`` and ``NAME train`` for one of :data:`DATASETS`."""
+    known = DATASETS[name]
+    dataset, directory = known["dataset"], str(Path(known["checkpoint"]).parent)
+    group = commands.add_parser(name, help=f"generate {name}, train a U-Net on it",
+                                description=f"{known['about'].capitalize()}: generate it, train a U-Net "
+                                            "on it.")
+    steps = group.add_subparsers(dest="step", required=True, metavar="STEP")
+    generate = steps.add_parser(
+        "generate", help="write the data set",
+        description=f"Write N {name} samples: <out>/<index>/image.png, segment.png, context.png, "
+                    "meta.json. Refuses an existing directory unless --force.")
+    generate.add_argument("--out", default=dataset, help=f"data-set directory (default {dataset})")
+    generate.add_argument("--n", type=int, default=known["n"],
+                          help=f"number of samples (default {known['n']})")
+    generate.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    generate.add_argument("--size", type=int, default=known["size"],
+                          help=f"image side in pixels (default {known['size']})")
+    generate.add_argument("--force", action="store_true", help="replace an existing data set")
+    _common_progress(generate)
+
+    share = "70/30" if name == "triangle" else "80/20"
+    train = steps.add_parser(
+        "train", help="train a U-Net on the data set",
+        description=f"Train the library's U-Net (BCE + Dice loss, {share} split). Each epoch "
+                    "prints train/val loss, val Dice and Hausdorff distance, appends them to "
+                    f"<checkpoint-dir>/results/<name>.txt (never overwritten) and saves "
+                    f"<checkpoint-dir>/{name}_<epoch>.pth. The last epoch is also saved as "
+                    f"<checkpoint-dir>/{name}.pth, the model the other commands load, unless "
+                    "that file exists (it is never overwritten).")
+    train.add_argument("--dataset", default=dataset, help=f"data-set directory (default {dataset})")
+    train.add_argument("--name", default=name,
+                       help=f"results file name, without .txt (default {name})")
+    train.add_argument("--checkpoint-dir", default=directory,
+                       help=f"where the checkpoints and results/ go (default {directory})")
+    train.add_argument("--epochs", type=int, default=None,
+                       help=f"epochs (default: {name}'s, see training.training_defaults)")
+    train.add_argument("--lr", type=float, default=None,
+                       help=f"peak learning rate (default: {name}'s)")
+    train.add_argument("--batch-size", type=int, default=None,
+                       help=f"images per step (default: {name}'s)")
+    train.add_argument("--n-train", type=int, default=None,
+                       help=f"training images used (default: {name}'s)")
+    train.add_argument("--n-val", type=int, default=None,
+                       help=f"validation images used (default: {name}'s)")
+    train.add_argument("--width", type=int, default=None, help="U-Net channels at full resolution")
+    train.add_argument("--depth", type=int, default=None, help="U-Net down-sampling steps")
+    train.add_argument("--seed", type=int, default=0,
+                       help="initialisation and shuffling seed (default 0)")
+    _common_progress(train)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -53,42 +122,8 @@ def _parser() -> argparse.ArgumentParser:
                     "demo. Every command has its own --help.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    testnet = commands.add_parser("testnet", help="generate the testnet data set, train its U-Net",
-                                  description="The synthetic testnet data set (seed 000) and its U-Net.")
-    testnet_commands = testnet.add_subparsers(dest="testnet_command", required=True, metavar="STEP")
-    generate = testnet_commands.add_parser(
-        "generate", help="write the data set",
-        description="Write N testnet samples: <out>/<index>/image.png, segment.png, context.png, "
-                    "meta.json. Refuses an existing directory unless --force.")
-    generate.add_argument("--out", default=DATASET, help=f"data-set directory (default {DATASET})")
-    generate.add_argument("--n", type=int, default=1000, help="number of samples (default 1000)")
-    generate.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    generate.add_argument("--size", type=int, default=240, help="image side in pixels (default 240)")
-    generate.add_argument("--force", action="store_true", help="replace an existing data set")
-    _common_progress(generate)
-
-    train = testnet_commands.add_parser(
-        "train", help="train a U-Net on the data set",
-        description="Train a U-Net (BCE + Dice loss, 80/20 split). Each epoch prints train/val loss, "
-                    "val Dice and Hausdorff distance, appends them to <checkpoint-dir>/results/"
-                    "<name>.txt (never overwritten) and saves <checkpoint-dir>/testnet_<epoch>.pth. "
-                    "Rename the epoch you want to testnet.pth for the examples.")
-    train.add_argument("--dataset", default=DATASET, help=f"data-set directory (default {DATASET})")
-    train.add_argument("--name", default="testnet",
-                       help="results file name, without .txt (default testnet)")
-    train.add_argument("--checkpoint-dir", default="examples/testnet",
-                       help="where testnet_<epoch>.pth and results/ go (default examples/testnet)")
-    train.add_argument("--epochs", type=int, default=None, help="epochs (default: the demo's)")
-    train.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the demo's)")
-    train.add_argument("--batch-size", type=int, default=None, help="images per step (default: the demo's)")
-    train.add_argument("--n-train", type=int, default=None,
-                       help="training images used, from the 80%% part (default: the demo's)")
-    train.add_argument("--n-val", type=int, default=None,
-                       help="validation images used, from the 20%% part (default: the demo's)")
-    train.add_argument("--width", type=int, default=None, help="U-Net channels at full resolution")
-    train.add_argument("--depth", type=int, default=None, help="U-Net down-sampling steps")
-    train.add_argument("--seed", type=int, default=0, help="initialisation and shuffling seed (default 0)")
-    _common_progress(train)
+    for name in DATASETS:
+        _dataset_commands(commands, name)
 
     explain = commands.add_parser("explain", help="explain one image with a method",
                                   description="Explain one image with HDM, RISE, Seg-Grad-CAM "
@@ -173,7 +208,8 @@ def _parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser(
         "evaluate", help="Table 1 of seed 001 over validation images",
-        description="Explain the first N validation images (80/20 split) with each method and "
+        description="Explain the first N validation images (the training's split) with each "
+                    "method and "
                     "write per_image.csv (row by row; rerunning resumes), table.csv and table.md "
                     "(Dice explained, perturbation ratio at the paper's thresholds, seconds per "
                     "image, context hit rate) and MiSuRe's dilations / perturbation ratio against "
@@ -318,10 +354,12 @@ def _explain(args) -> None:
 
 
 def _train(args) -> None:
-    from .models.unet import UNet
-    from .training import DEFAULT_MODEL, DEFAULT_TRAINING, testnet_splits, train
+    import torch
 
-    settings = dict(DEFAULT_TRAINING)
+    from .models.unet import UNet
+    from .training import DEFAULT_MODEL, dataset_splits, save_checkpoint, train, training_defaults
+
+    settings = training_defaults(args.dataset)
     for key in ("epochs", "lr", "batch_size", "n_train", "n_val"):
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
@@ -329,46 +367,52 @@ def _train(args) -> None:
     for key in ("width", "depth"):
         if getattr(args, key) is not None:
             architecture[key] = getattr(args, key)
-    train_set, val_set = testnet_splits(args.dataset, settings["n_train"], settings["n_val"])
-    import torch
-
+    train_set, val_set = dataset_splits(args.dataset, settings["n_train"], settings["n_val"])
     torch.manual_seed(args.seed)
+    model = UNet(**architecture)
     directory = Path(args.checkpoint_dir)
-    train(UNet(**architecture), train_set, val_set, epochs=settings["epochs"], lr=settings["lr"],
+    train(model, train_set, val_set, epochs=settings["epochs"], lr=settings["lr"],
           batch_size=settings["batch_size"], results_path=directory / "results" / f"{args.name}.txt",
-          checkpoint_dir=directory, seed=args.seed, progress=args.progress)
-    print(f"checkpoints in {directory}; rename the one you want to testnet.pth")
+          checkpoint_dir=directory, checkpoint_prefix=args.command, seed=args.seed,
+          progress=args.progress)
+    final = directory / f"{args.command}.pth"
+    if final.exists():
+        print(f"kept the existing {final}; the new epochs are {directory}/{args.command}_<epoch>.pth")
+    else:
+        save_checkpoint(model, final)
+        print(f"wrote {final} (the last epoch); every epoch is in {directory}")
 
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
-        if args.command == "testnet" and args.testnet_command == "generate":
-            from .datasets.testnet import generate_dataset
+        if args.command in DATASETS and args.step == "generate":
+            from .datasets import generate_dataset, generate_triangle_dataset
 
-            path = generate_dataset(args.out, n=args.n, seed=args.seed, size=args.size,
-                                    force=args.force, progress=args.progress)
+            write = generate_dataset if args.command == "testnet" else generate_triangle_dataset
+            path = write(args.out, n=args.n, seed=args.seed, size=args.size, force=args.force,
+                         progress=args.progress)
             print(f"wrote {args.n} samples to {path}")
-        elif args.command == "testnet":
+        elif args.command in DATASETS:
             _train(args)
         elif args.command == "explain":
             _explain(args)
         elif args.command == "reliability":
             from .reliability import run_reliability
 
-            run_reliability(_dataset_path(args), args.checkpoint, args.n, args.out,
+            run_reliability(_dataset_path(args), _checkpoint_path(args), args.n, args.out,
                             noise=args.noise, seed=args.seed, progress=args.progress)
         elif args.command == "sweep":
             from .evaluation import run_sweep
 
-            run_sweep(_dataset_path(args), args.checkpoint,
+            run_sweep(_dataset_path(args), _checkpoint_path(args),
                       args.n, args.out, iterations=args.iterations, progress=args.progress)
         elif args.command == "evaluate":
             from .evaluation import run_evaluation
 
-            run_evaluation(_dataset_path(args), args.checkpoint, args.methods.split(","), args.n, args.out,
-                           progress=args.progress,
-                           dataset_name="testnet" if args.dataset == "testnet" else None)
+            run_evaluation(_dataset_path(args), _checkpoint_path(args), args.methods.split(","),
+                           args.n, args.out, progress=args.progress,
+                           dataset_name=args.dataset if args.dataset in DATASETS else None)
         else:
             from .demo import run_demo
 

@@ -23,7 +23,7 @@ from .hdm import HDM
 from .metrics import context_ratio, dice
 from .misure import MiSuRe
 from .rise import RISE
-from .training import evaluate, load_default_model, testnet_splits, train_default_model
+from .training import dataset_splits, evaluate, load_default_model, train_default_model
 from .viz import explanation_figure, save_figure
 
 DEFAULT_DATASET = Path("examples/testnet/dataset")
@@ -68,7 +68,7 @@ def prepare_model(dataset: Path, checkpoint: Path, progress: bool, log=print):
         atomic_write(info_path, lambda f: json.dump(info, f, indent=2), mode="w", overwrite=True)
     info = json.loads(info_path.read_text()) if info_path.exists() else {}
     model = load_default_model(checkpoint)
-    scores = evaluate(model, testnet_splits(dataset, n_val=200)[1])
+    scores = evaluate(model, dataset_splits(dataset, n_val=200)[1])
     summary = {"val_dice": scores["dice"], "val_hausdorff": scores["hausdorff"],
                "val_images": scores["n"], "train_seconds": info.get("train_seconds"),
                "cached": cached, "checkpoint": str(checkpoint)}
@@ -100,7 +100,7 @@ def run_demo(out=DEFAULT_OUT, dataset=DEFAULT_DATASET, checkpoint=DEFAULT_CHECKP
     model, model_summary = prepare_model(dataset, checkpoint, progress, log)
     log(f"model: validation Dice {model_summary['val_dice']:.4f}")
     explainers = build_explainers(model, progress)
-    validation = testnet_splits(dataset, n_val=images)[1]
+    validation = dataset_splits(dataset, n_val=images)[1]
     rows = []
     for position in validation.indices:
         sample = validation.dataset.sample(position)

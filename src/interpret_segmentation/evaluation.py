@@ -98,10 +98,11 @@ def context_map(explanation: Explanation) -> np.ndarray:
 
 
 def validation_samples(dataset_root, n: int):
-    """(index, sample) of the first ``n`` validation samples (the training's 80/20 split)."""
-    from .training import testnet_splits
+    """(index, sample) of the first ``n`` validation samples (the training's split, see
+    :func:`~interpret_segmentation.training.dataset_splits`)."""
+    from .training import dataset_splits
 
-    validation = testnet_splits(dataset_root, n_val=n)[1]
+    validation = dataset_splits(dataset_root, n_val=n)[1]
     for position in validation.indices:
         yield validation.dataset.indices[position], validation.dataset.sample(position)
 
@@ -188,7 +189,8 @@ def run_evaluation(dataset_root, checkpoint, methods, n: int, out, progress: boo
     """``interpret-segmentation evaluate``: methods on the first ``n`` validation images.
 
     The data set is a directory in the testnet layout (``<index>/image.png``, ``context.png``,
-    ...), split 80/20 as the training did; ``checkpoint`` holds the library's U-Net. Writes
+    ...), split as the training did (:func:`~interpret_segmentation.training.dataset_splits`);
+    ``checkpoint`` holds the library's U-Net. Writes
     ``out/per_image.csv`` row by row (a rerun resumes where it stopped), ``out/table.csv`` and
     ``out/table.md`` (Table 1 layout, the data set named ``dataset_name``, default the
     directory's name) and, for MiSuRe, ``out/dilations_vs_size.png`` and

@@ -31,12 +31,14 @@ from .models.unet import UNet
 __all__ = [
     "DEFAULT_MODEL",
     "DEFAULT_TRAINING",
+    "TRIANGLE_TRAINING",
+    "training_defaults",
     "default_unet",
     "load_default_model",
     "segmentation_loss",
     "evaluate",
     "train",
-    "testnet_splits",
+    "dataset_splits",
     "train_default_model",
     "save_checkpoint",
     "load_checkpoint",
@@ -47,11 +49,22 @@ DEFAULT_MODEL = dict(in_channels=1, out_channels=1, width=8, depth=4, global_con
 """Keyword arguments of :class:`~interpret_segmentation.models.UNet` for the demo model."""
 
 DEFAULT_TRAINING = dict(n_train=400, n_val=200, epochs=10, lr=3e-3, batch_size=8, seed=0)
-"""Settings :func:`train_default_model` uses unless told otherwise."""
+"""Training settings for testnet (the demo model)."""
+
+TRIANGLE_TRAINING = dict(n_train=None, n_val=None, epochs=15, lr=3e-3, batch_size=8, seed=0)
+"""Training settings for Triangle: the whole 70/30 split (1400 / 600 of 2000 images, as seed
+001), None meaning all of a part."""
+
+
+def training_defaults(dataset_root) -> dict:
+    """A copy of :data:`TRIANGLE_TRAINING` for a Triangle data set (``triangle.json`` in
+    ``dataset_root``), of :data:`DEFAULT_TRAINING` for any other."""
+    is_triangle = (Path(dataset_root) / "triangle.json").is_file()
+    return dict(TRIANGLE_TRAINING if is_triangle else DEFAULT_TRAINING)
 
 _HOW_TO_TRAIN = (
-    "train one with `interpret-segmentation testnet train` (or `make demo`, which trains the "
-    "default testnet model)"
+    "train one with `interpret-segmentation testnet train` or `triangle train` (`make demo` "
+    "trains the default testnet model)"
 )
 
 
@@ -369,12 +382,15 @@ def train(
         torch.set_num_threads(old_threads)
 
 
-def testnet_splits(dataset_root, n_train: int | None = None,
+def dataset_splits(dataset_root, n_train: int | None = None,
                    n_val: int | None = None) -> tuple[Subset, Subset]:
-    """The 80/20 training and validation parts of a testnet data set.
+    """The training and validation parts of a data set written by this library.
 
-    The split is :func:`~interpret_segmentation.datasets.split_indices` with seed 0 over the
-    stored samples, so the demo, the CLI and the examples all validate on the same images.
+    A Triangle data set (``triangle.json`` in ``dataset_root``) is split as seed 001 does,
+    70/30 (:func:`~interpret_segmentation.datasets.triangle_split`); any other directory in the
+    same layout, testnet included, 80/20 (:func:`~interpret_segmentation.datasets.split_indices`
+    with seed 0). Training, the demo, the CLI and the examples therefore all validate on the
+    same images.
 
     Parameters
     ----------
@@ -385,24 +401,28 @@ def testnet_splits(dataset_root, n_train: int | None = None,
     Returns
     -------
     (Subset, Subset)
-        Training and validation sets of a :class:`TestnetDataset`.
+        Training and validation sets of a :class:`TestnetDataset` (which reads either layout).
     """
     from .datasets.testnet import TestnetDataset, list_indices, split_indices
+    from .datasets.triangle import triangle_split
 
     for name, value in (("n_train", n_train), ("n_val", n_val)):
         if value is not None:
             check_positive(value, name)
     available = list_indices(dataset_root)
-    train_idx, val_idx = split_indices(len(available), val_fraction=0.2, seed=0)
-    if n_train is not None and n_train > len(train_idx):
+    if (Path(dataset_root) / "triangle.json").is_file():
+        share = "70%"
+        train_pos, val_pos = triangle_split(len(available))
+    else:
+        share = "80%"
+        train_pos, val_pos = split_indices(len(available), val_fraction=0.2, seed=0)
+    if n_train is not None and n_train > len(train_pos):
         raise ValueError(
-            f"n_train: expected at most {len(train_idx)} (80% of the {len(available)} samples in "
-            f"{dataset_root}), got {n_train}; generate a larger data set"
+            f"n_train: expected at most {len(train_pos)} ({share} of the {len(available)} "
+            f"samples in {dataset_root}), got {n_train}; generate a larger data set"
         )
     full = TestnetDataset(dataset_root)
-    train_set = Subset(full, train_idx[:n_train])
-    val_set = Subset(full, val_idx[:n_val])
-    return train_set, val_set
+    return Subset(full, train_pos[:n_train]), Subset(full, val_pos[:n_val])
 
 
 def train_default_model(
@@ -421,16 +441,16 @@ def train_default_model(
     progress: bool = True,
     log: Callable[[str], object] = print,
 ) -> dict:
-    """Train the demo U-Net (:data:`DEFAULT_MODEL`) on a testnet data set.
+    """Train the demo U-Net (:data:`DEFAULT_MODEL`) with the testnet settings.
 
-    The data set is split 80/20 with :func:`~interpret_segmentation.datasets.split_indices`
-    (seed 0); the first ``n_train`` training and ``n_val`` validation samples are used. The
-    final weights are written to ``out_checkpoint`` atomically.
+    The data set is split by :func:`dataset_splits`; the first ``n_train`` training and
+    ``n_val`` validation samples are used. The final weights are written to ``out_checkpoint``
+    atomically.
 
     Parameters
     ----------
     dataset_root : str or Path
-        Testnet data set written by ``interpret-segmentation testnet generate``.
+        A data set written by ``interpret-segmentation testnet generate`` (or ``triangle``).
     out_checkpoint : str or Path
         Where the final state dict goes; must not exist yet.
     results_path : str or Path
@@ -474,7 +494,7 @@ def train_default_model(
             f"results file {results_path} already exists; it is never overwritten, choose "
             "another name"
         )
-    train_set, val_set = testnet_splits(dataset_root, n_train, n_val)
+    train_set, val_set = dataset_splits(dataset_root, n_train, n_val)
 
     torch.manual_seed(seed)
     model = default_unet()

@@ -56,7 +56,7 @@ _MIN_SIZE = 32
 _MAX_TRIES = 10_000
 _INFO_FILE = "testnet.json"
 _HOW_TO_GENERATE = (
-    "generate it with `interpret-segmentation testnet generate` "
+    "generate it with `interpret-segmentation testnet generate` (or `triangle generate`), "
     "or interpret_segmentation.datasets.generate_dataset(root)"
 )
 
