@@ -96,7 +96,8 @@ class SegGradCAM(Explainer):
         the global-context path), and is an error for other models: see
         :func:`candidate_layers`.
     output, device, progress
-        As for every explainer; Seg-Grad-CAM runs one forward and one backward pass.
+        As for every explainer; Seg-Grad-CAM runs one forward and one backward pass, on the
+        model as built (it never folds BatchNorm).
 
     The Explanation's ``saliency`` (H, W) is the raw map (non-negative, not normalised);
     ``arrays["layer_map"]`` the map at the layer's resolution; ``info["layer"]`` the layer's
@@ -106,7 +107,10 @@ class SegGradCAM(Explainer):
     method = "gradcam"
 
     def __init__(self, model, layer=None, **options):
-        super().__init__(model, **options)
+        if options.pop("fold_batchnorm", False):
+            raise ValueError("fold_batchnorm: Seg-Grad-CAM reads its layer's own output, which "
+                             "folding would change; expected False, got True")
+        super().__init__(model, **options, fold_batchnorm=False)
         self.layer_name, self.layer = resolve_layer(model, layer)
 
     def _explain(self, image, target, probabilities) -> Explanation:

@@ -32,7 +32,7 @@ from scipy import ndimage
 
 from .core import Explainer, Explanation, ModelAdapter, as_image_batch, as_mask
 from .core.batches import BatchRun, changed_items, check_batch_size, evaluate_perturbations
-from .core.model import evaluation_mode
+from .core.folding import explanation_mode
 from .metrics import HausdorffToReference
 
 RAW = 1
@@ -357,7 +357,7 @@ class HausdorffDistanceMasks(_HDMComputation):
         mask = as_mask(segment, (self.height, self.width), "segment")
         adapter = ModelAdapter(model, device=device)
         batch = batch.to(adapter.device)
-        with evaluation_mode(model):
+        with explanation_mode(model):
             distances, baseline, run, distance_seconds = self._run(
                 adapter, batch, mask, 1, self.grid, self.normalize, channel,
                 self.batch_size, self.progress)

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .core import Explainer, Explanation, as_image_batch, evaluation_mode, resolve_target
+from .core import Explainer, Explanation, as_image_batch, resolve_target
 from .core.batches import check_positive
 from .core.model import predicted_mask
 from .metrics import batch_dice
@@ -161,7 +161,7 @@ class MiSuRe(Explainer):
         if len({tuple(batch.shape) for batch in batches}) > 1:
             raise ValueError(f"images: expected one shape for all, got "
                              f"{sorted({tuple(b.shape) for b in batches})}")
-        with evaluation_mode(self.model.model):
+        with self.prepared_model():
             items = []
             for batch, target in zip(batches, targets):
                 with torch.no_grad():

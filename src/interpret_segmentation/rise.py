@@ -29,7 +29,8 @@ import torch.nn.functional as F
 
 from .core import Explainer, Explanation, ModelAdapter, as_image_batch, as_mask, atomic_write
 from .core.batches import check_batch_size, evaluate_perturbations
-from .core.model import evaluation_mode, predicted_mask
+from .core.folding import explanation_mode
+from .core.model import predicted_mask
 from .metrics import batch_dice
 
 RECIPE_KEY = "rise_mask_recipe"
@@ -323,7 +324,7 @@ class SegmentationRISE:
         if tuple(batch.shape[-2:]) != self.input_size:
             raise ValueError(f"image: expected size {self.input_size} (input_size), got shape "
                              f"{tuple(np.shape(image))}")
-        with evaluation_mode(self.model.model):
+        with explanation_mode(self.model.model):
             if pixels is None:
                 with torch.no_grad():
                     pixels = predicted_mask(self.model(batch), 1)[0]

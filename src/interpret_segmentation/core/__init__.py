@@ -3,6 +3,7 @@
 from .batches import BatchRun, changed_items, evaluate_perturbations, time_model_passes
 from .explainer import Explainer
 from .explanation import Explanation, atomic_write
+from .folding import explanation_mode, folded_batchnorm
 from .model import ModelAdapter, as_image_batch, as_mask, evaluation_mode, predicted_mask
 from .target import ResolvedTarget, Target, as_target, resolve_target
 
@@ -20,6 +21,8 @@ __all__ = [
     "atomic_write",
     "evaluate_perturbations",
     "evaluation_mode",
+    "explanation_mode",
+    "folded_batchnorm",
     "predicted_mask",
     "resolve_target",
     "time_model_passes",

@@ -10,7 +10,8 @@ from torch import nn
 
 from .batches import check_batch_size
 from .explanation import Explanation
-from .model import ModelAdapter, as_image_batch, evaluation_mode
+from .folding import explanation_mode
+from .model import ModelAdapter, as_image_batch
 from .target import ResolvedTarget, resolve_target
 
 
@@ -28,6 +29,11 @@ class Explainer:
         Perturbed inputs per model pass (perturbation methods only).
     progress : bool, default True
         Show a progress bar on stderr for long work.
+    fold_batchnorm : bool, default True
+        While explaining, fold eval-mode BatchNorm layers into the convolution before them
+        (:func:`~interpret_segmentation.core.folding.folded_batchnorm`): the same outputs up
+        to float rounding, about a quarter less time per pass for the library's U-Net. The
+        model is restored afterwards.
 
     Subclasses set ``method`` and implement :meth:`_explain`.
     """
@@ -35,11 +41,17 @@ class Explainer:
     method = "explainer"
 
     def __init__(self, model: nn.Module, *, output: str = "auto", device=None,
-                 batch_size: int | str = "auto", progress: bool = True):
+                 batch_size: int | str = "auto", progress: bool = True,
+                 fold_batchnorm: bool = True):
         check_batch_size(batch_size)
         self.model = ModelAdapter(model, output=output, device=device)
         self.batch_size = batch_size
         self.progress = progress
+        self.fold_batchnorm = bool(fold_batchnorm)
+
+    def prepared_model(self):
+        """Context: :func:`~interpret_segmentation.core.folding.explanation_mode` of the model."""
+        return explanation_mode(self.model.model, self.fold_batchnorm)
 
     def explain(self, image, target=None) -> Explanation:
         """Explain ``target`` in ``image``.
@@ -57,7 +69,7 @@ class Explainer:
         """
         started = time.perf_counter()
         batch = as_image_batch(image).to(self.model.device)
-        with evaluation_mode(self.model.model):
+        with self.prepared_model():
             with torch.no_grad():
                 probabilities = self.model(batch)
             resolved = resolve_target(target, probabilities)
