@@ -120,3 +120,21 @@ def test_triangle_is_split_70_30_like_the_paper(tmp_path):
     assert len(train_set) == 14 and len(val_set) == 6
     assert training.training_defaults(root) == training.TRIANGLE_TRAINING
     assert training.training_defaults(tmp_path)["n_train"] == training.DEFAULT_TRAINING["n_train"]
+
+
+@pytest.mark.parametrize("settings", [
+    dict(width=4, depth=5), dict(width=2, depth=2, global_context=False, norm="group"),
+    dict(in_channels=3, out_channels=4, width=3, depth=1, norm="none"),
+])
+def test_load_default_model_reads_the_architecture_from_the_checkpoint(tmp_path, settings):
+    torch.manual_seed(0)
+    model = UNet(**settings).eval()
+    path = save_checkpoint(model, tmp_path / "unet.pth")
+    loaded = training.load_default_model(path)
+    expected = dict(in_channels=1, out_channels=1, global_context=True, norm="batch") | settings
+    assert training.unet_architecture(torch.load(path, weights_only=True)) == expected
+    x = torch.rand(1, settings.get("in_channels", 1), 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x))
+    with pytest.raises(ValueError, match="library's UNet"):
+        training.unet_architecture({"weight": torch.zeros(1)})

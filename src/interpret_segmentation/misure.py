@@ -268,7 +268,7 @@ class MiSuRe(Explainer):
                 mask.grad, = torch.autograd.grad(loss.sum(), [mask])
                 optimizer.step()
                 with torch.no_grad():
-                    mask[mask < self.zero_below] = 0.0
+                    mask.masked_fill_(mask < self.zero_below, 0.0)
                     mask.clamp_(max=1.0)
         with torch.no_grad():
             full = F.interpolate(mask, size=(height, width), mode="bilinear", align_corners=False)

@@ -35,6 +35,7 @@ __all__ = [
     "training_defaults",
     "default_unet",
     "load_default_model",
+    "unet_architecture",
     "segmentation_loss",
     "evaluate",
     "train",
@@ -73,14 +74,43 @@ def default_unet() -> UNet:
     return UNet(**DEFAULT_MODEL)
 
 
-def load_default_model(path) -> UNet:
-    """The demo U-Net with the weights in ``path``, ready to explain.
+def unet_architecture(state: dict) -> dict:
+    """The :class:`~interpret_segmentation.models.UNet` keyword arguments a state dict was made
+    with (``in_channels``, ``out_channels``, ``width``, ``depth``, ``global_context``, ``norm``),
+    read from its parameter names and shapes.
 
-    Its parameters are stored channels-last, which makes its forward pass about 1.5 times
-    faster on CPU (the results are the same). Raises FileNotFoundError saying how to train one
-    when ``path`` is missing.
+    Raises ValueError if ``state`` is not a state dict of the library's U-Net.
     """
-    model = load_checkpoint(default_unet(), path)
+    try:
+        first, head = state["encoders.0.0.weight"], state["head.weight"]
+    except KeyError as missing:
+        raise ValueError(f"state: expected a state dict of the library's UNet, missing {missing}; "
+                         "build your model and use load_checkpoint(model, path)") from None
+    depth = 0
+    while f"encoders.{depth}.0.weight" in state:
+        depth += 1
+    if "encoders.0.1.running_mean" in state:
+        norm = "batch"
+    else:
+        norm = "group" if "encoders.0.1.weight" in state else "none"
+    return dict(in_channels=int(first.shape[1]), out_channels=int(head.shape[0]),
+                width=int(first.shape[0]), depth=depth,
+                global_context=any(k.startswith("bottleneck.context.") for k in state),
+                norm=norm)
+
+
+def load_default_model(path) -> UNet:
+    """The library's U-Net with the weights in ``path``, ready to explain.
+
+    Width, depth and the other settings are read from the checkpoint
+    (:func:`unet_architecture`), so this loads the demo model and any U-Net trained with
+    ``testnet train`` or ``triangle train``. Its parameters are stored channels-last, which makes
+    its forward pass about 1.5 times faster on CPU (the results are the same). Raises
+    FileNotFoundError saying how to train one when ``path`` is missing.
+    """
+    state = _read_state(path)
+    model = UNet(**unet_architecture(state))
+    model.load_state_dict(state)
     return model.to(memory_format=torch.channels_last).eval()
 
 
@@ -111,6 +141,22 @@ def save_checkpoint(model: nn.Module, path) -> Path:
     return path
 
 
+def _read_state(path) -> dict:
+    """The state dict in ``path``, read with ``weights_only=True``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}; {_HOW_TO_TRAIN}")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict):
+        raise ValueError(
+            f"path: expected a checkpoint holding a state dict, got a {type(state).__name__} "
+            f"in {path}"
+        )
+    if "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    return state
+
+
 def load_checkpoint(model: nn.Module, path, strict: bool = True) -> nn.Module:
     """Load a state dict saved by :func:`save_checkpoint` into ``model`` and return it.
 
@@ -124,17 +170,7 @@ def load_checkpoint(model: nn.Module, path, strict: bool = True) -> nn.Module:
     ValueError
         If the file does not hold a state dict.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}; {_HOW_TO_TRAIN}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict):
-        raise ValueError(
-            f"path: expected a checkpoint holding a state dict, got a {type(state).__name__} "
-            f"in {path}"
-        )
-    if "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
+    state = _read_state(path)
     model.load_state_dict(state, strict=strict)
     return model
 
