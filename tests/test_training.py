@@ -118,8 +118,9 @@ def test_triangle_is_split_70_30_like_the_paper(tmp_path):
     train_set, val_set = training.dataset_splits(root)
     assert (train_set.indices, val_set.indices) == triangle_split(20)
     assert len(train_set) == 14 and len(val_set) == 6
-    assert training.training_defaults(root) == training.TRIANGLE_TRAINING
-    assert training.training_defaults(tmp_path)["n_train"] == training.DEFAULT_TRAINING["n_train"]
+    assert training.training_defaults(root) == (training.TRIANGLE_MODEL, training.TRIANGLE_TRAINING)
+    assert training.training_defaults(tmp_path) == (training.DEFAULT_MODEL,
+                                                    training.DEFAULT_TRAINING)
 
 
 @pytest.mark.parametrize("settings", [
@@ -138,3 +139,21 @@ def test_load_default_model_reads_the_architecture_from_the_checkpoint(tmp_path,
         torch.testing.assert_close(loaded(x), model(x))
     with pytest.raises(ValueError, match="library's UNet"):
         training.unet_architecture({"weight": torch.zeros(1)})
+
+
+def test_dihedral_augment_turns_image_and_target_alike():
+    images = torch.arange(2 * 16, dtype=torch.float32).reshape(2, 1, 4, 4).repeat(40, 1, 1, 1)
+    targets = (images > 7).float()
+    turned, turned_targets = training.dihedral_augment(images, targets,
+                                                       torch.Generator().manual_seed(0))
+    seen = set()
+    for x, y, original, original_target in zip(turned, turned_targets, images, targets):
+        matches = [k for k in range(8)
+                   if torch.equal(x, torch.rot90(original, k % 4, (-2, -1)).flip(-1)
+                                  if k >= 4 else torch.rot90(original, k, (-2, -1)))]
+        assert len(matches) == 1  # one of the 8 symmetries of the square ...
+        k = matches[0]
+        expected = torch.rot90(original_target, k % 4, (-2, -1))
+        assert torch.equal(y, expected.flip(-1) if k >= 4 else expected)  # ... the same for both
+        seen.add(k)
+    assert seen == set(range(8))

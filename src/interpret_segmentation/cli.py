@@ -107,8 +107,13 @@ def _dataset_commands(commands, name: str) -> None:
                        help=f"training images used (default: {name}'s)")
     train.add_argument("--n-val", type=int, default=None,
                        help=f"validation images used (default: {name}'s)")
-    train.add_argument("--width", type=int, default=None, help="U-Net channels at full resolution")
-    train.add_argument("--depth", type=int, default=None, help="U-Net down-sampling steps")
+    train.add_argument("--width", type=int, default=None,
+                       help=f"U-Net channels at full resolution (default: {name}'s)")
+    train.add_argument("--depth", type=int, default=None,
+                       help=f"U-Net down-sampling steps (default: {name}'s)")
+    train.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                       help="turn each training image by a random symmetry of the square "
+                            f"(default: {'on' if name == 'triangle' else 'off'} for {name})")
     train.add_argument("--seed", type=int, default=0,
                        help="initialisation and shuffling seed (default 0)")
     _common_progress(train)
@@ -357,13 +362,12 @@ def _train(args) -> None:
     import torch
 
     from .models.unet import UNet
-    from .training import DEFAULT_MODEL, dataset_splits, save_checkpoint, train, training_defaults
+    from .training import dataset_splits, save_checkpoint, train, training_defaults
 
-    settings = training_defaults(args.dataset)
-    for key in ("epochs", "lr", "batch_size", "n_train", "n_val"):
+    architecture, settings = training_defaults(args.dataset)
+    for key in ("epochs", "lr", "batch_size", "n_train", "n_val", "augment"):
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
-    architecture = dict(DEFAULT_MODEL)
     for key in ("width", "depth"):
         if getattr(args, key) is not None:
             architecture[key] = getattr(args, key)
@@ -374,7 +378,7 @@ def _train(args) -> None:
     train(model, train_set, val_set, epochs=settings["epochs"], lr=settings["lr"],
           batch_size=settings["batch_size"], results_path=directory / "results" / f"{args.name}.txt",
           checkpoint_dir=directory, checkpoint_prefix=args.command, seed=args.seed,
-          progress=args.progress)
+          progress=args.progress, augment=settings["augment"])
     final = directory / f"{args.command}.pth"
     if final.exists():
         print(f"kept the existing {final}; the new epochs are {directory}/{args.command}_<epoch>.pth")
