@@ -157,3 +157,37 @@ def test_dihedral_augment_turns_image_and_target_alike():
         assert torch.equal(y, expected.flip(-1) if k >= 4 else expected)  # ... the same for both
         seen.add(k)
     assert seen == set(range(8))
+
+
+def test_classification_scores_by_hand():
+    from interpret_segmentation.metrics import classification_scores
+
+    labels = [1, 1, 1, 1, 0, 0]
+    predictions = [1, 1, 1, 0, 0, 1]
+    scores = classification_scores(predictions, labels)
+    assert scores == {"balanced_accuracy": pytest.approx((3 / 4 + 1 / 2) / 2),
+                      "tpr": pytest.approx(3 / 4), "tnr": pytest.approx(1 / 2)}
+    assert np.isnan(classification_scores([0, 0], [0, 0])["tpr"])
+    with pytest.raises(ValueError, match="same number"):
+        classification_scores([0, 1], [0])
+
+
+def test_train_a_classifier_with_parameter_groups(tmp_path):
+    from interpret_segmentation.models import VGG11, vgg_parameter_groups
+
+    torch.manual_seed(0)
+    images = torch.rand(32, 1, 32, 32) * 0.2
+    labels = torch.arange(32) % 2
+    images[labels == 1, :, 8:16, 8:16] += 0.8  # defective: a bright square
+    data = TensorDataset(images, labels)
+    model = VGG11(in_channels=1, width=4, head="onefc", input_size=32)
+    groups = vgg_parameter_groups(model, conv_lr=3e-3, fc_lr=1e-2)
+    history = train(model, data, data, epochs=6, lr=1.0, batch_size=8, task="classification",
+                    parameter_groups=groups, results_path=tmp_path / "r.txt",
+                    checkpoint_dir=tmp_path / "ck", progress=False, log=lambda line: None)
+    assert {"val_balanced_accuracy", "val_tpr", "val_tnr"} <= history[-1].keys()
+    assert history[-1]["val_balanced_accuracy"] == 1.0
+    assert "val_balanced_accuracy 1.0000" in (tmp_path / "r.txt").read_text().splitlines()[-1]
+    with pytest.raises(ValueError, match="task"):
+        train(model, data, data, epochs=1, lr=1e-3, batch_size=8, task="detection",
+              results_path=tmp_path / "s.txt", checkpoint_dir=tmp_path / "ck", progress=False)

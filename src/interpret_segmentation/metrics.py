@@ -131,6 +131,40 @@ def iou_precision_recall(prediction, reference) -> dict:
     }
 
 
+def classification_scores(predictions, labels, positive: int = 1) -> dict:
+    """Balanced accuracy, TPR and TNR of predicted class indices against true labels.
+
+    Parameters
+    ----------
+    predictions, labels : array-like of int, shape (N,)
+    positive : int, default 1
+        The class counted as positive (seed 003: "damaged").
+
+    Returns
+    -------
+    dict
+        ``balanced_accuracy`` (mean over the classes present in ``labels`` of the share of
+        their samples predicted right; (TPR + TNR) / 2 for two classes), ``tpr`` (share of
+        positive samples predicted positive) and ``tnr`` (share of the other samples predicted
+        as not positive). A rate with no sample to count is NaN.
+    """
+    predicted, truth = (np.asarray(v.detach().cpu() if isinstance(v, torch.Tensor) else v,
+                                   dtype=np.int64).ravel() for v in (predictions, labels))
+    if predicted.shape != truth.shape:
+        raise ValueError(f"predictions and labels: expected the same number of items, got "
+                         f"{predicted.size} and {truth.size}")
+    if truth.size == 0:
+        raise ValueError("labels: expected at least one item, got none")
+
+    def share(selected: np.ndarray, right: np.ndarray) -> float:
+        return float(right[selected].mean()) if selected.any() else float("nan")
+
+    recalls = [share(truth == c, predicted == c) for c in np.unique(truth)]
+    return {"balanced_accuracy": float(np.mean(recalls)),
+            "tpr": share(truth == positive, predicted == positive),
+            "tnr": share(truth != positive, predicted != positive)}
+
+
 def normalize_map(saliency) -> np.ndarray:
     """Min-max scale a map to [0, 1] (all zeros when it is constant; NaN counts as the minimum)."""
     saliency = np.nan_to_num(np.asarray(saliency, dtype=np.float64), nan=-np.inf)

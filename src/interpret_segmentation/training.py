@@ -40,12 +40,16 @@ __all__ = [
     "segmentation_loss",
     "dihedral_augment",
     "evaluate",
+    "evaluate_classifier",
     "train",
     "dataset_splits",
     "train_default_model",
     "save_checkpoint",
     "load_checkpoint",
 ]
+
+TASKS = ("segmentation", "classification")
+"""What :func:`train` can train."""
 
 DEFAULT_MODEL = dict(in_channels=1, out_channels=1, width=8, depth=4, global_context=True,
                      norm="batch")
@@ -253,6 +257,38 @@ def evaluate(model: nn.Module, dataset: Dataset, batch_size: int = 16,
             "hausdorff": float(np.mean(distances)), "n": n}
 
 
+def evaluate_classifier(model: nn.Module, dataset: Dataset, batch_size: int = 16,
+                        device=None) -> dict:
+    """Mean cross-entropy, balanced accuracy, TPR and TNR of a classifier on ``dataset``.
+
+    Items are ``(image, label)``; the prediction is the arg-max logit; class 1 is positive
+    (see :func:`~interpret_segmentation.metrics.classification_scores`). The model's training
+    mode is restored afterwards.
+
+    Returns
+    -------
+    dict
+        ``loss``, ``balanced_accuracy``, ``tpr``, ``tnr`` and ``n``.
+    """
+    from .metrics import classification_scores
+
+    device = torch.device("cpu") if device is None else torch.device(device)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    loss, predictions, labels = 0.0, [], []
+    with evaluation_mode(model), torch.no_grad():
+        for image, label in loader:
+            logits = model(image.to(device))
+            label = label.to(device).long().view(-1)
+            loss += float(F.cross_entropy(logits, label, reduction="sum"))
+            predictions.append(logits.argmax(1).cpu())
+            labels.append(label.cpu())
+    if not labels:
+        raise ValueError("dataset: expected at least one validation sample, got an empty set")
+    labels = torch.cat(labels)
+    scores = classification_scores(torch.cat(predictions), labels)
+    return {"loss": loss / len(labels), **scores, "n": len(labels)}
+
+
 # ---------------------------------------------------------------------------------------------
 # the loop
 
@@ -264,22 +300,24 @@ def dihedral_augment(images: torch.Tensor, targets: torch.Tensor,
 
     For square images (B, C, S, S) and targets (B, 1, S, S) whose labels do not depend on
     orientation (Triangle: an equilateral triangle stays one); testnet's left/right layout
-    does. Returns new tensors of the same shapes.
+    does. Targets that are class labels (B,) stay as they are. Returns new tensors of the
+    same shapes.
     """
+    def turn(item: torch.Tensor, k: int) -> torch.Tensor:
+        if item.ndim < 2:  # a class label: the same for every orientation
+            return item
+        item = torch.rot90(item, k % 4, (-2, -1))
+        return item.flip(-1) if k >= 4 else item
+
     choices = torch.randint(0, 8, (len(images),), generator=generator).tolist()
-    turned = [(torch.rot90(x, k % 4, (-2, -1)), torch.rot90(y, k % 4, (-2, -1)))
-              for x, y, k in zip(images, targets, choices, strict=True)]
-    turned = [(x.flip(-1), y.flip(-1)) if k >= 4 else (x, y)
-              for (x, y), k in zip(turned, choices, strict=True)]
-    return torch.stack([x for x, _ in turned]), torch.stack([y for _, y in turned])
+    return (torch.stack([turn(x, k) for x, k in zip(images, choices, strict=True)]),
+            torch.stack([turn(y, k) for y, k in zip(targets, choices, strict=True)]))
 
 
 def _format_line(row: dict, epochs: int) -> str:
-    return (
-        f"epoch {row['epoch']:>3}/{epochs}  train_loss {row['train_loss']:.4f}  "
-        f"val_loss {row['val_loss']:.4f}  val_dice {row['val_dice']:.4f}  "
-        f"val_hausdorff {row['val_hausdorff']:.2f}  seconds {row['seconds']:.1f}"
-    )
+    scores = "  ".join(f"{key} {value:.4f}" for key, value in row.items()
+                       if key.startswith(("train_", "val_")))
+    return f"epoch {row['epoch']:>3}/{epochs}  {scores}  seconds {row['seconds']:.1f}"
 
 
 def train(
@@ -301,8 +339,11 @@ def train(
     num_threads: int | None = None,
     channels_last: bool = True,
     augment: bool = False,
+    task: str = "segmentation",
+    parameter_groups: list[dict] | None = None,
 ) -> list[dict]:
-    """Train a one-channel segmentation model with BCE-with-logits + soft Dice.
+    """Train a one-channel segmentation model with BCE-with-logits + soft Dice, or a classifier
+    with cross-entropy (``task="classification"``).
 
     Adam with a one-cycle learning-rate schedule (warm-up to ``lr``, cosine decay). After every
     epoch the model is evaluated on ``val_set`` (see :func:`evaluate`), one line with the
@@ -346,12 +387,21 @@ def train(
     augment : bool, default False
         Turn each training pair by a random symmetry of the square (:func:`dihedral_augment`);
         only for square images whose labels do not depend on orientation.
+    task : {"segmentation", "classification"}, default "segmentation"
+        Classification: items ``(image, label)``, the model gives class logits (B, K), the loss
+        is cross-entropy and each epoch is scored by :func:`evaluate_classifier`.
+    parameter_groups : list of dict, optional
+        Optimiser parameter groups with their own ``lr`` (the peak of each group's schedule),
+        e.g. :func:`~interpret_segmentation.models.vgg_parameter_groups`; default all
+        parameters at ``lr``.
 
     Returns
     -------
     list of dict
-        One per epoch: ``epoch``, ``train_loss``, ``val_loss``, ``val_dice``,
-        ``val_hausdorff``, ``seconds`` (cumulative wall time), ``checkpoint``.
+        One per epoch: ``epoch``, ``train_loss``, ``val_loss``, the validation scores
+        (segmentation: ``val_dice``, ``val_hausdorff``; classification:
+        ``val_balanced_accuracy``, ``val_tpr``, ``val_tnr``), ``seconds`` (cumulative wall
+        time), ``checkpoint``.
 
     Raises
     ------
@@ -360,6 +410,8 @@ def train(
     ValueError
         For invalid arguments or a model whose output is not (B, 1, H, W).
     """
+    if task not in TASKS:
+        raise ValueError(f"task: expected one of {', '.join(TASKS)}, got {task!r}")
     check_positive(epochs, "epochs")
     check_positive(batch_size, "batch_size")
     check_positive(lr, "lr", float)
@@ -393,9 +445,11 @@ def train(
         model.to(device)
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
         model.to(memory_format=memory_format)
-        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+        optimizer = torch.optim.Adam(
+            model.parameters() if parameter_groups is None else parameter_groups, lr=lr)
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=lr, total_steps=epochs * len(loader), pct_start=0.15,
+            optimizer, max_lr=[group["lr"] for group in optimizer.param_groups],
+            total_steps=epochs * len(loader), pct_start=0.15,
             anneal_strategy="cos", div_factor=10.0, final_div_factor=100.0,
         )
         start = time.perf_counter()
@@ -412,8 +466,11 @@ def train(
                 image = image.to(device).contiguous(memory_format=memory_format)
                 target = target.to(device)
                 logits = model(image)
-                _check_output(logits, target)
-                loss = segmentation_loss(logits, target)
+                if task == "classification":
+                    loss = F.cross_entropy(logits, target.long().view(-1))
+                else:
+                    _check_output(logits, target)
+                    loss = segmentation_loss(logits, target)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -425,14 +482,14 @@ def train(
                     stop = True
                     break
             bar.close()
-            scores = evaluate(model, val_set, batch_size=max(batch_size, 16), device=device)
+            score = evaluate if task == "segmentation" else evaluate_classifier
+            scores = score(model, val_set, batch_size=max(batch_size, 16), device=device)
             checkpoint = save_checkpoint(model, checkpoint_dir / f"{checkpoint_prefix}_{epoch}.pth")
             row = {
                 "epoch": epoch,
                 "train_loss": total / count,
                 "val_loss": scores["loss"],
-                "val_dice": scores["dice"],
-                "val_hausdorff": scores["hausdorff"],
+                **{f"val_{key}": value for key, value in scores.items() if key not in ("loss", "n")},
                 "seconds": time.perf_counter() - start,
                 "checkpoint": str(checkpoint),
             }

@@ -4,8 +4,17 @@
 lies outside it (square or circle, right half).
 ``triangle`` (MiSuRe): the segment is the three digits whose centres form an equilateral
 triangle, among distractor digits.
+``defects`` (seed 003, issue 4): textured tiles, defect-free or with thin cracks or blowholes;
+image-level labels and pixel masks.
 """
 
+from .defects import (
+    DefectDataset,
+    DefectSample,
+    defect_split,
+    generate_defect_dataset,
+    generate_defect_sample,
+)
 from .testnet import (
     DEFAULT_SIZE,
     TestnetDataset,
@@ -25,6 +34,11 @@ from .triangle import (
 
 __all__ = [
     "DEFAULT_SIZE",
+    "DefectDataset",
+    "DefectSample",
+    "defect_split",
+    "generate_defect_dataset",
+    "generate_defect_sample",
     "TestnetDataset",
     "TestnetSample",
     "TriangleSample",

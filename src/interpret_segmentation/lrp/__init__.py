@@ -3,11 +3,20 @@
 :func:`relevance` propagates a class logit back to the input with per-layer rules
 (:mod:`.rules`) chosen by a rule set: a mapping from layer names or types to rules, or one of
 seed 003's Table 1 sets in :data:`RULE_SETS` (``"montavon"``, ``"seibold"``) for VGG-A
-(:class:`interpret_segmentation.models.vgg.VGG11`).
+(:class:`interpret_segmentation.models.vgg.VGG11`). :mod:`.segmentation` turns a relevance map
+into a mask (seed 003's Simple, GMM and BMM).
 """
 
 from .relevance import SUPPORTED_LAYERS, layer_rules, relevance
 from .rules import RULE_SETS, AlphaBeta, Epsilon, Gamma, Rule, ZBox, Zero
+from .segmentation import (
+    SEGMENTATION_METHODS,
+    bmm_segmentation,
+    gmm_segmentation,
+    segment,
+    simple_segmentation,
+    threshold_sweep,
+)
 
 __all__ = [
     "RULE_SETS",
@@ -18,6 +27,12 @@ __all__ = [
     "Rule",
     "ZBox",
     "Zero",
+    "SEGMENTATION_METHODS",
+    "bmm_segmentation",
+    "gmm_segmentation",
     "layer_rules",
     "relevance",
+    "segment",
+    "simple_segmentation",
+    "threshold_sweep",
 ]

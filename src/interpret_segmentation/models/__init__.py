@@ -1,5 +1,6 @@
 """Segmentation models shipped with the package (no downloads)."""
 
 from .unet import Bottleneck, ConvBlock, GlobalContext, UNet
+from .vgg import VGG11, vgg_parameter_groups
 
-__all__ = ["Bottleneck", "ConvBlock", "GlobalContext", "UNet"]
+__all__ = ["VGG11", "Bottleneck", "ConvBlock", "GlobalContext", "UNet", "vgg_parameter_groups"]
