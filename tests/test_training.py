@@ -191,3 +191,20 @@ def test_train_a_classifier_with_parameter_groups(tmp_path):
     with pytest.raises(ValueError, match="task"):
         train(model, data, data, epochs=1, lr=1e-3, batch_size=8, task="detection",
               results_path=tmp_path / "s.txt", checkpoint_dir=tmp_path / "ck", progress=False)
+
+
+def test_affine_elastic_augment_moves_image_and_mask_alike():
+    images = torch.zeros(6, 1, 48, 48)
+    images[:, :, 10:30, 14:26] = 1.0
+    masks = images > 0.5
+    generator = torch.Generator().manual_seed(1)
+    moved, moved_masks = training.affine_elastic_augment(images, masks, generator)
+    assert moved.shape == images.shape and moved_masks.dtype == torch.bool
+    assert ((moved > 0.5) != moved_masks).float().mean() < 0.01  # the mask follows its image
+    assert not torch.equal(moved_masks, masks)  # and they did move
+    still, still_masks = training.affine_elastic_augment(
+        images, masks, generator, rotation=0.0, scale=(1.0, 1.0), shift=0.0, elastic=0.0)
+    for x, y, original in zip(still, still_masks, images):  # only the random mirror is left
+        assert torch.allclose(x, original, atol=1e-5) or torch.allclose(x, original.flip(-1),
+                                                                          atol=1e-5)
+        assert torch.equal(y, x > 0.5)

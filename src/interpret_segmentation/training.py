@@ -39,6 +39,7 @@ __all__ = [
     "unet_architecture",
     "segmentation_loss",
     "dihedral_augment",
+    "affine_elastic_augment",
     "evaluate",
     "evaluate_classifier",
     "train",
@@ -314,6 +315,45 @@ def dihedral_augment(images: torch.Tensor, targets: torch.Tensor,
             torch.stack([turn(y, k) for y, k in zip(targets, choices, strict=True)]))
 
 
+def affine_elastic_augment(images: torch.Tensor, masks: torch.Tensor,
+                           generator: torch.Generator | None = None, rotation: float = 180.0,
+                           scale: tuple[float, float] = (0.9, 1.1), shift: float = 0.05,
+                           elastic: float = 0.03, grid: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random affine and elastic deformation of images (B, C, H, W) and masks (B, 1, H, W),
+    each pair moved alike, as U-Net training does (Ronneberger et al., 2015; seed 003).
+
+    Per pair: rotation uniform in +-``rotation`` degrees, isotropic scale in ``scale``, shift up
+    to ``shift`` of the image side, random mirror, plus a smooth displacement field (a
+    ``grid`` x ``grid`` grid of normal offsets with standard deviation ``elastic`` of the side,
+    upsampled bicubically). Images are resampled bilinearly with zeros outside, masks by
+    nearest neighbour. Returns new tensors of the same shapes.
+    """
+    batch, _, height, width = images.shape
+
+    def uniform(low, high, size=(batch,)):
+        return low + (high - low) * torch.rand(size, generator=generator)
+
+    angle = torch.deg2rad(uniform(-rotation, rotation))
+    zoom = uniform(*scale)
+    mirror = torch.where(torch.rand(batch, generator=generator) < 0.5, -1.0, 1.0)
+    theta = torch.zeros(batch, 2, 3)
+    theta[:, 0, 0] = torch.cos(angle) / zoom * mirror
+    theta[:, 0, 1] = -torch.sin(angle) / zoom
+    theta[:, 1, 0] = torch.sin(angle) / zoom * mirror
+    theta[:, 1, 1] = torch.cos(angle) / zoom
+    theta[:, :, 2] = uniform(-2 * shift, 2 * shift, (batch, 2))  # grid units span 2 per side
+    sampling = F.affine_grid(theta, [batch, 1, height, width], align_corners=False)
+    offsets = torch.randn(batch, 2, grid, grid, generator=generator) * 2 * elastic
+    sampling = sampling + F.interpolate(offsets, size=(height, width), mode="bicubic",
+                                        align_corners=False).permute(0, 2, 3, 1)
+    sampling = sampling.to(images.dtype)
+    moved = F.grid_sample(images, sampling, mode="bilinear", padding_mode="zeros",
+                          align_corners=False)
+    moved_masks = F.grid_sample(masks.to(images.dtype), sampling, mode="nearest",
+                                padding_mode="zeros", align_corners=False)
+    return moved, moved_masks.to(masks.dtype)
+
+
 def _format_line(row: dict, epochs: int) -> str:
     scores = "  ".join(f"{key} {value:.4f}" for key, value in row.items()
                        if key.startswith(("train_", "val_")))
@@ -338,7 +378,7 @@ def train(
     device=None,
     num_threads: int | None = None,
     channels_last: bool = True,
-    augment: bool = False,
+    augment: bool | Callable = False,
     task: str = "segmentation",
     parameter_groups: list[dict] | None = None,
 ) -> list[dict]:
@@ -384,9 +424,11 @@ def train(
     channels_last : bool, default True
         Train in the channels-last memory format (about 1.4x faster for the U-Net on CPU);
         the model's parameters are made contiguous again at the end.
-    augment : bool, default False
-        Turn each training pair by a random symmetry of the square (:func:`dihedral_augment`);
-        only for square images whose labels do not depend on orientation.
+    augment : bool or callable, default False
+        True: turn each training pair by a random symmetry of the square
+        (:func:`dihedral_augment`; only for square images whose labels do not depend on
+        orientation). A callable ``augment(images, targets, generator)`` returning new
+        ``(images, targets)`` is used as is (e.g. :func:`affine_elastic_augment`).
     task : {"segmentation", "classification"}, default "segmentation"
         Classification: items ``(image, label)``, the model gives class logits (B, K), the loss
         is cross-entropy and each epoch is scored by :func:`evaluate_classifier`.
@@ -462,7 +504,8 @@ def train(
                        file=sys.stderr, disable=not progress)
             for image, target in bar:
                 if augment:
-                    image, target = dihedral_augment(image, target, generator)
+                    move = augment if callable(augment) else dihedral_augment
+                    image, target = move(image, target, generator)
                 image = image.to(device).contiguous(memory_format=memory_format)
                 target = target.to(device)
                 logits = model(image)
