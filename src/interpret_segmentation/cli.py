@@ -255,6 +255,25 @@ def _parser() -> argparse.ArgumentParser:
                              help="output directory (default out/reliability)")
     _common_progress(reliability)
 
+    reproduce = commands.add_parser(
+        "reproduce", help="reproduce a paper's study on synthetic data",
+        description="Reproduce a seed paper's study end to end.")
+    studies = reproduce.add_subparsers(dest="study", required=True, metavar="STUDY")
+    lrp = studies.add_parser(
+        "lrp", help="seed 003: LRP of classifiers as weakly supervised segmentation",
+        description="Generate the synthetic defect set, train VGG-11 classifiers (128N, onefc) on "
+                    "image labels and a U-Net on pixel labels, turn LRP relevance (montavon, "
+                    "seibold) into masks (simple, gmm, bmm) and write metrics.json (classifier "
+                    "balanced accuracy, TPR, TNR; IoU, precision, recall per combination), "
+                    "pr_curves.png and examples.png. Trained models are kept in <out>/models "
+                    "and reused by a rerun.")
+    lrp.add_argument("--out", default="out/reproduce-lrp",
+                     help="output directory (default out/reproduce-lrp)")
+    lrp.add_argument("--quick", action="store_true",
+                     help="small images, fewer samples and epochs (a few minutes)")
+    lrp.add_argument("--seed", type=int, default=0, help="data and initialisation seed (default 0)")
+    _common_progress(lrp)
+
     demo = commands.add_parser(
         "demo", help="the end-to-end demo",
         description="Generate testnet when absent, train the default U-Net when no checkpoint is "
@@ -401,6 +420,11 @@ def main(argv=None) -> int:
             _train(args)
         elif args.command == "explain":
             _explain(args)
+        elif args.command == "reproduce":
+            from .reproduce import run_lrp_reproduction
+
+            run_lrp_reproduction(args.out, quick=args.quick, seed=args.seed,
+                                 progress=args.progress)
         elif args.command == "reliability":
             from .reliability import run_reliability
 

@@ -1,0 +1,216 @@
+"""``interpret-segmentation reproduce lrp``: seed 003's study on the synthetic defect set.
+
+Classifiers trained on image-level labels only (VGG-11 "128N" and "onefc") are turned into
+segmenters: an image the classifier calls defective gets the LRP relevance of its "defective"
+logit (rule sets "montavon" and "seibold"), made into a mask by Simple, GMM or BMM; an image it
+calls defect-free gets an empty mask. A U-Net trained on the pixel labels (affine + elastic
+augmentation) is the baseline. Everything is scored on the test part of the 60/20/20 split.
+
+Segmentation scores are pooled over the defective test images: IoU, precision and recall of
+all their pixels together (one defect-free image would otherwise count as a perfect 1.0).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Subset
+
+from .core.explanation import atomic_write
+from .datasets.defects import DefectDataset, defect_split, generate_defect_dataset
+from .lrp import SEGMENTATION_METHODS, relevance, segment, threshold_sweep
+from .models import VGG11, UNet, vgg_parameter_groups
+from .training import affine_elastic_augment, load_checkpoint, save_checkpoint, train
+
+HEADS = ("128N", "onefc")
+RULE_SET_NAMES = ("montavon", "seibold")
+
+SETTINGS = {
+    "quick": dict(n=240, size=96, width=8, classifier_epochs=8, unet_epochs=8, batch_size=8),
+    "full": dict(n=1000, size=224, width=16, classifier_epochs=12, unet_epochs=15,
+                 batch_size=8),
+}
+"""Data-set size, image side, VGG width and epochs of the two runs. The VGGs are trained from
+scratch (no pretrained weights can be downloaded here) with the paper's learning rates for the
+fully connected layers (0.001) and 0.0003 for the convolutions (the paper's 0.0001 assumed
+pretrained filters)."""
+
+
+def _pooled_scores(predictions: list[np.ndarray], truths: list[np.ndarray]) -> dict:
+    tp = sum(float(np.logical_and(p, t).sum()) for p, t in zip(predictions, truths))
+    predicted = sum(float(p.sum()) for p in predictions)
+    actual = sum(float(t.sum()) for t in truths)
+    union = predicted + actual - tp
+    return {"iou": tp / union if union else 1.0,
+            "precision": tp / predicted if predicted else 1.0,
+            "recall": tp / actual if actual else 1.0}
+
+
+def _free_path(path: Path) -> Path:
+    """``path``, or ``stem-2.suffix``, ``stem-3.suffix``, ... if taken (logs are never
+    overwritten; an interrupted run's log stays)."""
+    candidate, number = path, 1
+    while candidate.exists():
+        number += 1
+        candidate = path.with_name(f"{path.stem}-{number}{path.suffix}")
+    return candidate
+
+
+def _train_or_load(model, path: Path, fit, log) -> dict | None:
+    """Load ``path`` when a previous run saved it (a rerun resumes), else train and save."""
+    if path.is_file():
+        log(f"reusing {path}")
+        load_checkpoint(model, path)
+        return None
+    history = fit(model)
+    save_checkpoint(model, path)
+    return history[-1]
+
+
+def run_lrp_reproduction(out, quick: bool = False, seed: int = 0, progress: bool = True,
+                         log=print) -> dict:
+    """Run the study and write ``out/metrics.json``, precision-recall curves and examples.
+
+    Parameters
+    ----------
+    out : str or Path
+        Output directory: ``data/`` (the generated set), ``models/`` (checkpoints; a rerun
+        reuses them), ``results/`` (training logs), ``metrics.json``, ``pr_curves.png`` and
+        ``examples.png``.
+    quick : bool, default False
+        The small run of :data:`SETTINGS` (minutes instead of an hour here).
+    seed : int, default 0
+        Data-set and initialisation seed.
+
+    Returns
+    -------
+    dict
+        The content of ``metrics.json``: ``classifiers`` (per head ``balanced_accuracy``,
+        ``tpr``, ``tnr`` on the test part), ``segmentation`` (``unet`` and every
+        ``head/rule_set/method``: ``iou``, ``precision``, ``recall``), ``settings`` and
+        ``seconds``.
+    """
+    started = time.perf_counter()
+    settings = dict(SETTINGS["quick" if quick else "full"])
+    out = Path(out)
+    for part in ("models", "results"):
+        (out / part).mkdir(parents=True, exist_ok=True)
+    data = out / "data"
+    if not (data / "defects.json").is_file():
+        log(f"generating {settings['n']} defect images of {settings['size']} px in {data} ...")
+        generate_defect_dataset(data, n=settings["n"], seed=seed, size=settings["size"],
+                                progress=progress)
+    train_idx, val_idx, test_idx = defect_split(settings["n"])
+    labelled = DefectDataset(data, labels=True)
+    masked = DefectDataset(data, labels=False)
+    common = dict(batch_size=settings["batch_size"], seed=seed, progress=progress, log=log)
+
+    classifiers, metrics = {}, {"classifiers": {}, "segmentation": {}}
+    for head in HEADS:
+        torch.manual_seed(seed)
+        model = VGG11(in_channels=1, width=settings["width"], head=head,
+                      input_size=settings["size"])
+
+        def fit(model, head=head):
+            return train(model, Subset(labelled, train_idx), Subset(labelled, val_idx),
+                         epochs=settings["classifier_epochs"], lr=1e-3, task="classification",
+                         parameter_groups=vgg_parameter_groups(model, conv_lr=3e-4, fc_lr=1e-3),
+                         results_path=_free_path(out / "results" / f"vgg_{head}.txt"),
+                         checkpoint_dir=out / "models" / "epochs", checkpoint_prefix=f"vgg_{head}",
+                         augment=True, **common)
+
+        _train_or_load(model, out / "models" / f"vgg_{head}.pth", fit, log)
+        classifiers[head] = model.eval()
+    torch.manual_seed(seed)
+    unet = UNet(in_channels=1, out_channels=1, width=8, depth=4, global_context=False)
+    _train_or_load(unet, out / "models" / "unet.pth", lambda model: train(
+        model, Subset(masked, train_idx), Subset(masked, val_idx),
+        epochs=settings["unet_epochs"], lr=3e-3, results_path=_free_path(out / "results" / "unet.txt"),
+        checkpoint_dir=out / "models" / "epochs", checkpoint_prefix="unet",
+        augment=affine_elastic_augment, **common), log)
+    unet.eval()
+
+    from .training import evaluate_classifier
+
+    for head, model in classifiers.items():
+        scores = evaluate_classifier(model, Subset(labelled, test_idx))
+        metrics["classifiers"][head] = {k: scores[k] for k in ("balanced_accuracy", "tpr", "tnr")}
+        log(f"VGG {head}: balanced accuracy {scores['balanced_accuracy']:.3f}, TPR "
+            f"{scores['tpr']:.3f}, TNR {scores['tnr']:.3f} on {scores['n']} test images")
+
+    defective = [i for i in test_idx if masked.sample(masked.indices.index(i)).label == 1]
+    images = torch.stack([masked[masked.indices.index(i)][0] for i in defective])
+    truths = [masked[masked.indices.index(i)][1][0].numpy() > 0.5 for i in defective]
+    with torch.no_grad():
+        unet_masks = [m[0].numpy() for m in (unet(images) > 0)]
+    metrics["segmentation"]["unet"] = _pooled_scores(unet_masks, truths)
+    curves, examples = {}, {}
+    for head, model in classifiers.items():
+        with torch.no_grad():
+            called_defective = model(images).argmax(1).numpy() == 1
+        for rule_set in RULE_SET_NAMES:
+            maps = relevance(model, images, 1, rule_set=rule_set).sum(1).numpy()
+            sweeps = [threshold_sweep(m, t) for m, t in zip(maps, truths)]
+            curves[f"{head}/{rule_set}"] = (np.mean([s["recall"] for s in sweeps], 0),
+                                           np.mean([s["precision"] for s in sweeps], 0))
+            for method in SEGMENTATION_METHODS:
+                masks = [segment(m, method) if gate else np.zeros_like(t)
+                         for m, t, gate in zip(maps, truths, called_defective)]
+                name = f"{head}/{rule_set}/{method}"
+                metrics["segmentation"][name] = _pooled_scores(masks, truths)
+                examples[name] = (maps, masks)
+    best = max((k for k in metrics["segmentation"] if k != "unet"),
+               key=lambda k: metrics["segmentation"][k]["iou"])
+    for name in ("unet", best):
+        score = metrics["segmentation"][name]
+        log(f"{name}: IoU {score['iou']:.3f}, precision {score['precision']:.3f}, recall "
+            f"{score['recall']:.3f} over {len(defective)} defective test images")
+    metrics["settings"] = {**settings, "seed": seed, "quick": quick,
+                           "defective_test_images": len(defective), "best": best}
+    metrics["seconds"] = time.perf_counter() - started
+    _figures(out, curves, metrics, images, truths, unet_masks, best, examples[best])
+    atomic_write(out / "metrics.json", lambda f: f.write(json.dumps(metrics, indent=1) + "\n"),
+                 mode="w", overwrite=True)
+    log(f"results: {out / 'metrics.json'}, {out / 'pr_curves.png'}, {out / 'examples.png'} "
+        f"({metrics['seconds']:.0f} s)")
+    return metrics
+
+
+def _figures(out: Path, curves, metrics, images, truths, unet_masks, best, best_maps) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .viz import save_figure
+
+    figure, axis = plt.subplots(figsize=(5.5, 4.5))
+    for name, (recall, precision) in curves.items():
+        axis.plot(recall, precision, label=f"LRP {name}")
+    unet = metrics["segmentation"]["unet"]
+    axis.plot([unet["recall"]], [unet["precision"]], "k*", markersize=12, label="U-Net")
+    axis.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02),
+             title="Relevance thresholds on defective test images")
+    axis.legend(fontsize=8)
+    axis.grid(alpha=0.3)
+    save_figure(figure, out / "pr_curves.png", overwrite=True)
+
+    maps, masks = best_maps
+    rows = min(4, len(images))
+    figure, axes = plt.subplots(rows, 5, figsize=(12, 2.5 * rows), squeeze=False)
+    for row in range(rows):
+        limit = float(np.abs(maps[row]).max()) or 1.0
+        panels = [(images[row, 0].numpy(), "input", "gray", None),
+                  (truths[row], "ground truth", "gray", None),
+                  (unet_masks[row], "U-Net", "gray", None),
+                  (maps[row], f"relevance ({best.rsplit('/', 1)[0]})", "bwr", limit),
+                  (masks[row], f"LRP {best.rsplit('/', 1)[1]}", "gray", None)]
+        for axis, (array, title, colours, bound) in zip(axes[row], panels):
+            axis.imshow(array, cmap=colours, vmin=-bound if bound else None, vmax=bound)
+            axis.set_title(title, fontsize=9)
+            axis.axis("off")
+    save_figure(figure, out / "examples.png", overwrite=True)
