@@ -30,14 +30,14 @@ HEADS = ("128N", "onefc")
 RULE_SET_NAMES = ("montavon", "seibold")
 
 SETTINGS = {
-    "quick": dict(n=240, size=96, width=8, classifier_epochs=8, unet_epochs=8, batch_size=8),
+    "quick": dict(n=240, size=96, width=16, classifier_epochs=30, unet_epochs=8, batch_size=8,
+                  conv_lr=3e-4, fc_lr=1e-3),
     "full": dict(n=1000, size=224, width=16, classifier_epochs=12, unet_epochs=15,
-                 batch_size=8),
+                 batch_size=8, conv_lr=3e-4, fc_lr=1e-3),
 }
-"""Data-set size, image side, VGG width and epochs of the two runs. The VGGs are trained from
-scratch (no pretrained weights can be downloaded here) with the paper's learning rates for the
-fully connected layers (0.001) and 0.0003 for the convolutions (the paper's 0.0001 assumed
-pretrained filters)."""
+"""Data-set size, image side, VGG width, epochs and learning rates of the two runs. The VGGs
+are trained from scratch (no pretrained weights can be downloaded here), so the convolutions
+get a larger learning rate than the paper's 0.0001 for pretrained filters."""
 
 
 def _pooled_scores(predictions: list[np.ndarray], truths: list[np.ndarray]) -> dict:
@@ -118,7 +118,8 @@ def run_lrp_reproduction(out, quick: bool = False, seed: int = 0, progress: bool
         def fit(model, head=head):
             return train(model, Subset(labelled, train_idx), Subset(labelled, val_idx),
                          epochs=settings["classifier_epochs"], lr=1e-3, task="classification",
-                         parameter_groups=vgg_parameter_groups(model, conv_lr=3e-4, fc_lr=1e-3),
+                         parameter_groups=vgg_parameter_groups(model, conv_lr=settings["conv_lr"],
+                                                                fc_lr=settings["fc_lr"]),
                          results_path=_free_path(out / "results" / f"vgg_{head}.txt"),
                          checkpoint_dir=out / "models" / "epochs", checkpoint_prefix=f"vgg_{head}",
                          augment=True, **common)
