@@ -30,14 +30,16 @@ HEADS = ("128N", "onefc")
 RULE_SET_NAMES = ("montavon", "seibold")
 
 SETTINGS = {
-    "quick": dict(n=240, size=96, width=16, classifier_epochs=30, unet_epochs=8, batch_size=8,
-                  conv_lr=3e-4, fc_lr=1e-3),
-    "full": dict(n=1000, size=224, width=16, classifier_epochs=12, unet_epochs=15,
-                 batch_size=8, conv_lr=3e-4, fc_lr=1e-3),
+    "quick": dict(n=240, size=96, width=16, classifier_epochs=60, unet_epochs=8, batch_size=8,
+                  conv_lr=3e-4, fc_lr=1e-3, dropout=0.0),
+    "full": dict(n=1000, size=224, width=16, classifier_epochs=30, unet_epochs=15,
+                 batch_size=8, conv_lr=3e-4, fc_lr=1e-3, dropout=0.0),
 }
-"""Data-set size, image side, VGG width, epochs and learning rates of the two runs. The VGGs
-are trained from scratch (no pretrained weights can be downloaded here), so the convolutions
-get a larger learning rate than the paper's 0.0001 for pretrained filters."""
+"""Data-set size, image side, VGG width, epochs, learning rates and the 128N head's dropout of
+the two runs. The VGGs are trained from scratch (no pretrained weights can be downloaded
+here), so the convolutions get a larger learning rate than the paper's 0.0001 for pretrained
+filters, and the 128N head runs without dropout: with 0.5 it did not start learning on the
+quick set within 30 epochs (balanced accuracy 0.5), without it it reached 0.98."""
 
 
 def _pooled_scores(predictions: list[np.ndarray], truths: list[np.ndarray]) -> dict:
@@ -113,7 +115,7 @@ def run_lrp_reproduction(out, quick: bool = False, seed: int = 0, progress: bool
     for head in HEADS:
         torch.manual_seed(seed)
         model = VGG11(in_channels=1, width=settings["width"], head=head,
-                      input_size=settings["size"])
+                      input_size=settings["size"], dropout=settings["dropout"])
 
         def fit(model, head=head):
             return train(model, Subset(labelled, train_idx), Subset(labelled, val_idx),
