@@ -24,7 +24,13 @@ from .core.explanation import atomic_write
 from .datasets.defects import DefectDataset, defect_split, generate_defect_dataset
 from .lrp import SEGMENTATION_METHODS, relevance, segment, threshold_sweep
 from .models import VGG11, UNet, vgg_parameter_groups
-from .training import affine_elastic_augment, load_checkpoint, save_checkpoint, train
+from .training import (
+    affine_elastic_augment,
+    evaluate_classifier,
+    load_checkpoint,
+    save_checkpoint,
+    train,
+)
 
 HEADS = ("128N", "onefc")
 RULE_SET_NAMES = ("montavon", "seibold")
@@ -137,17 +143,17 @@ def run_lrp_reproduction(out, quick: bool = False, seed: int = 0, progress: bool
         augment=affine_elastic_augment, **common), log)
     unet.eval()
 
-    from .training import evaluate_classifier
-
+    test_set = DefectDataset(data, indices=test_idx, labels=True)
     for head, model in classifiers.items():
-        scores = evaluate_classifier(model, Subset(labelled, test_idx))
+        scores = evaluate_classifier(model, test_set)
         metrics["classifiers"][head] = {k: scores[k] for k in ("balanced_accuracy", "tpr", "tnr")}
         log(f"VGG {head}: balanced accuracy {scores['balanced_accuracy']:.3f}, TPR "
             f"{scores['tpr']:.3f}, TNR {scores['tnr']:.3f} on {scores['n']} test images")
 
-    defective = [i for i in test_idx if masked.sample(masked.indices.index(i)).label == 1]
-    images = torch.stack([masked[masked.indices.index(i)][0] for i in defective])
-    truths = [masked[masked.indices.index(i)][1][0].numpy() > 0.5 for i in defective]
+    defective = [i for i, (_, label) in zip(test_idx, test_set) if label == 1]
+    pixels = DefectDataset(data, indices=defective, labels=False)
+    images = torch.stack([image for image, _ in pixels])
+    truths = [segment[0].numpy() > 0.5 for _, segment in pixels]
     with torch.no_grad():
         unet_masks = [m[0].numpy() for m in (unet(images) > 0)]
     metrics["segmentation"]["unet"] = _pooled_scores(unet_masks, truths)

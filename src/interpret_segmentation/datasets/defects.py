@@ -36,11 +36,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from scipy import ndimage
 from torch.utils.data import Dataset
 
-from .files import SAMPLE_FILES, check_count, check_image_side, check_nonneg_int, write_dataset
+from .files import (
+    SAMPLE_FILES,
+    check_count,
+    check_image_side,
+    check_nonneg_int,
+    check_root,
+    read_gray,
+    selected_indices,
+    stored_indices,
+    write_dataset,
+)
 
 __all__ = [
     "DEFECT_SIZE",
@@ -562,23 +571,7 @@ def defect_split(n: int = 1000) -> tuple[list[int], list[int], list[int]]:
 
 
 def _check_root(root) -> Path:
-    root = Path(root)
-    if not root.exists():
-        raise FileNotFoundError(f"defect data set not found at {root}; {_HOW_TO_GENERATE}")
-    if not root.is_dir():
-        raise ValueError(f"root: expected a defect data set directory, got the file {root}")
-    return root
-
-
-def _stored_indices(root: Path) -> list[int]:
-    indices = sorted(int(p.name) for p in root.iterdir() if p.is_dir() and p.name.isdigit())
-    if not indices:
-        raise ValueError(f"root: {root} holds no defect samples; {_HOW_TO_GENERATE}")
-    return indices
-
-
-def _read_gray(path: Path) -> np.ndarray:
-    return np.asarray(Image.open(path).convert("L"), dtype=np.uint8).copy()
+    return check_root(root, "defect", _HOW_TO_GENERATE)
 
 
 def _read_meta(root: Path, index: int) -> dict:
@@ -614,9 +607,9 @@ def load_defect_sample(root, index: int) -> DefectSample:
                                 f"({', '.join(missing)}); {_HOW_TO_GENERATE}")
     meta = _read_meta(root, index)
     return DefectSample(
-        image=_read_gray(directory / "image.png"),
-        segment=_read_gray(directory / "segment.png") > 127,
-        context=_read_gray(directory / "context.png") > 127,
+        image=read_gray(directory / "image.png"),
+        segment=read_gray(directory / "segment.png") > 127,
+        context=read_gray(directory / "context.png") > 127,
         label=int(meta["label"]),
         meta=meta,
     )
@@ -649,19 +642,8 @@ class DefectDataset(Dataset):
 
     def __init__(self, root, indices=None, labels: bool = True, cache: bool = True):
         self.root = _check_root(root)
-        available = _stored_indices(self.root)
-        if indices is None:
-            self.indices = available
-        else:
-            self.indices = [check_nonneg_int(i, "indices") for i in indices]
-            missing = sorted(set(self.indices) - set(available))
-            if missing:
-                shown = ", ".join(map(str, missing[:5])) + (" ..." if len(missing) > 5 else "")
-                raise ValueError(
-                    f"indices: {len(missing)} requested samples are not in {self.root} "
-                    f"({shown}); it holds {len(available)} samples "
-                    f"({available[0]} .. {available[-1]})"
-                )
+        available = stored_indices(self.root, "defect", _HOW_TO_GENERATE)
+        self.indices = selected_indices(indices, available, self.root)
         self.labels = bool(labels)
         self.cache = bool(cache)
         self._cache: dict[int, tuple[np.ndarray, np.ndarray, int]] = {}
@@ -679,8 +661,8 @@ class DefectDataset(Dataset):
         if arrays is None:
             directory = self.root / str(index)
             try:
-                image = _read_gray(directory / "image.png")
-                segment = _read_gray(directory / "segment.png") > 127
+                image = read_gray(directory / "image.png")
+                segment = read_gray(directory / "segment.png") > 127
                 label = int(_read_meta(self.root, index)["label"])
             except FileNotFoundError as error:
                 raise FileNotFoundError(

@@ -27,6 +27,10 @@ __all__ = [
     "check_nonneg_int",
     "check_count",
     "boxes_apart",
+    "check_root",
+    "stored_indices",
+    "selected_indices",
+    "read_gray",
     "save_png",
     "write_sample",
     "replaceable",
@@ -127,6 +131,52 @@ def boxes_apart(a, b, gap: int) -> bool:
         or a1 + a_len1 + gap <= b1
         or b1 + b_len1 + gap <= a1
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# reading
+
+
+def check_root(root, description: str, how_to_generate: str) -> Path:
+    """``root`` as a Path after checking it is an existing directory.
+
+    Raises FileNotFoundError (saying ``how_to_generate``) or ValueError naming ``root``.
+    """
+    root = Path(root)
+    if not root.exists():
+        raise FileNotFoundError(f"{description} data set not found at {root}; {how_to_generate}")
+    if not root.is_dir():
+        raise ValueError(f"root: expected a {description} data set directory, got the file {root}")
+    return root
+
+
+def stored_indices(root, description: str, how_to_generate: str) -> list[int]:
+    """Sorted indices of the numbered sample directories under ``root`` (ValueError if none)."""
+    root = check_root(root, description, how_to_generate)
+    indices = sorted(int(p.name) for p in root.iterdir() if p.is_dir() and p.name.isdigit())
+    if not indices:
+        raise ValueError(f"root: {root} holds no {description} samples; {how_to_generate}")
+    return indices
+
+
+def selected_indices(indices, available: list[int], root) -> list[int]:
+    """``available`` when ``indices`` is None, else ``indices`` checked to be stored samples."""
+    if indices is None:
+        return list(available)
+    chosen = [check_nonneg_int(i, "indices") for i in indices]
+    missing = sorted(set(chosen) - set(available))
+    if missing:
+        shown = ", ".join(map(str, missing[:5])) + (" ..." if len(missing) > 5 else "")
+        raise ValueError(
+            f"indices: {len(missing)} requested samples are not in {root} ({shown}); it holds "
+            f"{len(available)} samples ({available[0]} .. {available[-1]})"
+        )
+    return chosen
+
+
+def read_gray(path: Path) -> np.ndarray:
+    """A PNG as a writable uint8 grayscale array (H, W)."""
+    return np.asarray(Image.open(path).convert("L"), dtype=np.uint8).copy()
 
 
 # ---------------------------------------------------------------------------------------------

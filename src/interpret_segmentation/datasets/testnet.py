@@ -31,6 +31,10 @@ from .files import (
     check_count,
     check_image_side,
     check_nonneg_int,
+    check_root,
+    read_gray,
+    selected_indices,
+    stored_indices,
     write_dataset,
 )
 
@@ -239,12 +243,7 @@ def generate_dataset(
 
 
 def _check_root(root) -> Path:
-    root = Path(root)
-    if not root.exists():
-        raise FileNotFoundError(f"testnet data set not found at {root}; {_HOW_TO_GENERATE}")
-    if not root.is_dir():
-        raise ValueError(f"root: expected a testnet data set directory, got the file {root}")
-    return root
+    return check_root(root, "testnet", _HOW_TO_GENERATE)
 
 
 def list_indices(root) -> list[int]:
@@ -257,15 +256,11 @@ def list_indices(root) -> list[int]:
     ValueError
         If ``root`` is not a directory or holds no samples.
     """
-    root = _check_root(root)
-    indices = sorted(int(p.name) for p in root.iterdir() if p.is_dir() and p.name.isdigit())
-    if not indices:
-        raise ValueError(f"root: {root} holds no testnet samples; {_HOW_TO_GENERATE}")
-    return indices
+    return stored_indices(root, "testnet", _HOW_TO_GENERATE)
 
 
 def _read_mask(path: Path) -> np.ndarray:
-    return np.asarray(Image.open(path).convert("L")) > 127
+    return read_gray(path) > 127
 
 
 def load_sample(root, index: int) -> TestnetSample:
@@ -290,9 +285,8 @@ def load_sample(root, index: int) -> TestnetSample:
             f"testnet sample {index} in {root} is incomplete or missing ({', '.join(missing)}); "
             f"{_HOW_TO_GENERATE}"
         )
-    image = np.asarray(Image.open(directory / "image.png").convert("L"), dtype=np.uint8)
     return TestnetSample(
-        image=image.copy(),
+        image=read_gray(directory / "image.png"),
         segment=_read_mask(directory / "segment.png"),
         context=_read_mask(directory / "context.png"),
         meta=json.loads((directory / "meta.json").read_text()),
@@ -354,19 +348,7 @@ class TestnetDataset(Dataset):
 
     def __init__(self, root, indices=None, cache: bool = True):
         self.root = _check_root(root)
-        available = list_indices(self.root)
-        if indices is None:
-            self.indices = available
-        else:
-            self.indices = [check_nonneg_int(i, "indices") for i in indices]
-            missing = sorted(set(self.indices) - set(available))
-            if missing:
-                shown = ", ".join(map(str, missing[:5])) + (" ..." if len(missing) > 5 else "")
-                raise ValueError(
-                    f"indices: {len(missing)} requested samples are not in {self.root} "
-                    f"({shown}); it holds {len(available)} samples "
-                    f"({available[0]} .. {available[-1]})"
-                )
+        self.indices = selected_indices(indices, list_indices(self.root), self.root)
         self.cache = bool(cache)
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
@@ -383,7 +365,7 @@ class TestnetDataset(Dataset):
         if arrays is None:
             directory = self.root / str(index)
             try:
-                image = np.asarray(Image.open(directory / "image.png").convert("L"))
+                image = read_gray(directory / "image.png")
                 segment = _read_mask(directory / "segment.png")
             except FileNotFoundError as error:
                 raise FileNotFoundError(
