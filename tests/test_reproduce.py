@@ -34,5 +34,42 @@ def test_pooled_scores_by_hand():
 
     prediction = [np.array([[1, 1], [0, 0]], bool), np.zeros((2, 2), bool)]
     truth = [np.array([[1, 0], [0, 0]], bool), np.array([[0, 0], [0, 1]], bool)]
-    assert reproduce._pooled_scores(prediction, truth) == {"iou": 1 / 3, "precision": 1 / 2,
+    assert reproduce.lrp._pooled_scores(prediction, truth) == {"iou": 1 / 3, "precision": 1 / 2,
                                                           "recall": 1 / 2}
+
+
+def test_deepdream_reproduction_writes_metrics_and_figures_and_resumes(tmp_path, monkeypatch):
+    from interpret_segmentation.reproduce import deepdream
+
+    tiny = dict(size=32, n_train=8, n_val=4, n_test=4, epochs=1, width=2, depth=2,
+                batch_size=4, lr=1e-3, dream_steps=3, step_size=0.01)
+    monkeypatch.setitem(deepdream.SETTINGS, "quick", tiny)
+    lines = []
+    metrics = deepdream.run_deepdream_reproduction(tmp_path / "d", quick=True, progress=False,
+                                                   log=lines.append)
+    saved = json.loads((tmp_path / "d" / "metrics.json").read_text())
+    assert set(saved["marking"]) == {"0.0", "0.2", "0.5", "0.8", "0.9", "1.0"}
+    for row in saved["marking"].values():
+        assert 0.0 <= row["dice_unmarked"] <= 1.0
+        assert row["characteristic_final"] >= 0.0
+    assert set(saved["shape"]) == {"round", "elongated"}
+    assert set(saved["intensity"]) == {"real", "synthetic"}
+    rho = saved["marking_rank_correlation"]["spearman_rho"]
+    assert rho is None or -1.0 <= rho <= 1.0
+    for name in ("marking_dreams", "marking_summary", "lesion_dreams", "lesion_curves"):
+        assert (tmp_path / "d" / f"{name}.png").stat().st_size > 0
+    lines.clear()
+    again = deepdream.run_deepdream_reproduction(tmp_path / "d", quick=True, progress=False,
+                                                 log=lines.append)
+    assert sum("reusing" in line for line in lines) == 9  # 6 marking + 3 lesion networks
+    assert again["marking"] == metrics["marking"]
+
+
+def test_rank_correlation_by_hand_and_when_undefined():
+    from interpret_segmentation.reproduce.deepdream import _rank_correlation
+
+    rows = [{"dice_unmarked": d, "characteristic_final": c}
+            for d, c in ((0.9, 0.1), (0.8, 0.3), (0.5, 0.2), (0.3, 0.9))]
+    assert abs(_rank_correlation(rows)["spearman_rho"] - (-0.8)) < 1e-12  # 1 - 6*2/(4*15)
+    constant = [{"dice_unmarked": 0.5, "characteristic_final": c} for c in (0.1, 0.2)]
+    assert _rank_correlation(constant) == {"spearman_rho": None, "p_value": None}

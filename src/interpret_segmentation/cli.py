@@ -273,6 +273,23 @@ def _parser() -> argparse.ArgumentParser:
                      help="small images, fewer samples and epochs (a few minutes)")
     lrp.add_argument("--seed", type=int, default=0, help="data and initialisation seed (default 0)")
     _common_progress(lrp)
+    dreams = studies.add_parser(
+        "deepdream", help="seed 004: DeepDream analysis of segmentation networks",
+        description="Train U-Nets G_p on objects marked with 135-degree line textures with "
+                    "probability p (0, 0.2, 0.5, 0.8, 0.9, 1) and on organs with round, elongated "
+                    "or mildly darkened (synthetic) lesions; dream from one start image per "
+                    "experiment and write metrics.json (Dice on unmarked images, characteristic "
+                    "feature, their rank correlation; final elongation and intensity of the "
+                    "dreamed lesions), marking_dreams.png, marking_summary.png, "
+                    "lesion_dreams.png and lesion_curves.png. Trained models are kept in "
+                    "<out>/models and reused by a rerun.")
+    dreams.add_argument("--out", default="out/reproduce-deepdream",
+                        help="output directory (default out/reproduce-deepdream)")
+    dreams.add_argument("--quick", action="store_true",
+                        help="smaller images, fewer samples and epochs (a few minutes)")
+    dreams.add_argument("--seed", type=int, default=0,
+                        help="data and initialisation seed (default 0)")
+    _common_progress(dreams)
 
     demo = commands.add_parser(
         "demo", help="the end-to-end demo",
@@ -421,10 +438,10 @@ def main(argv=None) -> int:
         elif args.command == "explain":
             _explain(args)
         elif args.command == "reproduce":
-            from .reproduce import run_lrp_reproduction
+            from .reproduce import run_deepdream_reproduction, run_lrp_reproduction
 
-            run_lrp_reproduction(args.out, quick=args.quick, seed=args.seed,
-                                 progress=args.progress)
+            run = run_lrp_reproduction if args.study == "lrp" else run_deepdream_reproduction
+            run(args.out, quick=args.quick, seed=args.seed, progress=args.progress)
         elif args.command == "reliability":
             from .reliability import run_reliability
 

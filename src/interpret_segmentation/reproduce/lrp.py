@@ -20,17 +20,16 @@ import numpy as np
 import torch
 from torch.utils.data import Subset
 
-from .core.explanation import atomic_write
-from .datasets.defects import DefectDataset, defect_split, generate_defect_dataset
-from .lrp import SEGMENTATION_METHODS, relevance, segment, threshold_sweep
-from .models import VGG11, UNet, vgg_parameter_groups
-from .training import (
+from ..core.explanation import atomic_write
+from ..datasets.defects import DefectDataset, defect_split, generate_defect_dataset
+from ..lrp import SEGMENTATION_METHODS, relevance, segment, threshold_sweep
+from ..models import VGG11, UNet, vgg_parameter_groups
+from ..training import (
     affine_elastic_augment,
     evaluate_classifier,
-    load_checkpoint,
-    save_checkpoint,
     train,
 )
+from .common import free_path, train_or_load
 
 HEADS = ("128N", "onefc")
 RULE_SET_NAMES = ("montavon", "seibold")
@@ -56,27 +55,6 @@ def _pooled_scores(predictions: list[np.ndarray], truths: list[np.ndarray]) -> d
     return {"iou": tp / union if union else 1.0,
             "precision": tp / predicted if predicted else 1.0,
             "recall": tp / actual if actual else 1.0}
-
-
-def _free_path(path: Path) -> Path:
-    """``path``, or ``stem-2.suffix``, ``stem-3.suffix``, ... if taken (logs are never
-    overwritten; an interrupted run's log stays)."""
-    candidate, number = path, 1
-    while candidate.exists():
-        number += 1
-        candidate = path.with_name(f"{path.stem}-{number}{path.suffix}")
-    return candidate
-
-
-def _train_or_load(model, path: Path, fit, log) -> dict | None:
-    """Load ``path`` when a previous run saved it (a rerun resumes), else train and save."""
-    if path.is_file():
-        log(f"reusing {path}")
-        load_checkpoint(model, path)
-        return None
-    history = fit(model)
-    save_checkpoint(model, path)
-    return history[-1]
 
 
 def run_lrp_reproduction(out, quick: bool = False, seed: int = 0, progress: bool = True,
@@ -128,17 +106,17 @@ def run_lrp_reproduction(out, quick: bool = False, seed: int = 0, progress: bool
                          epochs=settings["classifier_epochs"], lr=1e-3, task="classification",
                          parameter_groups=vgg_parameter_groups(model, conv_lr=settings["conv_lr"],
                                                                 fc_lr=settings["fc_lr"]),
-                         results_path=_free_path(out / "results" / f"vgg_{head}.txt"),
+                         results_path=free_path(out / "results" / f"vgg_{head}.txt"),
                          checkpoint_dir=out / "models" / "epochs", checkpoint_prefix=f"vgg_{head}",
                          augment=True, **common)
 
-        _train_or_load(model, out / "models" / f"vgg_{head}.pth", fit, log)
+        train_or_load(model, out / "models" / f"vgg_{head}.pth", fit, log)
         classifiers[head] = model.eval()
     torch.manual_seed(seed)
     unet = UNet(in_channels=1, out_channels=1, width=8, depth=4, global_context=False)
-    _train_or_load(unet, out / "models" / "unet.pth", lambda model: train(
+    train_or_load(unet, out / "models" / "unet.pth", lambda model: train(
         model, Subset(masked, train_idx), Subset(masked, val_idx),
-        epochs=settings["unet_epochs"], lr=3e-3, results_path=_free_path(out / "results" / "unet.txt"),
+        epochs=settings["unet_epochs"], lr=3e-3, results_path=free_path(out / "results" / "unet.txt"),
         checkpoint_dir=out / "models" / "epochs", checkpoint_prefix="unet",
         augment=affine_elastic_augment, **common), log)
     unet.eval()
@@ -195,7 +173,7 @@ def _figures(out: Path, curves, metrics, images, truths, unet_masks, best, best_
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .viz import save_figure
+    from ..viz import save_figure
 
     figure, axis = plt.subplots(figsize=(5.5, 4.5))
     for name, (recall, precision) in curves.items():

@@ -1,0 +1,65 @@
+"""Benchmark LRP of one image against one forward + backward pass of the same classifier.
+
+Run by hand, not by the tests: ``make bench`` or ``.venv/bin/python bench/bench_lrp.py``.
+For VGG-11 (both heads) at 224 x 224, seeded random weights (the time does not depend on
+what the network learned), it prints the best-of-N time of ``lrp.relevance`` for the rule
+sets "montavon" and "seibold", the best-of-N time of one forward pass plus the gradient of
+the same logit with respect to the input (eval mode), and their ratio. Issue 4's target is a
+ratio <= 2. Timings alternate between the two so that machine noise hits both alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from interpret_segmentation.lrp import relevance
+from interpret_segmentation.models import VGG11
+
+
+def forward_backward(model, image, target):
+    x = image.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(model(x)[0, target], x)
+    return grad
+
+
+def best_times(functions, repeats):
+    """Best-of-``repeats`` seconds of each function, calls interleaved."""
+    best = [float("inf")] * len(functions)
+    for _ in range(repeats):
+        for k, function in enumerate(functions):
+            started = time.perf_counter()
+            function()
+            best[k] = min(best[k], time.perf_counter() - started)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", type=int, default=224, help="image side (default 224)")
+    parser.add_argument("--widths", default="16,64",
+                        help="comma-separated VGG widths, 64 = the original VGG-A (default 16,64)")
+    parser.add_argument("--repeats", type=int, default=5, help="best of N (default 5)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default torch's)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    image = torch.rand(1, 1, args.size, args.size)
+    print(f"LRP of one {args.size}x{args.size} image vs one forward + backward "
+          f"(best of {args.repeats}, {torch.get_num_threads()} threads)")
+    for width in (int(w) for w in args.widths.split(",")):
+        for head in ("128N", "onefc"):
+            model = VGG11(in_channels=1, width=width, head=head, input_size=args.size).eval()
+            for rule_set in ("montavon", "seibold"):
+                lrp_s, floor_s = best_times(
+                    [lambda: relevance(model, image, 1, rule_set=rule_set),
+                     lambda: forward_backward(model, image, 1)], args.repeats)
+                print(f"width {width:3d} {head:5s} {rule_set:8s}: LRP {lrp_s * 1000:7.1f} ms, "
+                      f"forward+backward {floor_s * 1000:7.1f} ms, ratio {lrp_s / floor_s:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,260 @@
+"""``interpret-segmentation reproduce deepdream``: seed 004's experiments on synthetic data.
+
+Marking experiment (section 3.1): networks G_p trained on objects whose positive regions carry
+a texture of 135-degree line segments with probability p; each one's Dice on unmarked test
+images, and its "characteristic feature" (the largest response of a 135-degree line filter,
+:func:`~interpret_segmentation.datasets.dreams.marking_response`) along a DeepDream path from
+one shared white-noise start. Networks that learned to rely on the marking lose Dice without
+it and dream the marking.
+
+Intensity and shape experiment (section 3.2): an organ with hypo-intense lesions; networks
+trained on round or elongated lesions, and on "real" (markedly darker, own texture) or
+"synthetic" (mildly darkened organ) lesions, dream from the same healthy organ; their
+elongation and intensity curves are compared, as z-scores against the real round lesions of a
+validation set.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+
+from ..core.explanation import atomic_write
+from ..datasets.dreams import LesionDataset, MarkingDataset, healthy_organ, marking_response
+from ..deepdream import analyze, white_noise
+from ..features import reference_statistics
+from ..models import UNet
+from ..training import evaluate, train
+from .common import free_path, train_or_load
+
+MARKING_PROBABILITIES = (0.0, 0.2, 0.5, 0.8, 0.9, 1.0)
+"""The p of the networks G_p (seed 004 trains 7; its figure shows these and p = 0.05)."""
+
+LESION_NETWORKS = {"round": ("round", "real"), "elongated": ("elongated", "real"),
+                   "synthetic": ("round", "synthetic")}
+"""Network name -> (lesion shape, lesion intensity) of its training set; "round" is also the
+real-intensity network of the intensity comparison."""
+
+SHAPE_FEATURES = ("elongation", "max_diameter", "roundness", "area", "mean_intensity",
+                  "rms_intensity")
+
+SETTINGS = {
+    "quick": dict(size=64, n_train=320, n_val=64, n_test=100, epochs=6, width=8, depth=3,
+                  batch_size=16, lr=3e-3, dream_steps=80, step_size=0.01),
+    "full": dict(size=96, n_train=1200, n_val=200, n_test=300, epochs=14, width=16, depth=3,
+                 batch_size=16, lr=3e-3, dream_steps=100, step_size=0.01),
+}
+"""Image side, data-set sizes, U-Net size, training and DeepDream settings of the two runs."""
+
+_SEEDS = {"train": 0, "val": 1, "test": 2}
+
+
+def _characteristic(image: np.ndarray, mask: np.ndarray) -> float:
+    """Seed 004's characteristic feature of the marking (the mask is not used)."""
+    return marking_response(image)
+
+
+def _rank_correlation(rows) -> dict:
+    """Spearman's rho (and p-value) of Dice on unmarked images vs final characteristic feature;
+    None where undefined (a constant column)."""
+    rows = list(rows)
+    dice = [r["dice_unmarked"] for r in rows]
+    characteristic = [r["characteristic_final"] for r in rows]
+    if len(set(dice)) < 2 or len(set(characteristic)) < 2:
+        return {"spearman_rho": None, "p_value": None}
+    rho, p_value = spearmanr(dice, characteristic)
+    return {"spearman_rho": float(rho), "p_value": float(p_value)}
+
+
+def _json_ready(value):
+    """``value`` with every NaN or infinite float replaced by None (strict JSON)."""
+    if isinstance(value, dict):
+        return {k: _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+def _unet(settings: dict, seed: int) -> UNet:
+    torch.manual_seed(seed)
+    return UNet(in_channels=1, out_channels=1, width=settings["width"], depth=settings["depth"],
+                global_context=False)
+
+
+def _fit(name: str, model, train_set, val_set, out: Path, settings: dict, seed: int,
+         progress: bool, log) -> None:
+    train_or_load(model, out / "models" / f"{name}.pth", lambda m: train(
+        m, train_set, val_set, epochs=settings["epochs"], lr=settings["lr"],
+        batch_size=settings["batch_size"], results_path=free_path(out / "results" / f"{name}.txt"),
+        checkpoint_dir=out / "models" / "epochs", checkpoint_prefix=name, seed=seed,
+        progress=progress, log=log), log)
+    model.eval()
+
+
+def run_deepdream_reproduction(out, quick: bool = False, seed: int = 0, progress: bool = True,
+                               log=print) -> dict:
+    """Train the networks of both experiments, dream, and write ``out/metrics.json`` + figures.
+
+    Parameters
+    ----------
+    out : str or Path
+        Output directory: ``models/`` (a rerun reuses them), ``results/`` (training logs),
+        ``metrics.json``, ``marking_dreams.png``, ``marking_summary.png`` (seed 004's Fig. 4),
+        ``lesion_dreams.png`` and ``lesion_curves.png`` (Fig. 5).
+    quick : bool, default False
+        The small run of :data:`SETTINGS`.
+    seed : int, default 0
+        Data and initialisation seed.
+
+    Returns
+    -------
+    dict
+        The content of ``metrics.json``: ``marking`` (per p: ``dice_unmarked``,
+        ``dice_marked`` on the network's own validation distribution,
+        ``characteristic_start``, ``characteristic_final``), ``marking_rank_correlation``
+        (Spearman's rho between ``dice_unmarked`` and ``characteristic_final`` over all p, and
+        its p-value), ``shape`` (``round``/``elongated``: ``elongation_final``, its z-score,
+        ``dice``), ``intensity`` (``real``/``synthetic``: final mean and RMS intensity inside
+        the dreamed mask, z-scores, ``dice``), ``settings`` and ``seconds``.
+    """
+    started = time.perf_counter()
+    settings = dict(SETTINGS["quick" if quick else "full"])
+    out = Path(out)
+    for part in ("models", "results"):
+        (out / part).mkdir(parents=True, exist_ok=True)
+    size, steps = settings["size"], settings["dream_steps"]
+    dream = dict(steps=steps, step_size=settings["step_size"], value_range=(0.0, 1.0),
+                 progress=False)
+    metrics: dict = {"marking": {}, "shape": {}, "intensity": {}}
+
+    start = white_noise((size, size), seed=seed)
+    unmarked = MarkingDataset(settings["n_test"], p=0.0, seed=seed + _SEEDS["test"], size=size,
+                              marking=False)
+    marking_paths = {}
+    for p in MARKING_PROBABILITIES:
+        name = f"marking_p{p:.1f}"
+        model = _unet(settings, seed)
+        val_set = MarkingDataset(settings["n_val"], p=p, seed=seed + _SEEDS["val"], size=size)
+        _fit(name, model, MarkingDataset(settings["n_train"], p=p, seed=seed + _SEEDS["train"],
+                                         size=size),
+             val_set, out, settings, seed, progress, log)
+        path = analyze(model, start, features={"characteristic": _characteristic}, **dream)
+        marking_paths[p] = path
+        curve = path.features["characteristic"]
+        metrics["marking"][f"{p:.1f}"] = {
+            "dice_unmarked": evaluate(model, unmarked)["dice"],
+            "dice_marked": evaluate(model, val_set)["dice"],
+            "characteristic_start": float(curve[0]), "characteristic_final": float(curve[-1])}
+        log(f"G_{p:.1f}: " + ", ".join(f"{k} {v:.3f}" for k, v in
+                                        metrics["marking"][f"{p:.1f}"].items()))
+    metrics["marking_rank_correlation"] = _rank_correlation(metrics["marking"].values())
+    log(f"rank correlation of Dice on unmarked images and final characteristic feature: "
+        f"{metrics['marking_rank_correlation']}")
+
+    reference = reference_statistics(
+        LesionDataset(settings["n_val"], seed=seed + _SEEDS["val"], size=size, shape="round",
+                      intensity="real"), features=SHAPE_FEATURES)
+    organ = healthy_organ(seed + _SEEDS["test"], size=size)
+    lesion_paths = {}
+    for name, (shape, intensity) in LESION_NETWORKS.items():
+        model = _unet(settings, seed)
+        data = dict(size=size, shape=shape, intensity=intensity)
+        val_set = LesionDataset(settings["n_val"], seed=seed + _SEEDS["val"], **data)
+        _fit(f"lesions_{name}", model, LesionDataset(settings["n_train"],
+                                                     seed=seed + _SEEDS["train"], **data),
+             val_set, out, settings, seed, progress, log)
+        path = analyze(model, organ, features=SHAPE_FEATURES, reference=reference, **dream)
+        lesion_paths[name] = path
+        final, scores = path.final_features(), path.final_features(normalised=True)
+        dice = evaluate(model, val_set)["dice"]
+        if shape == "elongated" or name == "round":
+            metrics["shape"][shape] = {"elongation_final": final["elongation"],
+                                       "elongation_final_z": scores["elongation"], "dice": dice}
+        if intensity == "synthetic" or name == "round":
+            metrics["intensity"][intensity] = {
+                "mean_intensity_final": final["mean_intensity"],
+                "rms_intensity_final": final["rms_intensity"],
+                "mean_intensity_final_z": scores["mean_intensity"], "dice": dice}
+        log(f"lesions {name}: Dice {dice:.3f}, final elongation {final['elongation']:.3f}, "
+            f"mean intensity {final['mean_intensity']:.3f}, area {final['area']:.0f} px")
+
+    metrics["settings"] = {**settings, "seed": seed, "quick": quick,
+                           "probabilities": list(MARKING_PROBABILITIES)}
+    metrics["seconds"] = time.perf_counter() - started
+    _figures(out, marking_paths, metrics, lesion_paths)
+    atomic_write(out / "metrics.json",
+                 lambda f: f.write(json.dumps(_json_ready(metrics), indent=1,
+                                              allow_nan=False) + "\n"),
+                 mode="w", overwrite=True)
+    log(f"results: {out / 'metrics.json'} and figures in {out} ({metrics['seconds']:.0f} s)")
+    return metrics
+
+
+def _dream_grid(paths: dict, title: str, columns: int = 5):
+    """One row per network: the dream at evenly spaced steps with its mask outlined."""
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(len(paths), columns, figsize=(2.1 * columns, 2.2 * len(paths)),
+                                squeeze=False)
+    for row, (name, path) in enumerate(paths.items()):
+        shown = np.linspace(0, path.steps_taken, columns).round().astype(int)
+        for axis, step in zip(axes[row], shown):
+            axis.imshow(path.images[step, 0], cmap="gray", vmin=0, vmax=1)
+            if path.masks[step].any():
+                axis.contour(path.masks[step], levels=[0.5], colors="red", linewidths=0.8)
+            axis.set_title(f"{name}, step {step}", fontsize=8)
+            axis.axis("off")
+    figure.suptitle(title, fontsize=10)
+    return figure
+
+
+def _figures(out: Path, marking_paths: dict, metrics: dict, lesion_paths: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..viz import save_figure
+
+    save_figure(_dream_grid({f"p={p:.1f}": path for p, path in marking_paths.items()},
+                            "DeepDreams of the networks G_p from one white-noise start "
+                            "(red: predicted mask)"), out / "marking_dreams.png", overwrite=True)
+
+    figure, (curves, summary) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for p, path in marking_paths.items():
+        curves.plot(path.features["characteristic"], label=f"p = {p:.1f}")
+    curves.set(xlabel="DeepDream step", ylabel="characteristic feature (135-degree lines)",
+               title="Characteristic feature along the path")
+    curves.legend(fontsize=8)
+    for p, row in metrics["marking"].items():
+        summary.plot(row["dice_unmarked"], row["characteristic_final"], "o", color="C0")
+        summary.annotate(f"p={p}", (row["dice_unmarked"], row["characteristic_final"]),
+                         textcoords="offset points", xytext=(4, 4), fontsize=8)
+    rho = metrics["marking_rank_correlation"]["spearman_rho"]
+    summary.set(xlabel="Dice on unmarked test images", ylabel="final characteristic feature",
+                title="Sensitivity vs robustness" + ("" if rho is None else
+                                                     f" (Spearman rho {rho:.2f})"))
+    for axis in (curves, summary):
+        axis.grid(alpha=0.3)
+    save_figure(figure, out / "marking_summary.png", overwrite=True)
+
+    save_figure(_dream_grid(lesion_paths, "DeepDreams of the lesion networks from a healthy "
+                                          "organ (red: predicted mask)"),
+                out / "lesion_dreams.png", overwrite=True)
+    names = ("elongation", "max_diameter", "mean_intensity", "rms_intensity")
+    figure, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.6))
+    for axis, feature in zip(axes, names):
+        for name, path in lesion_paths.items():
+            axis.plot(path.normalised[feature], label=name)
+        axis.axhspan(-1, 1, color="0.85", zorder=0)
+        axis.set(title=f"{feature} (z-score vs real round lesions)", xlabel="DeepDream step")
+        axis.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    save_figure(figure, out / "lesion_curves.png", overwrite=True)
