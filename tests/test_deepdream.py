@@ -1,0 +1,475 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from matplotlib.figure import Figure
+from torch import nn
+
+from interpret_segmentation.deepdream import DreamPath, analyze, plot_curves, plot_path, white_noise
+from interpret_segmentation.models.unet import UNet
+
+SIZE = 24
+CENTRE = (SIZE // 2, SIZE // 2)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models: threading only adds synchronisation (slow on a busy machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def pattern_kernel() -> torch.Tensor:
+    """A fixed 5x5 pattern with no symmetry: a diagonal bright line with a dark blob."""
+    kernel = torch.full((5, 5), -0.2)
+    for i in range(5):
+        kernel[i, i] = 1.0
+    kernel[0, 3:] = -1.0
+    kernel[4, 0] = 0.5
+    return kernel
+
+
+class LinearModel(nn.Module):
+    """One-channel logits: cross-correlation of the image with a fixed 5x5 kernel, minus a bias."""
+
+    def __init__(self, kernel=None, bias=3.0):
+        super().__init__()
+        kernel = pattern_kernel() if kernel is None else kernel
+        self.conv = nn.Conv2d(1, 1, 5, padding=2)
+        with torch.no_grad():
+            self.conv.weight.copy_(kernel[None, None])
+            self.conv.bias.fill_(-bias)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+class PatternModel(nn.Module):
+    """A softplus, then the pattern correlation and an eval-foldable BatchNorm: the logit at
+    every pixel responds to the kernel's pattern around it, a little non-linearly."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Softplus(beta=4.0), nn.Conv2d(1, 1, 5, padding=2),
+                                  nn.BatchNorm2d(1))
+        with torch.no_grad():
+            self.body[1].weight.copy_(pattern_kernel()[None, None])
+            self.body[1].bias.fill_(-4.0)
+            self.body[2].running_mean.fill_(0.5)
+            self.body[2].running_var.fill_(4.0)
+            self.body[2].weight.fill_(1.5)
+            self.body[2].bias.fill_(-0.5)
+
+    def forward(self, x):
+        return self.body(x)
+
+
+class SaturatingModel(nn.Module):
+    """Logit 3 z / sqrt(1 + z^2) of a linear z: the activation rises, then flattens out below 3
+    (slowly enough that its gradient stays non-zero in float32, unlike tanh)."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = LinearModel(bias=1.0)
+
+    def forward(self, x):
+        z = self.linear(x)
+        return 3.0 * z * torch.rsqrt(1.0 + z * z)
+
+
+class ConstantModel(nn.Module):
+    """The same logits whatever the image."""
+
+    def __init__(self, uses_input: bool):
+        super().__init__()
+        self.uses_input = uses_input
+        self.bias = nn.Parameter(torch.tensor(-1.0))
+
+    def forward(self, x):
+        base = x[:, :1] * 0.0 if self.uses_input else torch.zeros_like(x[:, :1])
+        return base + self.bias
+
+
+class ThreeClass(nn.Module):
+    """Three classes: background 0, class 1 = mean brightness, class 2 = the pattern response."""
+
+    def __init__(self):
+        super().__init__()
+        self.pattern = LinearModel(bias=2.0)
+
+    def forward(self, x):
+        return torch.cat([torch.zeros_like(x[:, :1]), x[:, :1] - 0.6, self.pattern(x)], dim=1)
+
+
+def placed(kernel: torch.Tensor, y: int, x: int, size: int = SIZE) -> np.ndarray:
+    """d conv_out[y, x] / d image for a 'same' 5x5 cross-correlation: the kernel put at (y, x)."""
+    padded = np.zeros((size + 4, size + 4))
+    padded[y:y + 5, x:x + 5] = kernel.numpy()
+    return padded[2:-2, 2:-2]
+
+
+def flat_image(value=0.5):
+    return np.full((SIZE, SIZE), value, dtype=np.float32)
+
+
+def run(model, image=None, **options):
+    options = {"steps": 10, "step_size": 0.05, "features": {}, "progress": False, **options}
+    return analyze(model, flat_image() if image is None else image, **options)
+
+
+# -- oracles ---------------------------------------------------------------------------------
+
+
+def pattern_response(y, x):
+    kernel = pattern_kernel().numpy()
+
+    def response(image, mask):
+        return float((image[y - 2:y + 3, x - 2:x + 3] * kernel).sum())
+    return response
+
+
+def test_dream_grows_the_known_pattern_around_the_neuron():
+    neuron = (9, 14)
+    start = white_noise((SIZE, SIZE), seed=3)
+    path = run(PatternModel(), start, neuron=neuron, steps=40, step_size=0.02,
+               features={"pattern": pattern_response(*neuron)})
+    assert path.steps_taken == 40 and path.stop_reason == "steps"
+    change = path.images[-1, 0] - path.images[0, 0]
+    y, x = neuron
+    window = change[y - 2:y + 3, x - 2:x + 3]
+    correlation = np.corrcoef(window.ravel(), pattern_kernel().numpy().ravel())[0, 1]
+    assert correlation > 0.9
+    outside = change.copy()
+    outside[y - 2:y + 3, x - 2:x + 3] = 0
+    assert np.abs(outside).max() == 0  # nothing beyond the neuron's receptive field moves
+    assert np.all(np.diff(path.activations) > 0)
+    assert np.all(np.diff(path.features["pattern"]) > 0)
+    # the start has no foreground, the end has the neuron's pixel as foreground
+    assert not path.masks[0].any() and path.masks[-1][neuron]
+
+
+def test_one_step_of_a_linear_model_is_the_normalised_gradient():
+    start = white_noise((SIZE, SIZE), seed=1)
+    neuron = (5, 17)
+    path = run(LinearModel(), start, neuron=neuron, steps=1, step_size=0.03)
+    gradient = placed(pattern_kernel(), *neuron)
+    expected = start + 0.03 * gradient / np.abs(gradient).max()
+    np.testing.assert_allclose(path.images[1, 0], expected, atol=1e-5)
+    np.testing.assert_array_equal(path.images[0, 0], start)
+    logit = F.conv2d(torch.from_numpy(start)[None, None], pattern_kernel()[None, None],
+                     padding=2)[0, 0] - 3.0
+    assert path.activations[0] == pytest.approx(float(logit[neuron]), abs=1e-5)
+    assert path.parameters["gradient_normalisation"] == "max_abs"
+
+
+def test_region_uses_the_sum_of_the_pixel_gradients():
+    start = white_noise((SIZE, SIZE), seed=2)
+    region = np.zeros((SIZE, SIZE), dtype=bool)
+    region[4:8, 10:13] = True
+    region[15, 3] = True
+    path = run(LinearModel(), start, region=region, steps=1, step_size=0.02)
+    gradient = sum(placed(pattern_kernel(), y, x) for y, x in zip(*np.nonzero(region)))
+    expected = start + 0.02 * gradient / np.abs(gradient).max()
+    np.testing.assert_allclose(path.images[1, 0], expected, atol=1e-5)
+    logits = F.conv2d(torch.from_numpy(start)[None, None], pattern_kernel()[None, None],
+                      padding=2)[0, 0] - 3.0
+    assert path.activations[0] == pytest.approx(float(logits[torch.from_numpy(region)].sum()),
+                                                abs=1e-4)
+    assert path.parameters["target"] == "region" and path.parameters["region_pixels"] == 13
+
+
+def test_default_neuron_is_the_centre_and_value_range_clamps():
+    path = run(LinearModel(), steps=5, step_size=0.5, value_range=(0.0, 1.0))
+    assert path.parameters["neuron"] == list(CENTRE)
+    assert path.images.min() >= 0.0 and path.images.max() <= 1.0
+    assert path.images.min() == 0.0 and path.images.max() == 1.0  # the range was reached
+    free = run(LinearModel(), steps=5, step_size=0.5)
+    assert free.images.max() > 1.0
+
+
+def test_masks_follow_the_models_decision():
+    model = LinearModel(bias=0.8)
+    path = run(model, white_noise((SIZE, SIZE), seed=4), steps=15, step_size=0.05)
+    assert path.masks.shape == (16, SIZE, SIZE) and path.masks.dtype == bool
+    with torch.no_grad():
+        logits = model(torch.from_numpy(path.images))[:, 0].numpy()
+    clear = np.abs(logits) > 1e-4
+    np.testing.assert_array_equal(path.masks[clear], (logits > 0)[clear])
+    assert path.masks[-1].sum() > path.masks[0].sum()
+
+
+def test_background_class_of_a_one_channel_model_is_the_negated_logit():
+    model = LinearModel(bias=-1.0)
+    path = run(model, steps=3, class_index=0, neuron=(8, 8))
+    with torch.no_grad():
+        logits = model(torch.from_numpy(path.images))[:, 0, 8, 8].numpy()
+    np.testing.assert_allclose(path.activations, -logits, atol=1e-5)
+    assert np.all(np.diff(logits) < 0)
+    with torch.no_grad():
+        full = model(torch.from_numpy(path.images))[:, 0].numpy()
+    np.testing.assert_array_equal(path.masks, full <= 0)
+
+
+def test_multi_class_model_uses_the_class_channel_and_argmax():
+    model = ThreeClass()
+    path = run(model, steps=8, class_index=2, neuron=(6, 6), step_size=0.1)
+    with torch.no_grad():
+        outputs = model(torch.from_numpy(path.images)).numpy()
+    np.testing.assert_allclose(path.activations, outputs[:, 2, 6, 6], atol=1e-5)
+    np.testing.assert_array_equal(path.masks, outputs.argmax(1) == 2)
+    assert path.masks[-1].any() and not path.masks[0].any()
+
+
+def test_dict_output_and_smaller_outputs_are_understood():
+    class Halved(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = LinearModel()
+
+        def forward(self, x):
+            return {"out": F.avg_pool2d(self.linear(x), 2), "aux": x}
+
+    path = run(Halved(), steps=3)
+    assert path.masks.shape == (4, SIZE, SIZE)
+    assert np.all(np.diff(path.activations) > 0)
+
+
+# -- stopping --------------------------------------------------------------------------------
+
+
+def test_saturating_activation_converges_early():
+    path = run(SaturatingModel(), steps=200, step_size=0.05, tolerance=1e-3, patience=4,
+               features={"mean": lambda image, mask: float(image.mean())})
+    assert path.stop_reason == "converged" and path.steps_taken < 200
+    n = path.steps_taken
+    assert path.activations.shape == (n + 1,) and path.masks.shape[0] == n + 1
+    assert path.images.shape[0] == n + 1 and path.features["mean"].shape == (n + 1,)
+    rises = np.diff(path.activations)[-4:]
+    assert np.all(rises < 1e-3 * np.maximum(1.0, np.abs(path.activations[-5:-1])))
+    assert path.activations[-1] > 2.9
+    # without tolerance every step is made
+    assert run(SaturatingModel(), steps=30).steps_taken == 30
+
+
+@pytest.mark.parametrize("uses_input", [True, False])
+def test_zero_gradient_stops(uses_input):
+    path = run(ConstantModel(uses_input), steps=10)
+    assert path.stop_reason == "zero gradient" and path.steps_taken == 0
+    assert path.activations.shape == (1,) and path.images.shape == (1, 1, SIZE, SIZE)
+
+
+# -- the model is left as it was ---------------------------------------------------------------
+
+
+def model_state(model):
+    return ({name: tensor.clone() for name, tensor in model.state_dict().items()},
+            {name: module.training for name, module in model.named_modules()},
+            {name: p.requires_grad for name, p in model.named_parameters()})
+
+
+def assert_untouched(model, before):
+    state, modes, flags = before
+    after_state, after_modes, after_flags = model_state(model)
+    assert state.keys() == after_state.keys()
+    for name in state:
+        assert torch.equal(state[name], after_state[name]), name
+    assert modes == after_modes and flags == after_flags
+    for module in model.modules():
+        assert not (module._forward_hooks or module._forward_pre_hooks
+                    or module._backward_hooks or module._backward_pre_hooks)
+    assert all(p.grad is None for p in model.parameters())
+
+
+def mixed_mode_model():
+    model = PatternModel()
+    model.eval()
+    model.body[2].train()  # one submodule in train mode
+    model.body[1].bias.requires_grad_(False)
+    return model
+
+
+def test_model_unchanged_after_analysis():
+    model = mixed_mode_model()
+    before = model_state(model)
+    path = run(model, steps=5)
+    assert path.steps_taken == 5
+    assert_untouched(model, before)
+
+
+def test_model_unchanged_after_an_error_mid_analysis():
+    model = mixed_mode_model()
+    model.body[2].eval()  # now foldable: the error happens while BatchNorm is folded
+    before = model_state(model)
+    calls = []
+
+    def failing(image, mask):
+        calls.append(1)
+        if len(calls) == 4:
+            assert isinstance(model.body[2], nn.Identity)  # folded at this moment
+            raise RuntimeError("feature failed at step 3")
+        return 0.0
+
+    with pytest.raises(RuntimeError, match="step 3"):
+        run(model, steps=10, features={"failing": failing})
+    assert len(calls) == 4
+    assert_untouched(model, before)
+    assert isinstance(model.body[2], nn.BatchNorm2d)
+
+
+def test_small_batchnorm_unet_runs_and_is_unchanged():
+    torch.manual_seed(0)
+    model = UNet(in_channels=1, out_channels=1, width=4, depth=2)
+    before = model_state(model)
+    path = run(model, white_noise((32, 32), seed=0), steps=5, step_size=0.02)
+    assert path.steps_taken == 5 and path.masks.shape == (6, 32, 32)
+    assert path.activations[-1] > path.activations[0]
+    assert_untouched(model, before)
+    assert model.training
+
+
+# -- features, results, figures ------------------------------------------------------------------
+
+
+def test_features_are_recorded_on_the_first_channel_and_mask():
+    seen = []
+
+    def area(image, mask):
+        seen.append((image.shape, mask.dtype))
+        return float(mask.sum())
+
+    image = np.stack([flat_image(0.5), flat_image(9.0)])
+    model = LinearModel(bias=0.5)
+
+    class FirstChannel(nn.Module):
+        def forward(self, x):
+            return model(x[:, :1])
+
+    path = run(FirstChannel(), image, steps=6, features={"area": area,
+                                                         "top": lambda im, m: float(im.max())})
+    np.testing.assert_array_equal(path.features["area"], path.masks.reshape(7, -1).sum(1))
+    np.testing.assert_allclose(path.features["top"], path.images[:, 0].reshape(7, -1).max(1))
+    assert path.features["area"].dtype == np.float64 and path.images.dtype == np.float32
+    assert seen[0] == ((SIZE, SIZE), np.dtype(bool))
+    assert path.final_features() == {"area": path.features["area"][-1],
+                                     "top": pytest.approx(path.features["top"][-1])}
+    assert path.normalised is None
+
+
+def test_record_images_off_and_json_summary():
+    path = run(LinearModel(), steps=4, record_images=False,
+               features={"nan": lambda image, mask: float("nan")})
+    assert path.images is None
+    summary = path.to_dict()
+    text = json.dumps(summary, allow_nan=False)
+    assert "images" not in summary and "masks" not in summary
+    assert summary["steps_taken"] == 4 and len(summary["activations"]) == 5
+    assert summary["features"]["nan"] == [None] * 5
+    assert json.loads(text)["parameters"]["step_size"] == 0.05
+
+
+def test_default_features_and_reference():
+    features = pytest.importorskip("interpret_segmentation.features")
+    path = run(LinearModel(bias=0.5), white_noise((SIZE, SIZE), seed=0), features=None, steps=3)
+    names = set(features.resolve_features(None))
+    assert set(path.features) == names
+    assert all(curve.shape == (4,) for curve in path.features.values())
+    assert np.isfinite(path.features["mean_intensity"]).all()
+    reference = features.FeatureReference(
+        mean={name: 1.0 for name in names}, std={name: 2.0 for name in names},
+        count={name: 10 for name in names})
+    scored = run(LinearModel(bias=0.5), white_noise((SIZE, SIZE), seed=0), features=None,
+                 steps=3, reference=reference)
+    expected = reference.normalise(scored.features)
+    assert set(scored.normalised) == names
+    for name in names:
+        np.testing.assert_allclose(scored.normalised[name], expected[name])
+    assert scored.final_features(normalised=True).keys() == names
+
+
+def test_progress_bar_can_be_turned_off(capsys):
+    run(LinearModel(), steps=3, progress=False)
+    assert capsys.readouterr().err == ""
+    run(LinearModel(), steps=3, progress=True)
+    assert "deepdream" in capsys.readouterr().err
+
+
+def test_white_noise_is_seeded():
+    a, b = white_noise((2, 50, 60), seed=7), white_noise((2, 50, 60), seed=7)
+    assert a.dtype == np.float32 and a.shape == (2, 50, 60)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, white_noise((2, 50, 60), seed=8))
+    assert abs(a.mean() - 0.5) < 0.01 and abs(a.std() - 0.1) < 0.01
+    with pytest.raises(ValueError, match="std"):
+        white_noise((4, 4), std=-1)
+
+
+def test_plots_return_figures_and_write_pngs(tmp_path):
+    path = run(LinearModel(bias=0.5), steps=7,
+               features={"area": lambda image, mask: float(mask.sum()),
+                         "mean": lambda image, mask: float(image.mean())})
+    figure = plot_path(path, n_columns=4, path_png=tmp_path / "path.png")
+    assert isinstance(figure, Figure)
+    titles = [axis.get_title() for axis in figure.axes]
+    assert titles[:4] == ["step 0", "step 2", "step 5", "step 7"]
+    assert (tmp_path / "path.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(FileExistsError):
+        plot_path(path, path_png=tmp_path / "path.png")
+    curves = plot_curves(path, path_png=tmp_path / "curves.png")
+    assert isinstance(curves, Figure)
+    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert [axis.get_title() for axis in curves.axes[:3]] == ["activation", "area", "mean"]
+    with pytest.raises(ValueError, match="names"):
+        plot_curves(path, names=["nope"])
+    no_images = run(LinearModel(), steps=2, record_images=False)
+    assert isinstance(plot_path(no_images), Figure)
+
+
+def test_curves_show_normalised_values_with_a_band():
+    path = run(LinearModel(bias=0.5), steps=4,
+               features={"area": lambda image, mask: float(mask.sum())})
+    scored = DreamPath(**{**path.__dict__, "normalised": {"area": (path.features["area"] - 2) / 4}})
+    figure = plot_curves(scored)
+    axis = figure.axes[1]
+    assert axis.get_title() == "area (z-score)" and axis.patches  # the [-1, 1] band
+    np.testing.assert_allclose(axis.lines[-1].get_ydata(), scored.normalised["area"])
+    raw = plot_curves(scored, normalised=False).axes[1]
+    np.testing.assert_allclose(raw.lines[-1].get_ydata(), path.features["area"])
+    assert not raw.patches
+
+
+# -- bad input ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("options, error, words", [
+    ({"steps": 0}, ValueError, "steps"),
+    ({"steps": 2.5}, ValueError, "steps"),
+    ({"step_size": 0.0}, ValueError, "step_size"),
+    ({"step_size": -0.1}, ValueError, "step_size"),
+    ({"step_size": float("nan")}, ValueError, "step_size"),
+    ({"neuron": (SIZE, 3)}, ValueError, rf"neuron.*{SIZE} x {SIZE}"),
+    ({"neuron": (-1, 3)}, ValueError, "neuron"),
+    ({"neuron": (1.5, 3)}, TypeError, "neuron"),
+    ({"neuron": (1, 2, 3)}, TypeError, "neuron"),
+    ({"region": np.ones((SIZE, SIZE + 1), bool)}, ValueError, "region"),
+    ({"region": np.zeros((SIZE, SIZE), bool)}, ValueError, "region"),
+    ({"neuron": (3, 3), "region": np.ones((SIZE, SIZE), bool)}, ValueError, "neuron and region"),
+    ({"class_index": 2}, ValueError, r"class_index.*\[0, 2\)"),
+    ({"class_index": -1}, ValueError, "class_index"),
+    ({"class_index": 1.0}, TypeError, "class_index"),
+    ({"value_range": (1.0, 0.0)}, ValueError, "value_range"),
+    ({"tolerance": -1.0}, ValueError, "tolerance"),
+    ({"patience": 0}, ValueError, "patience"),
+    ({"reference": {"mean": {}}}, TypeError, "reference"),
+])
+def test_bad_input_is_rejected_naming_the_argument(options, error, words):
+    with pytest.raises(error, match=words):
+        run(LinearModel(), **options)
+
+
+def test_class_index_out_of_range_for_a_multi_class_model():
+    with pytest.raises(ValueError, match=r"class_index.*\[0, 3\).*got 3"):
+        run(ThreeClass(), class_index=3)
