@@ -6,6 +6,8 @@ lies outside it (square or circle, right half).
 triangle, among distractor digits.
 ``defects`` (seed 003, issue 4): textured tiles, defect-free or with thin cracks or blowholes;
 image-level labels and pixel masks.
+``dreams`` (seed 004, issue 5): objects with an optional 135-degree line marking, and an organ
+with round or elongated, real or synthetic lesions; generated in memory.
 """
 
 from .defects import (
@@ -14,6 +16,17 @@ from .defects import (
     defect_split,
     generate_defect_dataset,
     generate_defect_sample,
+)
+from .dreams import (
+    LesionDataset,
+    LesionSample,
+    MarkingDataset,
+    MarkingSample,
+    generate_lesion_sample,
+    generate_marking_sample,
+    healthy_organ,
+    line_kernel,
+    marking_response,
 )
 from .testnet import (
     DEFAULT_SIZE,
@@ -33,6 +46,15 @@ from .triangle import (
 )
 
 __all__ = [
+    "LesionDataset",
+    "LesionSample",
+    "MarkingDataset",
+    "MarkingSample",
+    "generate_lesion_sample",
+    "generate_marking_sample",
+    "healthy_organ",
+    "line_kernel",
+    "marking_response",
     "DEFAULT_SIZE",
     "DefectDataset",
     "DefectSample",
