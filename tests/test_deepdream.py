@@ -191,6 +191,23 @@ def test_default_neuron_is_the_centre_and_value_range_clamps():
     assert free.images.max() > 1.0
 
 
+def test_pixels_pinned_at_a_bound_do_not_shrink_the_step_of_the_others():
+    # the kernel's weights +1 (diagonal) and -1 (top row) meet a start pinned at the top and
+    # the bottom of the range there; the step is then normalised by the largest gradient of
+    # the free pixels (0.5), not by 1
+    neuron = (10, 10)
+    start = np.full((SIZE, SIZE), 0.5, dtype=np.float32)
+    gradient = placed(pattern_kernel(), *neuron)
+    start[gradient == gradient.max()] = 1.0
+    start[gradient == gradient.min()] = 0.0
+    path = run(LinearModel(), start, neuron=neuron, steps=1, step_size=0.1,
+               value_range=(0.0, 1.0))
+    free = np.where((start >= 1.0) | (start <= 0.0), 0.0, gradient)
+    expected = np.clip(start + 0.1 * free / np.abs(free).max(), 0.0, 1.0)
+    np.testing.assert_allclose(path.images[1, 0], expected, atol=1e-6)
+    assert np.abs(path.images[1, 0] - start).max() == pytest.approx(0.1, abs=1e-6)
+
+
 def test_masks_follow_the_models_decision():
     model = LinearModel(bias=0.8)
     path = run(model, white_noise((SIZE, SIZE), seed=4), steps=15, step_size=0.05)

@@ -292,7 +292,10 @@ def analyze(model: nn.Module, image, *, neuron=None, region=None, class_index: i
         are then also given as z-scores, ``reference.normalise(features)``
         (``DreamPath.normalised``).
     value_range : pair (lo, hi), optional
-        Clamp every updated image to this range (e.g. the data's intensity range).
+        Keep the image in this range (e.g. the data's intensity range): projected gradient
+        ascent, where a pixel at a bound whose gradient points out of the range does not
+        count (its gradient is set to 0 before normalising, so pinned pixels do not shrink
+        the step of the others), and every updated image is clamped to the range.
     tolerance : float, optional
         Stop early once the activation rose by less than ``tolerance * max(1, |a|)`` in each
         of ``patience`` consecutive steps (``stop_reason`` "converged"). None: never.
@@ -387,7 +390,7 @@ def analyze(model: nn.Module, image, *, neuron=None, region=None, class_index: i
                         stop_reason = "converged"
                         break
 
-                gradient = _input_gradient(activation, x)
+                gradient = _input_gradient(activation, x, value_range)
                 if gradient is None:
                     stop_reason = "zero gradient"
                     break
@@ -442,14 +445,20 @@ def _check_inside(neuron, region_pixels, shape) -> None:
                          f"{height} x {width} (output shape {tuple(shape)}), got {neuron}")
 
 
-def _input_gradient(activation: torch.Tensor, x: torch.Tensor) -> torch.Tensor | None:
-    """``d activation / d x`` (parameters' ``.grad`` untouched); None when it is zero
+def _input_gradient(activation: torch.Tensor, x: torch.Tensor,
+                    value_range=None) -> torch.Tensor | None:
+    """``d activation / d x`` (parameters' ``.grad`` untouched), zero where ``x`` sits at a
+    bound of ``value_range`` and the gradient points out of it; None when it is zero
     everywhere (or the activation does not depend on ``x``)."""
     if not activation.requires_grad:
         return None
     gradient, = torch.autograd.grad(activation, [x], allow_unused=True)
     if gradient is None:
         return None
+    if value_range is not None:
+        low, high = value_range
+        pinned = ((x.detach() <= low) & (gradient < 0)) | ((x.detach() >= high) & (gradient > 0))
+        gradient = gradient.masked_fill(pinned, 0.0)
     scale = gradient.abs().max()
     if not torch.isfinite(scale):
         raise ValueError("model: the gradient of the activation with respect to the image is not "
