@@ -163,7 +163,17 @@ def test_one_step_of_a_linear_model_is_the_normalised_gradient():
     logit = F.conv2d(torch.from_numpy(start)[None, None], pattern_kernel()[None, None],
                      padding=2)[0, 0] - 3.0
     assert path.activations[0] == pytest.approx(float(logit[neuron]), abs=1e-5)
-    assert path.parameters["gradient_normalisation"] == "max_abs"
+    assert path.parameters["gradient_normalisation"] == "max"
+
+
+def test_mean_normalisation_scales_by_the_mean_absolute_gradient():
+    start = white_noise((SIZE, SIZE), seed=1)
+    neuron = (9, 12)
+    path = run(LinearModel(), start, neuron=neuron, steps=1, step_size=0.001, normalise="mean")
+    gradient = placed(pattern_kernel(), *neuron)
+    expected = start + 0.001 * gradient / np.abs(gradient).mean()
+    np.testing.assert_allclose(path.images[1, 0], expected, atol=1e-5)
+    assert path.parameters["gradient_normalisation"] == "mean"
 
 
 def test_region_uses_the_sum_of_the_pixel_gradients():
@@ -478,6 +488,7 @@ def test_curves_show_normalised_values_with_a_band():
     ({"class_index": -1}, ValueError, "class_index"),
     ({"class_index": 1.0}, TypeError, "class_index"),
     ({"value_range": (1.0, 0.0)}, ValueError, "value_range"),
+    ({"normalise": "l2"}, ValueError, "normalise"),
     ({"tolerance": -1.0}, ValueError, "tolerance"),
     ({"patience": 0}, ValueError, "patience"),
     ({"reference": {"mean": {}}}, TypeError, "reference"),

@@ -21,9 +21,10 @@ value: the pixel with the steepest gradient changes by exactly ``step_size`` at 
 (before clamping to ``value_range``), every other pixel by less, whatever the scale of the
 network's gradients and the size of the image. So one ``step_size`` (in the image's intensity
 units) suits very different models, and the path neither stalls where the gradient is small
-nor explodes where it is large. (Dividing by the *mean* absolute value instead, as classic
-DeepDream does, moves the pixels of a single neuron's receptive field by up to
-``step_size * H * W / field size`` per step, which depends on the image size.)
+nor explodes where it is large. (``normalise="mean"`` divides by the *mean* absolute value instead, as classic
+DeepDream does: the pixels of a single neuron's receptive field then move by up to
+``step_size * H * W / field size`` per step, which depends on the image size, but the many
+smaller entries of a spiky gradient move further.)
 
 Each step costs one forward and one backward pass (to the input only; nothing accumulates in
 the parameters' ``.grad``). The forward pass that gives the gradient also gives the mask, and
@@ -51,7 +52,8 @@ from .core.batches import check_positive
 __all__ = ["DreamPath", "analyze", "plot_curves", "plot_path", "white_noise"]
 
 STOP_REASONS = ("steps", "converged", "zero gradient")
-GRADIENT_NORMALISATION = "max_abs"
+GRADIENT_NORMALISATIONS = ("max", "mean")
+"""How the gradient is scaled before a step: by its largest or its mean absolute value."""
 
 
 # -- the result -------------------------------------------------------------------------------
@@ -242,7 +244,8 @@ def _feature_functions(features, reference) -> dict[str, Callable]:
 
 
 def analyze(model: nn.Module, image, *, neuron=None, region=None, class_index: int | None = None,
-            steps: int = 100, step_size: float = 0.01, features=None, reference=None,
+            steps: int = 100, step_size: float = 0.01, normalise: str = "max",
+            features=None, reference=None,
             value_range=None, tolerance: float | None = None, patience: int = 5,
             record_images: bool = True, progress: bool = True,
             output: str = "logits") -> DreamPath:
@@ -280,6 +283,12 @@ def analyze(model: nn.Module, image, *, neuron=None, region=None, class_index: i
         ``alpha``: the largest change of any pixel in one step. The update is
         ``X <- X + step_size * g / max(|g|)`` with ``g = d a / d X`` (maximum over all pixels
         and channels). If ``g`` is all zero the path stops (``stop_reason`` "zero gradient").
+    normalise : {"max", "mean"}, default "max"
+        Divide ``g`` by its largest absolute value (the steepest pixel moves by
+        ``step_size``) or by its mean absolute value, classic DeepDream (the mean change per
+        pixel is ``step_size``; the pixels of one neuron's receptive field then move by up to
+        ``step_size * H * W / field size``, so choose a smaller ``step_size``). "mean" moves
+        a spiky gradient's many smaller entries further and grows fuller patterns.
     features : None, sequence or dict, optional
         Features ``f(image (H, W), mask (H, W) bool) -> float`` computed on the first channel
         of each ``X_j`` and ``M_j`` (by :func:`~interpret_segmentation.features.compute_features`,
@@ -326,6 +335,8 @@ def analyze(model: nn.Module, image, *, neuron=None, region=None, class_index: i
     batch = as_image_batch(image).to(adapter.device)
     steps = check_positive(steps, "steps")
     step_size = check_positive(step_size, "step_size", float)
+    if normalise not in GRADIENT_NORMALISATIONS:
+        raise ValueError(f"normalise: expected one of {GRADIENT_NORMALISATIONS}, got {normalise!r}")
     patience = check_positive(patience, "patience")
     tolerance = _check_tolerance(tolerance)
     value_range = _check_value_range(value_range)
@@ -394,7 +405,8 @@ def analyze(model: nn.Module, image, *, neuron=None, region=None, class_index: i
                 if gradient is None:
                     stop_reason = "zero gradient"
                     break
-                current = x.detach() + (step_size / gradient.abs().max()) * gradient
+                scale = gradient.abs().max() if normalise == "max" else gradient.abs().mean()
+                current = x.detach() + (step_size / scale) * gradient
                 if value_range is not None:
                     current.clamp_(*value_range)
                 bar.update(1)
@@ -420,7 +432,7 @@ def analyze(model: nn.Module, image, *, neuron=None, region=None, class_index: i
             "class_index": class_index,
             "steps": steps,
             "step_size": step_size,
-            "gradient_normalisation": GRADIENT_NORMALISATION,
+            "gradient_normalisation": normalise,
             "value_range": None if value_range is None else list(value_range),
             "tolerance": tolerance,
             "patience": patience,
