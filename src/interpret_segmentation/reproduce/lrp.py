@@ -37,7 +37,7 @@ RULE_SET_NAMES = ("montavon", "seibold")
 SETTINGS = {
     "quick": dict(n=240, size=96, width=16, classifier_epochs=60, unet_epochs=8, batch_size=8,
                   conv_lr=3e-4, fc_lr=1e-3, dropout=0.0),
-    "full": dict(n=1000, size=224, width=16, classifier_epochs=30, unet_epochs=15,
+    "full": dict(n=1000, size=224, width=16, classifier_epochs=50, unet_epochs=15,
                  batch_size=8, conv_lr=3e-4, fc_lr=1e-3, dropout=0.0),
 }
 """Data-set size, image side, VGG width, epochs, learning rates and the 128N head's dropout of
