@@ -4,8 +4,8 @@ from interpret_segmentation import reproduce
 
 
 def test_lrp_reproduction_writes_every_combination_and_resumes(tmp_path, monkeypatch):
-    tiny = dict(n=40, size=64, width=2, classifier_epochs=1, unet_epochs=1, batch_size=8,
-                conv_lr=1e-3, fc_lr=1e-3, dropout=0.0)
+    tiny = dict(n=40, size=64, width=2, classifier_epochs=1, finetune_epochs=1, unet_epochs=1,
+                batch_size=8, conv_lr=1e-3, trunk_lr=1e-4, fc_lr=1e-3, dropout=0.0)
     monkeypatch.setitem(reproduce.SETTINGS, "quick", tiny)
     lines = []
     metrics = reproduce.run_lrp_reproduction(tmp_path / "r", quick=True, progress=False,
