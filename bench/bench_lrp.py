@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from functools import partial
 
 import torch
 
@@ -55,8 +56,8 @@ def main() -> None:
             model = VGG11(in_channels=1, width=width, head=head, input_size=args.size).eval()
             for rule_set in ("montavon", "seibold"):
                 lrp_s, floor_s = best_times(
-                    [lambda: relevance(model, image, 1, rule_set=rule_set),
-                     lambda: forward_backward(model, image, 1)], args.repeats)
+                    [partial(relevance, model, image, 1, rule_set=rule_set),
+                     partial(forward_backward, model, image, 1)], args.repeats)
                 print(f"width {width:3d} {head:5s} {rule_set:8s}: LRP {lrp_s * 1000:7.1f} ms, "
                       f"forward+backward {floor_s * 1000:7.1f} ms, ratio {lrp_s / floor_s:.2f}")
 

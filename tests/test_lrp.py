@@ -69,6 +69,28 @@ def test_lrp0_is_gradient_times_input_and_conserves_the_logit():
     torch.testing.assert_close(r.sum((1, 2, 3)), _logits(net, x, target), rtol=1e-5, atol=1e-8)
 
 
+@pytest.mark.parametrize("pool", [
+    nn.MaxPool2d(2),
+    nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True),  # overlapping windows
+    nn.MaxPool2d(2, stride=1, dilation=2),
+], ids=["2x2", "overlapping", "dilated"])
+@pytest.mark.parametrize("image", ["random", "flat"])
+def test_max_pooling_passes_relevance_like_the_gradient(pool, image):
+    """LRP-0 without biases is gradient x input, also through max-pooling with ties (a flat
+    image gives windows of equal values): the winner is the input PyTorch's pooling picks."""
+    torch.manual_seed(13)
+    net = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1, bias=False), nn.ReLU(), pool, nn.Flatten())
+    x = torch.rand(2, 2, 9, 9, dtype=torch.float64)
+    if image == "flat":
+        x = torch.full_like(x, 0.5)
+        x[:, :, 4, 4] = 1.0
+    net = nn.Sequential(*net, nn.Linear(net.double()(x).shape[1], 2, bias=False)).double()
+    r = relevance(net, x, 1, rule_set={})
+    x_grad = x.clone().requires_grad_(True)
+    net.eval()(x_grad)[:, 1].sum().backward()
+    torch.testing.assert_close(r, x_grad.grad * x, rtol=1e-5, atol=1e-8)
+
+
 def test_every_layer_conserves_under_lrp0_and_the_layer_dict_starts_at_the_input():
     net = _bias_free_net(1)
     x = torch.randn(2, 2, 8, 8, dtype=torch.float64)
@@ -114,25 +136,32 @@ def test_epsilon_absorbs_relevance():
 
 
 def _conv_matrix(conv: nn.Conv2d, height: int, width: int) -> torch.Tensor:
-    """The convolution (without bias) as a dense matrix (outputs, inputs), built by loops."""
-    (sh, sw), (ph, pw) = conv.stride, conv.padding
-    c_out, c_in, kh, kw = conv.weight.shape
-    h_out, w_out = (height + 2 * ph - kh) // sh + 1, (width + 2 * pw - kw) // sw + 1
+    """The convolution (without bias) as a dense matrix (outputs, inputs), built by loops.
+
+    Zero padding, any stride, dilation and groups.
+    """
+    (sh, sw), (ph, pw), (dh, dw) = conv.stride, conv.padding, conv.dilation
+    c_out, c_group, kh, kw = conv.weight.shape
+    c_in, outs_per_group = c_group * conv.groups, c_out // conv.groups
+    h_out = (height + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    w_out = (width + 2 * pw - dw * (kw - 1) - 1) // sw + 1
     matrix = torch.zeros(c_out, h_out, w_out, c_in, height, width, dtype=conv.weight.dtype)
     for o in range(c_out):
-        for i in range(c_in):
+        for i in range(c_group):
+            channel = o // outs_per_group * c_group + i
             for u in range(kh):
                 for v in range(kw):
                     for y in range(h_out):
                         for x in range(w_out):
-                            row, col = y * sh - ph + u, x * sw - pw + v
+                            row, col = y * sh - ph + u * dh, x * sw - pw + v * dw
                             if 0 <= row < height and 0 <= col < width:
-                                matrix[o, y, x, i, row, col] = conv.weight[o, i, u, v]
+                                matrix[o, y, x, channel, row, col] = conv.weight[o, i, u, v]
     return matrix.reshape(c_out * h_out * w_out, c_in * height * width), h_out * w_out
 
 
-def _naive(rule, a, weight, bias, r):
-    """The rule's formula on a dense layer: a (B, J), weight (K, J), bias (K,), r (B, K)."""
+def _naive(rule, a, weight, bias, r, value_shape=None):
+    """The rule's formula on a dense layer: a (B, J), weight (K, J), bias (K,), r (B, K);
+    ``value_shape`` is the shape of one input, to which tensor bounds of ZBox broadcast."""
     pos, neg = weight.clamp(min=0), weight.clamp(max=0)
 
     def sign(z):  # with sign(0) = 1, in z's dtype
@@ -156,38 +185,150 @@ def _naive(rule, a, weight, bias, r):
         return (rule.alpha * share(c_pos, c_pos.sum(1) + bias.clamp(min=0))
                 - rule.beta * share(c_neg, c_neg.sum(1) + bias.clamp(max=0)))
     if isinstance(rule, ZBox):
-        low = a.min(1, keepdim=True).values if rule.low is None else torch.full_like(a, rule.low)
-        high = a.max(1, keepdim=True).values if rule.high is None else torch.full_like(a, rule.high)
+        def bound(value, extreme):  # (B, J) or (B, 1)
+            if value is None:
+                return extreme(1, keepdim=True).values
+            if isinstance(value, float):
+                return torch.full_like(a, value)
+            return value.expand(len(a), *value_shape).reshape(len(a), -1)
+
+        low, high = bound(rule.low, a.min), bound(rule.high, a.max)
         modified = (torch.einsum("bj,kj->bjk", a, weight) - torch.einsum("bj,kj->bjk", low + 0 * a, pos)
                     - torch.einsum("bj,kj->bjk", high + 0 * a, neg))
         return share(modified, modified.sum(1))
     raise AssertionError(rule)
 
 
-RULES = [Zero(), Epsilon(0.25), Epsilon(0.3, relative=False), Gamma(0.25), AlphaBeta(2.0, 1.0),
-         AlphaBeta(1.0, 0.0), ZBox(), ZBox(-3.0, 3.5)]
+RULES = [Zero(), Epsilon(0.25), Epsilon(0.3, relative=False), Gamma(0.25), Gamma(0.0),
+         AlphaBeta(2.0, 1.0), AlphaBeta(1.0, 0.0), AlphaBeta(1.5, 0.5), ZBox(), ZBox(-3.0, 3.5),
+         ZBox(torch.tensor([[[-3.0]], [[-2.5]]], dtype=torch.float64),
+              torch.tensor([[[2.0, 3.0, 2.5, 3.5, 4.0, 3.0]]], dtype=torch.float64))]
+
+# (in_channels, out_channels, kernel_size, options): stride, padding, dilation and groups,
+# with output sizes that leave rows and columns of the input out at the far border
+CONVS = {
+    "stride": (2, 3, 3, {"padding": 1, "stride": (1, 2)}),
+    "dilated-groups": (4, 6, 3, {"padding": (2, 1), "stride": 2, "dilation": (2, 1), "groups": 2}),
+    "depthwise": (2, 4, (2, 3), {"stride": (2, 3), "groups": 2, "bias": False}),
+}
 
 
-@pytest.mark.parametrize("rule", RULES, ids=repr)
-@pytest.mark.parametrize("kind", ["conv", "linear"])
-def test_rule_matches_a_naive_implementation(rule, kind):
-    torch.manual_seed(4)
-    if kind == "conv":
-        layer = nn.Conv2d(2, 3, 3, padding=1, stride=(1, 2)).double()
-        a = torch.randn(2, 2, 5, 6, dtype=torch.float64)
-        weight, units = _conv_matrix(layer, 5, 6)
-        bias = layer.bias.detach().repeat_interleave(units)
-    else:
-        layer = nn.Linear(7, 4).double()
-        a = torch.randn(2, 7, dtype=torch.float64)
-        weight, bias = layer.weight.detach(), layer.bias.detach()
+def _check_rule(rule, layer, a, weight, bias, inputs="signed"):
+    """``rule.propagate`` on ``layer`` against the naive formula on the dense ``weight``."""
+    if inputs == "non-negative":
+        a = a.abs()
+        a[..., :2] = 0  # some exact zeros, as after a ReLU
     with torch.no_grad():
         out = layer(a)
     r = torch.randn_like(out)
     got = rule.propagate(layer, a, r)
     assert got.shape == a.shape
-    expected = _naive(rule, a.flatten(1), weight.detach(), bias, r.flatten(1))
+    expected = _naive(rule, a.flatten(1), weight.detach(), bias, r.flatten(1), a.shape[1:])
     torch.testing.assert_close(got.flatten(1), expected, rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("inputs", ["signed", "non-negative"])
+@pytest.mark.parametrize("rule", RULES, ids=repr)
+@pytest.mark.parametrize("kind", ["linear", *CONVS])
+def test_rule_matches_a_naive_implementation(rule, kind, inputs):
+    torch.manual_seed(4)
+    if kind == "linear":
+        if isinstance(rule, ZBox) and isinstance(rule.low, torch.Tensor):
+            rule = ZBox(torch.linspace(-3.0, -2.0, 7, dtype=torch.float64), 3.0)
+        layer = nn.Linear(7, 4).double()
+        a = torch.randn(2, 7, dtype=torch.float64)
+        weight, bias = layer.weight.detach(), layer.bias.detach()
+    else:
+        c_in, c_out, kernel, options = CONVS[kind]
+        if isinstance(rule, ZBox) and isinstance(rule.low, torch.Tensor) and c_in != 2:
+            rule = ZBox(torch.linspace(-3.0, -2.0, c_in, dtype=torch.float64).view(-1, 1, 1), 3.0)
+        layer = nn.Conv2d(c_in, c_out, kernel, **options).double()
+        a = torch.randn(2, c_in, 5, 6, dtype=torch.float64)
+        weight, units = _conv_matrix(layer, 5, 6)
+        bias = (layer.bias.detach().repeat_interleave(units) if layer.bias is not None
+                else torch.zeros(len(weight), dtype=torch.float64))
+    _check_rule(rule, layer, a, weight, bias, inputs)
+
+
+@pytest.mark.parametrize("rule", [Zero(), Epsilon(0.25), Gamma(0.0), Gamma(0.25), AlphaBeta()],
+                         ids=repr)
+def test_a_given_output_gives_the_same_relevance(rule):
+    torch.manual_seed(8)
+    layer = nn.Conv2d(3, 4, 3, padding=1).double()
+    a = torch.rand(2, 3, 6, 6, dtype=torch.float64)
+    with torch.no_grad():
+        out = layer(a)
+    r = torch.randn_like(out)
+    torch.testing.assert_close(rule.propagate(layer, a, r, output=out), rule.propagate(layer, a, r),
+                               rtol=1e-12, atol=1e-14)
+    with pytest.raises(ValueError, match="output"):
+        Zero().propagate(layer, a, r, output=out[:, :2])
+
+
+def test_an_unbatched_convolution_input_gives_the_relevance_of_a_batch_of_one():
+    torch.manual_seed(9)
+    layer = nn.Conv2d(2, 3, 3, padding=1).double()
+    a = torch.rand(2, 5, 5, dtype=torch.float64)
+    r = torch.randn(3, 5, 5, dtype=torch.float64)
+    for rule in RULES[:-1]:
+        torch.testing.assert_close(rule.propagate(layer, a, r), rule.propagate(layer, a[None], r[None])[0])
+
+
+class _OwnForward(nn.Conv2d):
+    """A convolution subclass with a forward of its own (same maths)."""
+
+    def forward(self, x):
+        return nn.functional.conv2d(x, self.weight, self.bias, self.stride, self.padding)
+
+
+@pytest.mark.parametrize("rule", [Zero(), Epsilon(0.25), Gamma(0.25), AlphaBeta(), ZBox(-3.0, 3.0)],
+                         ids=repr)
+@pytest.mark.parametrize("padding_mode", ["reflect", "circular", "same", "subclass"])
+def test_convolutions_without_an_explicit_transpose_match_autograd(rule, padding_mode):
+    """Padding modes other than zeros, string padding and subclasses with their own forward
+    take the autograd path: R_j = sum_m t_mj d(s . z'_m)/dt_mj with the rule's modified
+    weights, computed here with F.pad + F.conv2d."""
+    torch.manual_seed(10)
+    if padding_mode == "subclass":
+        layer = _OwnForward(2, 3, 3, padding=1).double()
+        pad, mode = (1, 1, 1, 1), "constant"
+    elif padding_mode == "same":
+        layer = nn.Conv2d(2, 3, (3, 5), padding="same").double()
+        pad, mode = (2, 2, 1, 1), "constant"
+    else:
+        layer = nn.Conv2d(2, 3, 3, padding=1, stride=(1, 2), padding_mode=padding_mode).double()
+        pad, mode = (1, 1, 1, 1), padding_mode
+    a = torch.randn(2, 2, 5, 6, dtype=torch.float64)
+    if not isinstance(rule, (Zero, Epsilon, ZBox)):
+        a = a.abs()
+    with torch.no_grad():
+        out = layer(a)
+    r = torch.randn_like(out)
+    w, b = layer.weight.detach(), layer.bias.detach()
+
+    def conv(t, weight, bias=None):
+        return nn.functional.conv2d(nn.functional.pad(t, pad, mode=mode), weight, bias, layer.stride)
+
+    def share(inputs, weights, bias, epsilon=0.0):  # sum_m t_m * d(s . z')/d t_m, z' = sum_m conv
+        inputs = [t.clone().requires_grad_(True) for t in inputs]
+        z = sum(conv(t, weight) for t, weight in zip(inputs, weights))
+        z = z + bias.view(-1, 1, 1) if bias is not None else z
+        sign = torch.where(z >= 0, 1.0, -1.0).double()
+        grads = torch.autograd.grad(z, inputs, r / (z + sign * (epsilon + 1e-9)))
+        return sum(t.detach() * g for t, g in zip(inputs, grads))
+
+    pos, neg = w.clamp(min=0), w.clamp(max=0)
+    if isinstance(rule, Zero):
+        expected = share([a], [w], b)
+    elif isinstance(rule, Epsilon):
+        expected = share([a], [w], b, 0.25 * out.flatten(1).std(1, correction=0).view(-1, 1, 1, 1))
+    elif isinstance(rule, Gamma):
+        expected = share([a], [w + 0.25 * pos], b + 0.25 * b.clamp(min=0))
+    elif isinstance(rule, AlphaBeta):
+        expected = (2 * share([a], [pos], b.clamp(min=0)) - share([a], [neg], b.clamp(max=0)))
+    else:
+        expected = share([a, torch.full_like(a, -3.0), torch.full_like(a, 3.0)], [w, -pos, -neg], None)
+    torch.testing.assert_close(rule.propagate(layer, a, r), expected, rtol=1e-7, atol=1e-9)
 
 
 def test_zbox_accepts_tensor_bounds_and_rejects_bad_ones():
@@ -299,6 +440,16 @@ def test_the_model_is_unchanged_after_relevance_and_after_an_error():
     _assert_unchanged(net, before)
 
 
+def test_relevance_works_in_inference_mode():
+    net = _bias_free_net(14)
+    x = torch.randn(2, 2, 8, 8, dtype=torch.float64)
+    expected = relevance(net, x, 1, rule_set={nn.Conv2d: Gamma(), nn.Linear: Epsilon()})
+    with torch.inference_mode():
+        got = relevance(net, x.clone(), 1, rule_set={nn.Conv2d: Gamma(), nn.Linear: Epsilon()})
+    torch.testing.assert_close(got, expected)
+    _assert_no_hooks(net)
+
+
 def test_the_result_of_a_batch_is_that_of_each_image_alone():
     torch.manual_seed(6)
     model = VGG11(in_channels=1, width=2, head="128N", input_size=32)
@@ -371,10 +522,137 @@ class _Functional(nn.Module):
         return self.body(torch.sigmoid(x))
 
 
-@pytest.mark.parametrize("model", [_Reordered(), _Functional()], ids=["reordered", "functional"])
-def test_a_forward_that_is_not_the_leaf_sequence_is_refused(model):
-    with pytest.raises(ValueError, match="named_modules"):
+class _Steps(nn.Module):
+    """conv, relu, flatten, linear, applied by ``forward`` (which subclasses change)."""
+
+    def __init__(self, inplace: bool = False):
+        super().__init__()
+        torch.manual_seed(11)
+        self.conv = nn.Conv2d(1, 2, 3, padding=1)
+        self.relu = nn.ReLU(inplace=inplace)
+        self.flatten = nn.Flatten()
+        self.linear = nn.Linear(32, 2)
+
+    def forward(self, x):
+        return self.linear(self.flatten(self.relu(self.conv(x))))
+
+
+class _InPlaceBetween(_Steps):
+    def forward(self, x):
+        x = self.conv(x)
+        x.mul_(2)  # changes the conv output before the next leaf sees it
+        return self.linear(self.flatten(self.relu(x)))
+
+
+class _CalledTwice(_Steps):
+    def forward(self, x):
+        return self.linear(self.flatten(self.relu(self.relu(self.conv(x)))))
+
+
+class _ReshapeBetween(_Steps):
+    """Reshapes between two leaves (the values stay): relevance could not follow."""
+
+    def forward(self, x):
+        return self.linear(self.flatten(self.relu(self.conv(x)).flatten(2)))
+
+
+class _ChangedOutput(_Steps):
+    def forward(self, x):
+        return super().forward(x) + 1
+
+
+class _LeafLeftOut(_Steps):
+    def forward(self, x):
+        return self.linear(self.flatten(self.conv(x)))
+
+
+class _KeywordCall(_Steps):
+    def forward(self, x):
+        return self.linear(self.flatten(self.relu(input=self.conv(x))))
+
+
+class _FailsBetween(_Steps):
+    def forward(self, x):
+        x = self.relu(self.conv(x))
+        raise RuntimeError("between the layers")
+
+
+class _Copies(_Steps):
+    """A copy or a view with the same values between leaves is the same input."""
+
+    def forward(self, x):
+        x = self.relu(self.conv(x.clone())).contiguous()
+        return self.linear(self.flatten(x).view(len(x), -1))
+
+
+class _SkipsIdentities(_Steps):
+    """Registers a Dropout and an Identity that ``forward`` never calls."""
+
+    def __init__(self):
+        super().__init__()
+        self.dropout = nn.Dropout(0.5)
+        self.identity = nn.Identity()
+
+
+def _assert_no_hooks(model):
+    for module in model.modules():
+        assert not (module._forward_hooks or module._forward_pre_hooks)
+
+
+@pytest.mark.parametrize("model, detail", [
+    (_Reordered(), "'body.0' runs before layer 'head'"),
+    (_Functional(), "input of layer 'body.0'"),
+    (_InPlaceBetween(), "input of layer 'relu'"),
+    (_CalledTwice(), "'relu' runs more than once"),
+    (_ReshapeBetween(), "input of layer 'flatten'"),
+    (_ChangedOutput(), "model output"),
+    (_LeafLeftOut(), "'flatten' runs before layer 'relu'"),
+    (_KeywordCall(), "'relu' is called with 0 positional and 1 keyword"),
+], ids=["reordered", "functional", "in-place", "twice", "reshape", "output", "left out", "keyword"])
+def test_a_forward_that_is_not_the_leaf_sequence_is_refused(model, detail):
+    model.train()
+    with pytest.raises(ValueError, match="named_modules") as error:
+        relevance(model, torch.rand(2, 1, 4, 4), 0, rule_set={})
+    assert detail in str(error.value)
+    _assert_no_hooks(model)  # the recording hooks are gone after the error
+    assert all(module.training for module in model.modules())
+
+
+def test_an_error_inside_the_forward_pass_removes_the_hooks():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(8, 2))
+    with pytest.raises(ValueError, match=r"'2' \(Linear\) on an input of shape \(1, 18\)"):
+        relevance(model, torch.rand(1, 1, 5, 5), 0, rule_set={})  # fc sized for 4 x 4 inputs
+    _assert_no_hooks(model)
+    model = _FailsBetween()
+    with pytest.raises(RuntimeError, match="between the layers"):  # not in a layer: as it came
         relevance(model, torch.rand(1, 1, 4, 4), 0, rule_set={})
+    _assert_no_hooks(model)
+
+
+@pytest.mark.parametrize("model", [_Steps(inplace=True), _Copies(), _SkipsIdentities()],
+                         ids=["in-place relu", "copies", "skipped identities"])
+def test_forwards_equivalent_to_the_leaf_sequence_give_its_relevance(model):
+    x = torch.rand(2, 1, 4, 4) - 0.3
+    rules = {nn.Conv2d: Epsilon(0.25), nn.Linear: Zero()}  # both read the recorded z
+    expected = relevance(_Steps(), x, [0, 1], rule_set=rules)
+    x_before = x.clone()
+    torch.testing.assert_close(relevance(model, x, [0, 1], rule_set=rules), expected)
+    assert torch.equal(x, x_before)
+    _assert_no_hooks(model)
+
+
+class _ToOutput(Rule):
+    """A user's rule without the ``output`` argument: LRP-0 through ``Zero``."""
+
+    def propagate(self, layer, inputs, relevance):
+        return Zero().propagate(layer, inputs, relevance)
+
+
+def test_a_rule_without_the_output_argument_is_called_without_it():
+    net = _bias_free_net(12)
+    x = torch.randn(2, 2, 8, 8, dtype=torch.float64)
+    torch.testing.assert_close(relevance(net, x, 1, rule_set={nn.Conv2d: _ToOutput()}),
+                               relevance(net, x, 1, rule_set={}))
 
 
 # ---------------------------------------------------------------- VGG and the rule sets of seed 003

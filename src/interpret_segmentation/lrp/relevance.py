@@ -4,9 +4,27 @@ The network is read as the sequence of its *leaf* modules (modules without child
 ``model.named_modules()`` order, i.e. the order in which they were registered. LRP needs the
 model's forward pass to apply exactly these leaves, each once, in that order, as a classifier
 built from ``nn.Sequential`` blocks does (e.g. :class:`interpret_segmentation.models.vgg.VGG11`,
-whose forward is ``classifier(features(x))``). :func:`relevance` checks this by comparing the
-model's own output with the output of the leaves applied one after the other, and refuses a
-model for which they differ.
+whose forward is ``classifier(features(x))``). :func:`relevance` runs the model's own forward
+pass once, with forward hooks on the leaves (removed afterwards, also after an error). They
+record what the backward pass reads: the inputs of the ``Conv2d``, ``Linear`` and pooling
+layers, every leaf's input shape and, for a rule that reuses it (LRP-0, LRP-epsilon), the
+layer's output, i.e. its pre-activation ``z`` (copied first if an in-place layer such as
+``ReLU(inplace=True)`` is about to overwrite it); everything else is freed as in a plain
+forward pass. On the CPU they also let each ``MaxPool2d`` pool a channels-last copy of its
+input, which is several times faster than PyTorch's pooling of (B, C, H, W) tensors and gives
+the same values; its output goes on in the usual layout. On the way they check that
+
+- the leaves run in ``named_modules()`` order, each exactly once, each called with one tensor;
+  only an ``Identity``, ``Dropout`` or empty ``Sequential`` (identities in eval mode) may be
+  left out;
+- the input of every leaf is the output of the leaf before it (the model input for the first),
+  with the same shape: the same tensor, not changed in place in between, or one with the same
+  values (e.g. a copy). A reshape between leaves is refused: a flatten must be an
+  ``nn.Flatten`` leaf, so that relevance can be reshaped back;
+- the model's output is the output of the last leaf, in the same sense.
+
+A model for which one of these fails is refused with a ValueError naming the layer; so is a
+forward pass that fails inside a leaf (e.g. an input of the wrong size).
 
 Supported leaves and how relevance passes through them (Bach et al., 2015; Montavon et al.,
 2019; seed 003, section 3.3):
@@ -28,12 +46,17 @@ any other ``BatchNorm2d`` is refused like every other leaf type.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import inspect
+import weakref
 from collections.abc import Mapping, Sequence
 from numbers import Integral
 
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from ..core.folding import folded_batchnorm
 from ..core.model import evaluation_mode
@@ -47,6 +70,14 @@ _PASS_THROUGH = (nn.ReLU, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, 
 _AVERAGES = (nn.AvgPool2d, nn.AdaptiveAvgPool2d)
 SUPPORTED_LAYERS = (*_WEIGHTED, nn.MaxPool2d, *_AVERAGES, nn.Flatten, *_PASS_THROUGH)
 """Leaf module types LRP can pass relevance through (``Sequential`` only when empty)."""
+
+# identities in eval mode: a forward pass may leave them out
+_SKIPPABLE = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.Identity, nn.Sequential)
+# leaves whose recorded input the backward pass reads
+_READS_INPUT = (*_WEIGHTED, nn.MaxPool2d, *_AVERAGES)
+_NOT_THE_LEAVES = ("model: its forward pass differs from applying its leaf modules one after the "
+                   "other in named_modules() order; LRP needs a model whose forward applies "
+                   "exactly these layers, each once, in that order (as nn.Sequential blocks do)")
 
 _DEFAULT_RULE = Zero()
 
@@ -104,9 +135,13 @@ def _resolve(leaves: list[tuple[str, nn.Module]], rule_set) -> dict[str, Rule]:
             raise TypeError(f"rule_set: keys are layer names (str) or nn.Module types, got {key!r}")
 
     weighted = {name: module for name, module in leaves if isinstance(module, _WEIGHTED)}
+    by_key: dict[str, list[tuple[str, nn.Module]]] = {}  # full name and last component
+    for name, module in leaves:
+        last = name.rsplit(".", 1)[-1]
+        for key in (name,) if last == name else (name, last):
+            by_key.setdefault(key, []).append((name, module))
     for key in by_name:
-        matches = [(name, module) for name, module in leaves
-                   if name == key or name.rsplit(".", 1)[-1] == key]
+        matches = by_key.get(key, [])
         if not matches:
             raise ValueError(f"rule_set: key {key!r} names no layer of the model "
                              f"(layers with rules: {list(weighted)})")
@@ -185,49 +220,206 @@ def _check_input(x) -> None:
         raise ValueError("x: contains NaN or inf values")
 
 
-def _forward(leaves, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """Apply the leaves one after the other; returns each leaf's input and the output."""
-    inputs = []
-    with torch.no_grad():
-        for name, module in leaves:
-            inputs.append(x)
+def _same_values(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether ``a`` holds ``b``'s values, up to float rounding."""
+    if a.shape != b.shape or a.dtype != b.dtype or a.device != b.device:
+        return False
+    if a.numel() == 0:
+        return True
+    return torch.allclose(a, b, rtol=1e-4, atol=1e-5 * max(1.0, float(b.abs().max())))
+
+
+class _Recording:
+    """Forward hooks that record each leaf's input shape, the inputs the backward pass reads
+    and the outputs ``keep`` asks for, and check that the model's forward applies the leaves in
+    order (see the module docstring). Nothing else is kept, so memory is freed as in a plain
+    forward pass."""
+
+    def __init__(self, leaves: list[tuple[str, nn.Module]], x: torch.Tensor, keep: list[bool]):
+        self.leaves = leaves
+        self.keep = keep  # whose output to keep
+        self.reads = [isinstance(module, _READS_INPUT) for _, module in leaves]
+        self.inputs: list[torch.Tensor | None] = [None] * len(leaves)
+        self.input_versions = [0] * len(leaves)
+        self.shapes: list[torch.Size | None] = [None] * len(leaves)
+        self.outputs: list[torch.Tensor | None] = [None] * len(leaves)
+        self.output_versions = [0] * len(leaves)
+        self.position = 0  # the leaf expected next
+        self.last, self.last_version, self.last_name = x, x._version, "the model input"
+        self.weighted = -1  # the last kept output, which an in-place leaf may overwrite
+        self.running: int | None = None  # the leaf whose forward runs
+        self.converted: int | None = None  # the max-pooling that got a channels-last copy
+
+    def _refuse(self, detail: str) -> ValueError:
+        return ValueError(f"{_NOT_THE_LEAVES}; {detail}")
+
+    def _is_last(self, tensor) -> bool:
+        """Whether ``tensor`` is (or has the values of) the output of the last leaf."""
+        if tensor is self.last:
+            return tensor._version == self.last_version  # else changed in place in between
+        return isinstance(tensor, torch.Tensor) and _same_values(tensor, self.last)
+
+    def before(self, index: int, module: nn.Module, args: tuple, kwargs: dict):
+        name = self.leaves[index][0]
+        if len(args) != 1 or kwargs or not isinstance(args[0], torch.Tensor):
+            raise self._refuse(f"layer {name!r} is called with {len(args)} positional and "
+                               f"{len(kwargs)} keyword arguments, expected one tensor")
+        if index < self.position:
+            raise self._refuse(f"layer {name!r} runs more than once, or after layer "
+                               f"{self.leaves[self.position - 1][0]!r}")
+        for skipped in range(self.position, index):
+            skipped_name, skipped_module = self.leaves[skipped]
+            if not isinstance(skipped_module, _SKIPPABLE):
+                raise self._refuse(f"layer {name!r} runs before layer {skipped_name!r}")
+            self.shapes[skipped] = self.last.shape
+        a = args[0]
+        if not self._is_last(a):
+            raise self._refuse(f"the input of layer {name!r} is not the output of "
+                               f"{self.last_name}")
+        if getattr(module, "inplace", False) and self.weighted >= 0:
+            z = self.outputs[self.weighted]
+            if z.untyped_storage().data_ptr() == a.untyped_storage().data_ptr():
+                # the layer is about to overwrite the pre-activation the rule reads
+                z = self.outputs[self.weighted] = z.clone()
+                self.output_versions[self.weighted] = z._version
+        self.shapes[index] = a.shape
+        replaced = None
+        if isinstance(module, nn.MaxPool2d) and _channels_last_pays(a):
+            # same values, several times faster on the CPU; the output goes back to (B, C, H, W)
+            # in after(), and the backward pass pools the stored copy again without converting
+            a = replaced = a.contiguous(memory_format=torch.channels_last)
+            self.converted = index
+        if self.reads[index]:
+            self.inputs[index], self.input_versions[index] = a, a._version
+        self.running = index
+        return None if replaced is None else ((replaced,), kwargs)
+
+    def after(self, index: int, module: nn.Module, args: tuple, output):
+        name = self.leaves[index][0]
+        if not isinstance(output, torch.Tensor):
+            raise self._refuse(f"layer {name!r} returns a {type(output).__name__}, "
+                               f"expected a tensor")
+        replaced = None
+        if self.converted == index:
+            output = replaced = output.contiguous()  # back from channels-last (see before())
+            self.converted = None
+        if self.keep[index]:
+            self.outputs[index], self.output_versions[index] = output, output._version
+            self.weighted = index
+        self.last, self.last_version, self.last_name = output, output._version, f"layer {name!r}"
+        self.position = index + 1
+        self.running = None
+        return replaced
+
+    def finish(self, out) -> None:
+        """Check the end of the forward pass; forget any output changed in place since."""
+        for skipped in range(self.position, len(self.leaves)):
+            skipped_name, skipped_module = self.leaves[skipped]
+            if not isinstance(skipped_module, _SKIPPABLE):
+                raise self._refuse(f"layer {skipped_name!r} does not run")
+            self.shapes[skipped] = self.last.shape
+        if not isinstance(out, torch.Tensor):
+            raise self._refuse(f"the model returns a {type(out).__name__}, expected a tensor")
+        if not self._is_last(out):
+            raise self._refuse(f"the model output is not the output of {self.last_name}")
+        for index, (name, _) in enumerate(self.leaves):
+            a = self.inputs[index]
+            if a is not None and a._version != self.input_versions[index]:
+                raise self._refuse(f"the input of layer {name!r} is changed in place after "
+                                   f"the layer ran")
+            z = self.outputs[index]
+            if z is not None and z._version != self.output_versions[index]:
+                self.outputs[index] = None  # overwritten: the rule computes z again
+
+
+def _record(model: nn.Module, leaves: list[tuple[str, nn.Module]], x: torch.Tensor,
+            keep: list[bool]):
+    """Run the model's forward pass once with recording hooks; returns the inputs of the
+    leaves whose backward pass reads them (None elsewhere), every leaf's input shape, the
+    outputs where ``keep`` says so (None elsewhere, or where overwritten since) and the model
+    output."""
+    recording = _Recording(leaves, x, keep)
+    handles = []
+    try:
+        for index, (_, module) in enumerate(leaves):
+            handles.append(module.register_forward_pre_hook(
+                functools.partial(recording.before, index), with_kwargs=True))
+            handles.append(module.register_forward_hook(functools.partial(recording.after, index)))
+        with torch.no_grad():
             try:
-                # an in-place ReLU may overwrite its own stored input; that one is never read
-                x = module(x)
+                out = model(x)
             except RuntimeError as error:
+                if recording.running is None:
+                    raise
+                name, module = leaves[recording.running]
+                shape = tuple(recording.shapes[recording.running])
                 raise ValueError(
-                    f"model: applying the leaf modules in named_modules() order fails at layer "
-                    f"{name!r} ({type(module).__name__}) on an input of shape {tuple(x.shape)}: "
-                    f"{error}. LRP needs a forward pass that applies the leaf modules in that order"
+                    f"model: its forward pass fails at layer {name!r} ({type(module).__name__}) "
+                    f"on an input of shape {shape}: {error}"
                 ) from error
-    return inputs, x
+    finally:
+        for handle in handles:
+            handle.remove()
+    recording.finish(out)
+    return recording.inputs, recording.shapes, recording.outputs, out
 
 
-def _check_same_output(model: nn.Module, x: torch.Tensor, out: torch.Tensor) -> None:
-    with torch.no_grad():
-        expected = model(x)
-    same = (isinstance(expected, torch.Tensor) and expected.shape == out.shape
-            and torch.allclose(expected, out, rtol=1e-4,
-                               atol=1e-5 * max(1.0, float(expected.abs().max()))))
-    if not same:
-        raise ValueError(
-            "model: its forward pass differs from applying its leaf modules one after the other "
-            "in named_modules() order; LRP needs a model whose forward applies exactly these "
-            "layers, each once, in that order (as nn.Sequential blocks do)"
-        )
+_TAKES_OUTPUT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _pass_back(module: nn.Module, inputs: torch.Tensor, relevance: torch.Tensor,
-               rule: Rule | None) -> torch.Tensor:
+def _takes_output(rule: Rule) -> bool:
+    """Whether ``rule.propagate`` accepts the keyword ``output`` (a user's rule may not) and
+    uses it."""
+    if not rule._reads_output():
+        return False
+    function = type(rule).propagate
+    try:
+        return _TAKES_OUTPUT[function]
+    except (KeyError, TypeError):
+        pass
+    try:
+        parameters = inspect.signature(function).parameters.values()
+        takes = any(p.name == "output" or p.kind is p.VAR_KEYWORD for p in parameters)
+    except (TypeError, ValueError):
+        takes = False
+    try:
+        _TAKES_OUTPUT[function] = takes
+    except TypeError:
+        pass
+    return takes
+
+
+def _channels_last_pays(a: torch.Tensor) -> bool:
+    """Whether to max-pool a channels-last copy of ``a``: on the CPU, PyTorch's max-pooling of
+    (B, C, H, W) is several times slower than converting and pooling channels-last, which gives
+    the same values and the same indices (ties included)."""
+    return (a.device.type == "cpu" and a.ndim == 4 and a.shape[1] > 1
+            and not a.is_contiguous(memory_format=torch.channels_last))
+
+
+def _max_pool_back(module: nn.MaxPool2d, inputs: torch.Tensor,
+                   relevance: torch.Tensor) -> torch.Tensor:
+    """Winner-take-all: each output's relevance to the input PyTorch's max-pooling picks."""
+    pooled = inputs.contiguous(memory_format=torch.channels_last) if _channels_last_pays(
+        inputs) else inputs  # usually converted already by the recording hooks
+    _, indices = F.max_pool2d(pooled, module.kernel_size, module.stride, module.padding,
+                              module.dilation, ceil_mode=module.ceil_mode, return_indices=True)
+    result = torch.zeros(inputs.shape, dtype=relevance.dtype, device=relevance.device)
+    result.flatten(-2).scatter_add_(-1, indices.flatten(-2), relevance.flatten(-2))
+    return result
+
+
+def _pass_back(module: nn.Module, inputs: torch.Tensor | None, shape: torch.Size,
+               relevance: torch.Tensor, rule: Rule | None,
+               output: torch.Tensor | None) -> torch.Tensor:
     if isinstance(module, _WEIGHTED):
+        if output is not None:  # kept only for a rule that takes it
+            return rule.propagate(module, inputs, relevance, output=output)
         return rule.propagate(module, inputs, relevance)
     if isinstance(module, nn.Flatten):
-        return relevance.reshape(inputs.shape)
+        return relevance.reshape(shape)
     if isinstance(module, nn.MaxPool2d):
-        a = inputs.detach().requires_grad_(True)
-        with torch.enable_grad():
-            (result,) = torch.autograd.grad(module(a), a, relevance)
-        return result
+        return _max_pool_back(module, inputs, relevance)
     if isinstance(module, _AVERAGES):
         return _redistribute(module, inputs, relevance)
     return relevance  # ReLU, Dropout, Identity, empty Sequential
@@ -241,14 +433,17 @@ def relevance(model: nn.Module, x: torch.Tensor, target, rule_set: str | Mapping
     logits start at 0) is propagated from the output back to the input, layer by layer, with
     the rule each ``Conv2d``/``Linear`` layer gets from ``rule_set`` (Bach et al., 2015;
     Montavon et al., 2019; seed 003, section 3.3). The model runs in eval mode, with
-    ``BatchNorm2d`` folded into the convolution before it; afterwards its parameters, layers
-    and train/eval modes are as before, also after an error, and no hook is ever registered.
+    ``BatchNorm2d`` folded into the convolution before it. Its forward pass runs once, with
+    forward hooks on the leaf modules that record the activations and check that the forward
+    applies the leaves in order (module docstring); afterwards its parameters, layers, hooks
+    and train/eval modes are as before, also after an error.
 
     Parameters
     ----------
     model : nn.Module
         A classifier returning logits (B, K), made of the leaf modules listed in the module
-        docstring and applying them in ``named_modules()`` order (checked).
+        docstring and applying them in ``named_modules()`` order (checked while its forward
+        pass runs; see the module docstring).
     x : torch.Tensor
         Images (B, C, H, W), floating point; moved to the device and dtype of the model's
         parameters.
@@ -280,7 +475,7 @@ def relevance(model: nn.Module, x: torch.Tensor, target, rule_set: str | Mapping
         For a bad ``x`` (shape, dtype, non-finite), a ``target`` of the wrong form or out of
         range, an unknown rule-set name or a key naming no layer, an unsupported layer (the
         message names it and its type), a forward pass that does not apply the leaves in
-        order, or a model output that is not (B, K).
+        order or fails inside one of them, or a model output that is not (B, K).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
@@ -292,15 +487,21 @@ def relevance(model: nn.Module, x: torch.Tensor, target, rule_set: str | Mapping
     x = x.detach()
     if parameter is not None:
         x = x.to(device=parameter.device, dtype=parameter.dtype)
+    if x.is_inference():  # the recording reads version counters, which inference tensors lack
+        with torch.inference_mode(False):
+            x = x.clone()
 
-    with evaluation_mode(model), folded_batchnorm(model):
+    # evaluation_mode restores every module's mode; nothing to restore when all are in eval mode
+    modes = (evaluation_mode(model) if any(module.training for module in model.modules())
+             else contextlib.nullcontext())
+    with torch.inference_mode(False), modes, folded_batchnorm(model):
         leaves = _leaves(model)
         rules = _resolve(leaves, rule_set)
-        inputs, out = _forward(leaves, x)
+        keep = [name in rules and _takes_output(rules[name]) for name, _ in leaves]
+        inputs, shapes, outputs, out = _record(model, leaves, x, keep)
         if out.ndim != 2 or out.shape[0] != x.shape[0]:
             raise ValueError(f"model output: expected logits (B, K) = ({x.shape[0]}, K), "
                              f"got shape {tuple(out.shape)}")
-        _check_same_output(model, x, out)
         classes = out.shape[1]
         index = torch.full((x.shape[0],), wanted) if isinstance(wanted, int) else wanted
         if (index < 0).any() or (index >= classes).any():
@@ -312,8 +513,11 @@ def relevance(model: nn.Module, x: torch.Tensor, target, rule_set: str | Mapping
         current[rows, index] = out[rows, index]
 
         layers = {}
-        for (name, module), a in zip(reversed(leaves), reversed(inputs)):
-            current = _pass_back(module, a, current, rules.get(name))
+        for position in reversed(range(len(leaves))):
+            name, module = leaves[position]
+            current = _pass_back(module, inputs[position], shapes[position], current,
+                                 rules.get(name), outputs[position])
+            inputs[position] = outputs[position] = None  # free what is no longer needed
             if return_layers:
                 layers[name] = current
     if return_layers:

@@ -15,13 +15,22 @@ The sums over ``j`` include the bias as an extra input of value 1 (for LRP-gamma
 modified like a weight: ``b + gamma b^+``; for LRP-alpha-beta ``z_k^+ = sum_j (a_j w_jk)^+ +
 b_k^+`` and ``z_k^- = sum_j (a_j w_jk)^- + b_k^-``), so a bias absorbs its share of relevance;
 LRP-z^B, meant for the first layer, leaves the bias out, as in Montavon's formula. Every
-denominator is stabilised by ``sign(z) * 1e-9`` (``sign(0) = 1``) on top of the rule's own
+denominator is stabilised by ``sign(z) * 1e-9`` (``sign(+0) = 1``) on top of the rule's own
 epsilon, so no denominator is ever 0.
 
-Each rule is computed exactly with the "modified forward pass + gradient" scheme: the layer
-is run with the modified weights on the (sign-split) inputs, giving the denominators ``z'``;
-the gradient of ``z'`` against ``s = R / z'`` is ``sum_k w'_jk s_k``, and multiplying by the
-inputs gives the relevance. No parameter of the layer is changed and no hook is registered.
+Every rule has the form ``R_j = sum_m t_mj sum_k w^(m)_jk s^(m)_k`` for a few (input ``t^(m)``,
+weight ``w^(m)``) pairs, with ``s^(m) = c_m R / z'``, and is computed exactly that way: the
+layer's linear map with the modified weights gives the denominators ``z'`` (LRP-0 and
+LRP-epsilon reuse the pre-activation ``z`` of the forward pass when :func:`relevance
+<interpret_segmentation.lrp.relevance>` hands it over, so they run no convolution forward),
+and the transposed map (``F.conv_transpose2d`` for a ``Conv2d`` with zero padding, any
+stride, dilation and groups; ``s @ W`` for a ``Linear``) gives ``sum_k w_jk s_k``. Several
+weight sets of one rule are stacked into one convolution: ``[w^+; w^-]`` along the output
+channels for LRP-alpha-beta (the transposed weights ``[alpha w^+; -beta w^-]`` carry the
+factors), ``[w, -w^+, -w^-]`` along the input channels for LRP-z^B (group by group for grouped
+convolutions). A convolution the explicit transpose does not cover (a ``padding_mode`` other
+than ``"zeros"``, string padding such as ``"same"``, a subclass with its own ``forward``) is
+transposed with autograd. No parameter of the layer is changed and no hook is registered.
 
 Seed 003 (Seibold et al., VISAPP 2022, section 3.3.1 and Table 1) compares two rule sets for
 VGG-A, available as :data:`RULE_SETS`.
@@ -29,6 +38,7 @@ VGG-A, available as :data:`RULE_SETS`.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping
 from numbers import Real
@@ -37,6 +47,7 @@ from types import MappingProxyType
 import torch
 from torch import nn
 from torch.func import functional_call
+from torch.nn import functional as F
 
 __all__ = ["RULE_SETS", "AlphaBeta", "Epsilon", "Gamma", "Rule", "ZBox", "Zero"]
 
@@ -44,8 +55,39 @@ STABILIZER = 1e-9
 
 
 def _signed(z: torch.Tensor, epsilon: torch.Tensor | float = 0.0) -> torch.Tensor:
-    """``z + (epsilon + 1e-9) * sign(z)`` with ``sign(0) = 1``: a denominator that is never 0."""
-    return z + torch.where(z >= 0, 1.0, -1.0).to(z.dtype) * (epsilon + STABILIZER)
+    """``z + (epsilon + 1e-9) * sign(z)`` with ``sign(+0) = 1``: a denominator that is never 0.
+
+    The sign is ``z``'s sign bit (``copysign``), so a negative zero counts as negative: a sum
+    is ``-0.0`` only when all its terms are zeros, i.e. when the unit has no contribution to
+    pass relevance to, so the choice changes no result.
+    """
+    return torch.copysign(_shift(epsilon, z), z).add_(z)
+
+
+def _shift(epsilon: torch.Tensor | float, z: torch.Tensor) -> torch.Tensor:
+    shift = epsilon + STABILIZER
+    return shift if isinstance(shift, torch.Tensor) else _scalar(shift, z.dtype, z.device)
+
+
+@functools.lru_cache(maxsize=64)
+def _scalar(value: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A 0-d tensor holding ``value`` (cached: rules use the same few numbers on every call)."""
+    return torch.tensor(value, dtype=dtype, device=device)
+
+
+def _ratio(relevance: torch.Tensor, z: torch.Tensor, epsilon: torch.Tensor | float = 0.0,
+           owned: bool = False) -> torch.Tensor:
+    """``s = R / (z + (epsilon + 1e-9) sign(z))``, the shape of ``z`` (``R`` broadcast to it).
+
+    With ``owned=True`` (``z`` is a temporary of the caller) the result is written into ``z``.
+    """
+    if owned and torch.result_type(relevance, z) == z.dtype:
+        z.add_(torch.copysign(_shift(epsilon, z), z))
+        return torch.div(relevance, z, out=z)
+    denominator = _signed(z, epsilon)
+    if torch.result_type(relevance, denominator) != denominator.dtype:
+        return relevance / denominator
+    return torch.div(relevance, denominator, out=denominator)
 
 
 def _redistribute(forward: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor,
@@ -54,6 +96,7 @@ def _redistribute(forward: Callable[[torch.Tensor], torch.Tensor], inputs: torch
 
     ``forward`` maps the inputs ``a`` to ``z`` (linear in ``a`` up to a constant, e.g. a
     convolution, a linear layer or average pooling); the result has the shape of ``inputs``.
+    The transpose comes from autograd, so any such map works.
     """
     a = inputs.detach().requires_grad_(True)
     with torch.enable_grad():
@@ -69,42 +112,169 @@ def _check_number(value, name: str, minimum: float = 0.0) -> float:
     return float(value)
 
 
-def _check_layer(layer: nn.Module, rule: Rule) -> None:
-    if not isinstance(layer, (nn.Conv2d, nn.Linear)):
-        raise ValueError(f"{type(rule).__name__} applies to Conv2d and Linear layers, "
-                         f"got {type(layer).__name__}")
+class _Linear:
+    """The linear map ``a -> a W^T (+ b)`` of an ``nn.Linear`` (features last), its transpose,
+    and the stacking of several weight sets (inputs) along the output (input) features."""
+
+    part_axis = -2
+
+    def __init__(self, layer: nn.Linear):
+        self.weight = layer.weight.detach()
+        self.bias = layer.bias.detach() if layer.bias is not None else None
+
+    def forward(self, a, weight, bias=None):
+        return F.linear(a, weight, bias)
+
+    def transpose(self, s, weight, shape):
+        """``sum_k w_kj s_k``: (..., K) -> (..., J)."""
+        return s @ weight
+
+    def stack_out(self, tensors):
+        """Weights (K, J) or biases (K,) of ``n`` parts -> (nK, J) / (nK,)."""
+        return torch.cat(tensors, 0)
+
+    def out_parts(self, z, n):
+        """(..., nK) -> (..., n, K)."""
+        return z.unflatten(-1, (n, -1))
+
+    def like_part(self, relevance):
+        """(..., K) -> (..., 1, K), broadcasting against :meth:`out_parts`."""
+        return relevance.unsqueeze(-2)
+
+    def merge_out(self, s):
+        return s.flatten(-2)
+
+    def stack_in(self, tensors):
+        """Inputs (..., J) of ``n`` parts -> (..., nJ)."""
+        return torch.cat(tensors, -1)
+
+    def stack_in_weights(self, weights):
+        """Weights (K, J) of ``n`` parts -> (K, nJ), matching :meth:`stack_in`."""
+        return torch.cat(weights, 1)
+
+    def sum_parts(self, inputs, grad, n):
+        """``sum_m t_m * g_m`` of stacked inputs and gradients (..., nJ) -> (..., J)."""
+        return (inputs.unflatten(-1, (n, -1)) * grad.unflatten(-1, (n, -1))).sum(-2)
 
 
-def _apply(layer: nn.Module, x: torch.Tensor, weight: torch.Tensor,
-           bias: torch.Tensor | None) -> torch.Tensor:
-    """``layer``'s forward pass on ``x`` with ``weight`` and ``bias`` in place of its own.
+class _Conv:
+    """The linear map of an ``nn.Conv2d`` (channels at dim 1), its transpose, and the stacking
+    of several weight sets (inputs) along the output (input) channels, group by group."""
 
-    ``bias=None`` means no bias (zero), whether or not the layer has one.
-    """
+    part_axis = 2
+
+    def __init__(self, layer: nn.Conv2d):
+        self.layer = layer
+        self.groups = layer.groups
+        self.weight = layer.weight.detach()
+        self.bias = layer.bias.detach() if layer.bias is not None else None
+        self.plain = type(layer).forward is nn.Conv2d.forward
+        self.explicit = (self.plain and layer.padding_mode == "zeros"
+                         and not isinstance(layer.padding, str))
+
+    def forward(self, a, weight, bias=None):
+        """The layer's forward pass on ``a`` with ``weight`` and ``bias`` (None: no bias)."""
+        if self.plain:
+            return self.layer._conv_forward(a, weight, bias)
+        # a subclass with its own forward: run it with the given parameters
+        layer = self.layer
+        params = {"weight": weight}
+        if layer.bias is not None:
+            params["bias"] = weight.new_zeros(weight.shape[0]) if bias is None else bias
+        elif bias is not None:
+            return functional_call(layer, params, (a,)) + bias.view(-1, *([1] * (a.ndim - 2)))
+        return functional_call(layer, params, (a,))
+
+    def transpose(self, s, weight, shape):
+        """``sum_k w_jk s_k``: the transposed convolution of ``s`` (B, K, H', W') -> ``shape``."""
+        layer = self.layer
+        if self.explicit and s.ndim == 4:
+            # the rows and columns the forward convolution drops at the far border come back as
+            # output_padding (always < stride)
+            extra = [size - ((out - 1) * stride - 2 * pad + dil * (kernel - 1) + 1)
+                     for size, out, stride, pad, dil, kernel in zip(
+                         shape[-2:], s.shape[-2:], layer.stride, layer.padding, layer.dilation,
+                         weight.shape[-2:])]
+            return F.conv_transpose2d(s, weight, None, layer.stride, layer.padding, extra,
+                                      layer.groups, layer.dilation)
+        a = torch.zeros(shape, dtype=s.dtype, device=s.device, requires_grad=True)
+        with torch.enable_grad():
+            (grad,) = torch.autograd.grad(self.forward(a, weight), a, s)
+        return grad
+
+    def stack_out(self, tensors):
+        """Weights (K, C/g, kh, kw) or biases (K,) of ``n`` parts -> (nK, ...), ordered (g, n, K/g)."""
+        return torch.stack([t.unflatten(0, (self.groups, -1)) for t in tensors], 1).flatten(0, 2)
+
+    def out_parts(self, z, n):
+        """(B, nK, H, W) -> (B, g, n, K/g, H, W)."""
+        return z.unflatten(1, (self.groups, n, -1))
+
+    def like_part(self, relevance):
+        """(B, K, H, W) -> (B, g, 1, K/g, H, W), broadcasting against :meth:`out_parts`."""
+        return relevance.unflatten(1, (self.groups, 1, -1))
+
+    def merge_out(self, s):
+        return s.flatten(1, 3)
+
+    def stack_in(self, tensors):
+        """Inputs (B, C, H, W) of ``n`` parts -> (B, nC, H, W), ordered (g, n, C/g)."""
+        return torch.stack([t.unflatten(1, (self.groups, -1)) for t in tensors], 2).flatten(1, 3)
+
+    def stack_in_weights(self, weights):
+        """Weights (K, C/g, kh, kw) of ``n`` parts -> (K, nC/g, kh, kw), matching :meth:`stack_in`."""
+        return torch.cat(weights, 1)
+
+    def sum_parts(self, inputs, grad, n):
+        """``sum_m t_m * g_m`` of stacked inputs and gradients (B, nC, H, W) -> (B, C, H, W)."""
+        shape = (self.groups, n, -1)
+        return (inputs.unflatten(1, shape) * grad.unflatten(1, shape)).sum(2).flatten(1, 2)
+
+
+def _layer_map(layer: nn.Module, rule: Rule) -> _Linear | _Conv:
     if isinstance(layer, nn.Linear):
-        return nn.functional.linear(x, weight, bias)
-    params = {"weight": weight}
-    if layer.bias is not None:
-        params["bias"] = torch.zeros_like(layer.bias) if bias is None else bias
-    elif bias is not None:
-        return functional_call(layer, params, (x,)) + bias.view(-1, *([1] * (x.ndim - 2)))
-    return functional_call(layer, params, (x,))
+        return _Linear(layer)
+    if isinstance(layer, nn.Conv2d):
+        return _Conv(layer)
+    raise ValueError(f"{type(rule).__name__} applies to Conv2d and Linear layers, "
+                     f"got {type(layer).__name__}")
 
 
-def _parameters(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
-    bias = layer.bias.detach() if layer.bias is not None else None
-    return layer.weight.detach(), bias
+def _pre_activation(layer_map, inputs, output, relevance):
+    """The stored pre-activation ``output`` (checked against ``relevance``) or a fresh one."""
+    if output is None:
+        return layer_map.forward(inputs, layer_map.weight, layer_map.bias)
+    if output.shape != relevance.shape:
+        raise ValueError(f"output: expected the layer's pre-activation, shaped like the "
+                         f"relevance {tuple(relevance.shape)}, got shape {tuple(output.shape)}")
+    return output.detach()
+
+
+def _batched(propagate):
+    """Run ``propagate`` under ``no_grad`` and on a batch of one for an unbatched convolution."""
+
+    @functools.wraps(propagate)
+    def wrapper(self, layer, inputs, relevance, output=None):
+        with torch.no_grad():
+            if isinstance(layer, nn.Conv2d) and inputs.ndim == 3:
+                result = propagate(self, layer, inputs[None], relevance[None],
+                                   None if output is None else output[None])
+                return result[0]
+            return propagate(self, layer, inputs, relevance, output)
+
+    return wrapper
 
 
 class Rule:
     """Base class of the LRP rules for ``Conv2d`` and ``Linear`` layers.
 
     A rule holds only its parameters; :meth:`propagate` does the work, so one instance can
-    serve several layers and calls.
+    serve several layers and calls. A subclass may leave out the ``output`` argument; then
+    :func:`~interpret_segmentation.lrp.relevance` calls it without.
     """
 
-    def propagate(self, layer: nn.Module, inputs: torch.Tensor,
-                  relevance: torch.Tensor) -> torch.Tensor:
+    def propagate(self, layer: nn.Module, inputs: torch.Tensor, relevance: torch.Tensor,
+                  output: torch.Tensor | None = None) -> torch.Tensor:
         """Relevance of the layer's inputs from the relevance of its outputs.
 
         Parameters
@@ -115,13 +285,28 @@ class Rule:
             The layer's input activations ``a``, e.g. (B, C_in, H, W) or (B, F_in).
         relevance : torch.Tensor
             Relevance ``R`` of the layer's outputs, the shape of ``layer(inputs)``.
+        output : torch.Tensor, optional
+            The layer's pre-activation ``z = layer(inputs)`` (its own weights and bias), when
+            already known (the forward pass of :func:`~interpret_segmentation.lrp.relevance`
+            records it); rules that need ``z`` then do not recompute it. Default: computed.
 
         Returns
         -------
         torch.Tensor
             Relevance of the inputs, the shape of ``inputs``.
+
+        Raises
+        ------
+        ValueError
+            If the layer is not a ``Conv2d`` or ``Linear``, or ``output`` is not shaped like
+            ``relevance``.
         """
         raise NotImplementedError
+
+    def _reads_output(self) -> bool:
+        """Whether :meth:`propagate` uses a given ``output``; :func:`relevance
+        <interpret_segmentation.lrp.relevance>` keeps the layer's pre-activation only then."""
+        return True
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
@@ -134,10 +319,13 @@ class Zero(Rule):
     (``sum_j R_j = sum_k R_k``) when the layer has no bias.
     """
 
-    def propagate(self, layer, inputs, relevance):
-        _check_layer(layer, self)
-        weight, bias = _parameters(layer)
-        return _redistribute(lambda a: _apply(layer, a, weight, bias), inputs, relevance)
+    @_batched
+    def propagate(self, layer, inputs, relevance, output=None):
+        layer_map = _layer_map(layer, self)
+        a = inputs.detach()
+        z = _pre_activation(layer_map, a, output, relevance)
+        s = _ratio(relevance, z, owned=output is None)
+        return layer_map.transpose(s, layer_map.weight, a.shape).mul_(a)
 
 
 class Epsilon(Rule):
@@ -173,16 +361,17 @@ class Epsilon(Rule):
             raise ValueError(f"relative: expected a bool, got {relative!r}")
         self.relative = relative
 
-    def propagate(self, layer, inputs, relevance):
-        _check_layer(layer, self)
-        weight, bias = _parameters(layer)
+    @_batched
+    def propagate(self, layer, inputs, relevance, output=None):
+        layer_map = _layer_map(layer, self)
+        a = inputs.detach()
+        z = _pre_activation(layer_map, a, output, relevance)
         epsilon: torch.Tensor | float = self.epsilon
         if self.relative:
-            with torch.no_grad():
-                z = _apply(layer, inputs, weight, bias)
-                std = z.flatten(1).std(dim=1, correction=0)
+            std = z.flatten(1).std(dim=1, correction=0)
             epsilon = self.epsilon * std.view(-1, *([1] * (z.ndim - 1)))
-        return _redistribute(lambda a: _apply(layer, a, weight, bias), inputs, relevance, epsilon)
+        s = _ratio(relevance, z, epsilon, owned=output is None)
+        return layer_map.transpose(s, layer_map.weight, a.shape).mul_(a)
 
     def __repr__(self) -> str:
         return f"Epsilon(epsilon={self.epsilon}, relative={self.relative})"
@@ -210,13 +399,24 @@ class Gamma(Rule):
     def __init__(self, gamma: float = 0.25):
         self.gamma = _check_number(gamma, "gamma")
 
-    def propagate(self, layer, inputs, relevance):
-        _check_layer(layer, self)
-        weight, bias = _parameters(layer)
-        weight = weight + self.gamma * weight.clamp(min=0)
+    @_batched
+    def propagate(self, layer, inputs, relevance, output=None):
+        layer_map = _layer_map(layer, self)
+        a = inputs.detach()
+        if self.gamma == 0:
+            z = _pre_activation(layer_map, a, output, relevance)
+            s = _ratio(relevance, z, owned=output is None)
+            return layer_map.transpose(s, layer_map.weight, a.shape).mul_(a)
+        weight, bias = layer_map.weight, layer_map.bias
+        positive = weight.clamp(min=0)
+        weight = torch.add(weight, positive, alpha=self.gamma, out=positive)  # w + gamma w^+
         if bias is not None:
-            bias = bias + self.gamma * bias.clamp(min=0)
-        return _redistribute(lambda a: _apply(layer, a, weight, bias), inputs, relevance)
+            bias = torch.add(bias, bias.clamp(min=0), alpha=self.gamma)
+        z = layer_map.forward(a, weight, bias)
+        return layer_map.transpose(_ratio(relevance, z, owned=True), weight, a.shape).mul_(a)
+
+    def _reads_output(self) -> bool:
+        return self.gamma == 0
 
     def __repr__(self) -> str:
         return f"Gamma(gamma={self.gamma})"
@@ -230,6 +430,10 @@ class AlphaBeta(Rule):
     ``z_k^+ = sum_j (a_j w_jk)^+ + b_k^+`` and ``z_k^- = sum_j (a_j w_jk)^- + b_k^-``
     (Bach et al., 2015). An output without negative (positive) contributions passes nothing
     through the beta (alpha) term.
+
+    For non-negative inputs (after a ReLU; checked on every call) ``z^+`` and ``z^-`` come
+    from one convolution with the weights ``[w^+; w^-]`` and the relevance from one transposed
+    convolution; signed inputs take two of each (for ``a^+`` and ``a^-``).
 
     Parameters
     ----------
@@ -251,26 +455,46 @@ class AlphaBeta(Rule):
             raise ValueError(f"alpha, beta: expected alpha - beta = 1 (conservation), "
                              f"got alpha={alpha!r}, beta={beta!r}")
 
-    def propagate(self, layer, inputs, relevance):
-        _check_layer(layer, self)
-        weight, bias = _parameters(layer)
+    @_batched
+    def propagate(self, layer, inputs, relevance, output=None):
+        layer_map = _layer_map(layer, self)
+        a = inputs.detach()
+        weight, bias = layer_map.weight, layer_map.bias
         positive, negative = weight.clamp(min=0), weight.clamp(max=0)
         bias_pos = bias.clamp(min=0) if bias is not None else None
-        bias_neg = bias.clamp(max=0) if bias is not None else None
-        a_pos = inputs.detach().clamp(min=0).requires_grad_(True)
-        a_neg = inputs.detach().clamp(max=0).requires_grad_(True)
-        result = torch.zeros_like(inputs)
-        # (part weight, weight for a^+, weight for a^-, bias part)
-        for factor, w_pos_in, w_neg_in, b in ((self.alpha, positive, negative, bias_pos),
-                                              (-self.beta, negative, positive, bias_neg)):
-            if factor == 0:
-                continue
-            with torch.enable_grad():
-                z = _apply(layer, a_pos, w_pos_in, b) + _apply(layer, a_neg, w_neg_in, None)
-                scaled = relevance / _signed(z.detach())
-                grad_pos, grad_neg = torch.autograd.grad(z, (a_pos, a_neg), scaled)
-            result = result + factor * (a_pos.detach() * grad_pos + a_neg.detach() * grad_neg)
-        return result
+        signed_inputs = a.numel() > 0 and bool(a.amin() < 0)
+        if self.beta == 0 and not signed_inputs:  # only the alpha term, with a^+ = a
+            z = layer_map.forward(a, positive, bias_pos)
+            scaled = positive.mul_(self.alpha)  # the factor goes into the transposed weights
+            return layer_map.transpose(_ratio(relevance, z, owned=True), scaled, a.shape).mul_(a)
+
+        # parts m = 0, 1: (w^+, b^+) and (w^-, b^-), stacked along the output channels; the
+        # transposed weights carry the factors alpha and -beta
+        weights = layer_map.stack_out([positive, negative])
+        biases = layer_map.stack_out([bias_pos, bias.clamp(max=0)]) if bias is not None else None
+        alpha, minus_beta = self.alpha, -self.beta
+        if not signed_inputs:
+            # z^+ = a w^+ + b^+ and z^- = a w^- + b^-, both from one convolution
+            z = layer_map.out_parts(layer_map.forward(a, weights, biases), 2)
+            s = layer_map.merge_out(_ratio(layer_map.like_part(relevance), z, owned=True))
+            scaled = layer_map.stack_out([positive * alpha, negative * minus_beta])
+            return layer_map.transpose(s, scaled, a.shape).mul_(a)
+
+        # signed inputs: z^+ = a^+ w^+ + a^- w^- + b^+ and z^- = a^+ w^- + a^- w^+ + b^-
+        a_pos, a_neg = a.clamp(min=0), a.clamp(max=0)
+        from_pos = layer_map.out_parts(layer_map.forward(a_pos, weights, biases), 2)
+        from_neg = layer_map.out_parts(layer_map.forward(a_neg, weights), 2)
+        z = from_pos + from_neg.flip(layer_map.part_axis)  # parts: (z^+, z^-)
+        s = layer_map.merge_out(_ratio(layer_map.like_part(relevance), z, owned=True))
+        # a^+ meets w^+ in z^+ and w^- in z^-; a^- meets w^- in z^+ and w^+ in z^-
+        scaled_pos = layer_map.stack_out([positive * alpha, negative * minus_beta])
+        scaled_neg = layer_map.stack_out([negative * alpha, positive * minus_beta])
+        grad_pos = layer_map.transpose(s, scaled_pos, a.shape)
+        grad_neg = layer_map.transpose(s, scaled_neg, a.shape)
+        return grad_pos.mul_(a_pos).add_(grad_neg.mul_(a_neg))
+
+    def _reads_output(self) -> bool:
+        return False
 
     def __repr__(self) -> str:
         return f"AlphaBeta(alpha={self.alpha}, beta={self.beta})"
@@ -281,7 +505,9 @@ class ZBox(Rule):
 
     ``R_j = sum_k (x_j w_jk - l_j w_jk^+ - h_j w_jk^-) / sum_j' (x_j' w_j'k - l_j' w_j'k^+ -
     h_j' w_j'k^-) R_k`` (Montavon et al., 2017 and 2019); the layer's bias is left out, so the
-    layer conserves relevance. Zero padding pads ``x``, ``l`` and ``h`` alike with zeros.
+    layer conserves relevance. Zero padding pads ``x``, ``l`` and ``h`` alike with zeros. The
+    three terms are one convolution of the inputs ``[x, l, h]`` with the weights
+    ``[w, -w^+, -w^-]`` stacked along the input channels, and one transposed convolution.
 
     Parameters
     ----------
@@ -328,20 +554,29 @@ class ZBox(Rule):
             raise ValueError(f"{name}: a bound of shape {tuple(value.shape)} cannot be broadcast "
                              f"to the layer input's shape {tuple(inputs.shape)}") from error
 
-    def propagate(self, layer, inputs, relevance):
-        _check_layer(layer, self)
-        weight, _ = _parameters(layer)
-        low = self._bound(self.low, "low", inputs, torch.min)
-        high = self._bound(self.high, "high", inputs, torch.max)
-        if (low > high).any():
-            raise ValueError("low, high: expected low <= high everywhere")
-        x, lo, hi = (t.detach().clone().requires_grad_(True) for t in (inputs, low, high))
-        with torch.enable_grad():
-            z = (_apply(layer, x, weight, None) - _apply(layer, lo, weight.clamp(min=0), None)
-                 - _apply(layer, hi, weight.clamp(max=0), None))
-            scaled = relevance / _signed(z.detach())
-            grads = torch.autograd.grad(z, (x, lo, hi), scaled)
-        return sum(t.detach() * g for t, g in zip((x, lo, hi), grads))
+    @_batched
+    def propagate(self, layer, inputs, relevance, output=None):
+        layer_map = _layer_map(layer, self)
+        a = inputs.detach()
+        if self.low is None and self.high is None:  # each image's minimum and maximum
+            low, high = torch.aminmax(a.flatten(1), dim=1)
+            shape = (-1, *([1] * (a.ndim - 1)))
+            low, high = low.view(shape).expand_as(a), high.view(shape).expand_as(a)
+        else:
+            low = self._bound(self.low, "low", a, torch.min)
+            high = self._bound(self.high, "high", a, torch.max)
+            if (low > high).any():
+                raise ValueError("low, high: expected low <= high everywhere")
+        weight = layer_map.weight
+        weights = layer_map.stack_in_weights(
+            [weight, weight.clamp(min=0).neg_(), weight.clamp(max=0).neg_()])
+        stacked = layer_map.stack_in([a, low, high])
+        z = layer_map.forward(stacked, weights)
+        grad = layer_map.transpose(_ratio(relevance, z, owned=True), weights, stacked.shape)
+        return layer_map.sum_parts(stacked, grad, 3)
+
+    def _reads_output(self) -> bool:
+        return False
 
     def __repr__(self) -> str:
         def show(bound):
