@@ -21,6 +21,8 @@ test: lint
 
 bench: $(BIN)/interpret-segmentation
 	$(BIN)/python bench/bench_perturbation.py
+	$(BIN)/python bench/bench_lrp.py
+	$(BIN)/python bench/bench_deepdream.py
 
 clean:
 	rm -rf $(VENV) out
