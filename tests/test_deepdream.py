@@ -332,19 +332,34 @@ def test_model_unchanged_after_an_error_mid_analysis():
     model.body[2].eval()  # now foldable: the error happens while BatchNorm is folded
     before = model_state(model)
     calls = []
+    forward = model.forward
 
-    def failing(image, mask):
+    def failing_forward(x):
         calls.append(1)
         if len(calls) == 4:
             assert isinstance(model.body[2], nn.Identity)  # folded at this moment
-            raise RuntimeError("feature failed at step 3")
-        return 0.0
+            raise RuntimeError("model failed at step 3")
+        return forward(x)
 
+    model.forward = failing_forward
     with pytest.raises(RuntimeError, match="step 3"):
-        run(model, steps=10, features={"failing": failing})
+        run(model, steps=10)
+    del model.forward
     assert len(calls) == 4
     assert_untouched(model, before)
     assert isinstance(model.body[2], nn.BatchNorm2d)
+
+
+def test_a_failing_feature_propagates_and_leaves_the_model_unchanged():
+    model = mixed_mode_model()
+    before = model_state(model)
+
+    def failing(image, mask):
+        raise RuntimeError("feature failed")
+
+    with pytest.raises(RuntimeError, match="feature failed"):
+        run(model, steps=3, features={"failing": failing})
+    assert_untouched(model, before)
 
 
 def test_small_batchnorm_unet_runs_and_is_unchanged():
