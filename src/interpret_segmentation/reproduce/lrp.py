@@ -38,7 +38,7 @@ SETTINGS = {
     "quick": dict(n=240, size=96, width=16, classifier_epochs=40, finetune_epochs=20,
                   unet_epochs=8, batch_size=8, conv_lr=3e-4, trunk_lr=1e-4, fc_lr=1e-3,
                   dropout=0.0),
-    "full": dict(n=1000, size=224, width=16, classifier_epochs=30, finetune_epochs=12,
+    "full": dict(n=1000, size=224, width=16, classifier_epochs=45, finetune_epochs=12,
                  unet_epochs=15, batch_size=8, conv_lr=3e-4, trunk_lr=1e-4, fc_lr=1e-3,
                  dropout=0.0),
 }
