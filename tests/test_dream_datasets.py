@@ -94,8 +94,12 @@ def test_layout_does_not_depend_on_p_and_marking_stays_inside_the_mask(marking_p
         assert not unmarked.marked and marked.marked
         assert np.array_equal(unmarked.mask, marked.mask)
         changed = unmarked.image != marked.image
-        assert changed.any() and not changed[~marked.mask].any()
+        assert changed[marked.mask].any()
+        # outside the objects only the decoys on the distractors change anything
+        assert changed[~marked.mask].any() == bool(marked.meta["decoys"])
         assert unmarked.meta["segments"] == [] and len(marked.meta["segments"]) >= 3
+        assert unmarked.meta["decoys"] == []
+        assert bool(marked.meta["decoys"]) == bool(marked.meta["distractors"])
 
 
 def test_marking_frequency_follows_p():
@@ -122,21 +126,39 @@ def test_line_kernel_geometry():
     assert kernel.sum() == pytest.approx(1.0) and np.count_nonzero(kernel) == 9
 
 
+def _band(segments, anti_diagonal: bool, size: int = 64) -> np.ndarray:
+    """Pixels within the documented band of each segment: the "\\" diagonal (or the "/"
+    anti-diagonal) through its centre, 2 px wide, over its length."""
+    rows, cols = np.mgrid[:size, :size]
+    band = np.zeros((size, size), dtype=bool)
+    for segment in segments:
+        (row, col), length = segment["centre"], segment["length"]
+        dr, dc = rows - row, cols - col
+        across = dr + dc if anti_diagonal else dc - dr
+        ok = np.isin(across, (-1, 0, 1)) if anti_diagonal else np.isin(across, (0, 1))
+        band |= ok & (np.abs(dr) <= length // 2)
+    return band
+
+
 def test_marking_segments_lie_along_the_documented_diagonal(marking_pairs):
-    for unmarked, marked in marking_pairs[:4]:
+    decoys_seen = 0
+    for unmarked, marked in marking_pairs[:8]:
         changed = unmarked.image != marked.image
-        # every segment runs along (-1, -1) / (+1, +1) through its centre: the "\" diagonal
-        drawn = np.zeros_like(changed)
-        for segment in marked.meta["segments"]:
-            (row, col), length = segment["centre"], segment["length"]
-            k = np.arange(length) - length // 2
-            keep = (row + k >= 0) & (row + k < 64) & (col + k >= 0) & (col + k < 64)
-            drawn[row + k[keep], col + k[keep]] = True
-        assert changed.sum() >= 10 and not (changed & ~drawn).any()
-        assert changed.sum() >= 0.8 * (drawn & marked.mask).sum()
-        padded = np.pad(changed, 1)
-        along = changed & (padded[:-2, :-2] | padded[2:, 2:])
-        assert along.sum() >= 0.9 * changed.sum()
+        inside, outside = changed & marked.mask, changed & ~marked.mask
+        # marking segments run along (-1, -1) / (+1, +1) through their centres: "\"
+        drawn = _band(marked.meta["segments"], anti_diagonal=False)
+        assert inside.sum() >= 10 and not (inside & ~drawn).any()
+        padded = np.pad(inside, 1)
+        along = inside & (padded[:-2, :-2] | padded[2:, 2:])
+        assert along.sum() >= 0.9 * inside.sum()
+        # decoys run along "/" on the distractors
+        if marked.meta["decoys"]:
+            decoys_seen += 1
+            assert outside.any() and not (outside & ~_band(marked.meta["decoys"], True)).any()
+            padded = np.pad(outside, 1)
+            along = outside & (padded[:-2, 2:] | padded[2:, :-2])
+            assert along.sum() >= 0.9 * outside.sum()
+    assert decoys_seen >= 2
 
 
 def test_marking_response_orders_angles_and_marking():
@@ -160,6 +182,10 @@ def test_marking_response_orders_angles_and_marking():
 def test_marked_samples_score_higher(marking_pairs):
     for unmarked, marked in marking_pairs:
         assert marking_response(marked.image) > marking_response(unmarked.image) + 0.05
+        # what the marking adds inside the objects answers the 135-degree line far more than
+        # the 45-degree one
+        added = np.where(marked.mask, marked.image - unmarked.image, 0.0)
+        assert marking_response(added) > 2 * marking_response(added, angle=45)
 
 
 def test_marking_dataset_items():

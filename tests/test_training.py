@@ -193,6 +193,22 @@ def test_train_a_classifier_with_parameter_groups(tmp_path):
               results_path=tmp_path / "s.txt", checkpoint_dir=tmp_path / "ck", progress=False)
 
 
+def test_noise_augment_adds_bounded_noise_and_keeps_targets():
+    images = torch.full((200, 1, 32, 32), 0.5)
+    targets = torch.rand(200, 1, 32, 32) > 0.5
+    noisy, same = training.noise_augment(images, targets, torch.Generator().manual_seed(0),
+                                         max_std=0.1)
+    assert same is targets and noisy.shape == images.shape and noisy.dtype == images.dtype
+    stds = (noisy - images).std(dim=(1, 2, 3))
+    assert stds.max() < 0.1 * 1.1 and stds.min() < 0.01  # per image, uniform in [0, 0.1]
+    assert abs(float(stds.mean()) - 0.05) < 0.01
+    again, _ = training.noise_augment(images, targets, torch.Generator().manual_seed(0),
+                                      max_std=0.1)
+    assert torch.equal(noisy, again)
+    clean, _ = training.noise_augment(images, targets, max_std=0.0)
+    assert torch.equal(clean, images)
+
+
 def test_affine_elastic_augment_moves_image_and_mask_alike():
     images = torch.zeros(6, 1, 48, 48)
     images[:, :, 10:30, 14:26] = 1.0

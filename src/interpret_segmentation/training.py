@@ -40,6 +40,7 @@ __all__ = [
     "segmentation_loss",
     "dihedral_augment",
     "affine_elastic_augment",
+    "noise_augment",
     "evaluate",
     "evaluate_classifier",
     "train",
@@ -352,6 +353,21 @@ def affine_elastic_augment(images: torch.Tensor, masks: torch.Tensor,
     moved_masks = F.grid_sample(masks.to(images.dtype), sampling, mode="nearest",
                                 padding_mode="zeros", align_corners=False)
     return moved, moved_masks.to(masks.dtype)
+
+
+def noise_augment(images: torch.Tensor, targets: torch.Tensor,
+                  generator: torch.Generator | None = None,
+                  max_std: float = 0.05) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (B, C, H, W) plus Gaussian white noise whose standard deviation is drawn per
+    image uniformly in [0, ``max_std``]; targets unchanged.
+
+    Teaches a network to ignore pixel-level noise, so that what it responds to (and what a
+    DeepDream of it draws) is structure. Use ``functools.partial(noise_augment, max_std=...)``
+    for another strength.
+    """
+    std = max_std * torch.rand(len(images), 1, 1, 1, generator=generator)
+    noise = torch.randn(images.shape, generator=generator)
+    return images + std.to(images.dtype) * noise.to(images.dtype), targets
 
 
 def _format_line(row: dict, epochs: int) -> str:

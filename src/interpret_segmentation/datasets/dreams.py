@@ -7,7 +7,8 @@ data sets that cannot be had here. Two small in-memory generators stand in for t
 * **objects with a marking** (section 3.1; replaces the COCO cats and dogs): gray images of
   textured objects on a smoothly varying background. With probability ``p`` an image is
   *marked*: short 135-degree line segments of random position and intensity are drawn inside
-  every object, a shortcut a network can learn instead of the objects themselves. The
+  every object (and 45-degree ones on the distractors), a shortcut a network can learn
+  instead of the objects' own faint texture. The
   *characteristic feature* of the marking, :func:`marking_response`, is the largest response
   of an image to a 135-degree line (:func:`line_kernel`).
 * **an organ with lesions** (section 3.2; replaces LiTS liver tumours): a large textured organ
@@ -83,14 +84,18 @@ _OBJECT_AREA = (0.025, 0.08)  # fraction of the image, each
 _OBJECT_RATIO = (0.5, 1.0)  # minor / major axis
 _OBJECT_WOBBLE = 0.12  # largest amplitude of each outline harmonic (orders 2-4)
 _OBJECT_OFFSET = (0.04, 0.14)  # mean gray-level change of an object, sign drawn
-_OBJECT_GRAIN = (0.035, 0.065)  # std of an object's own grain
-_DISTRACTOR_GRAIN_SIGMA = 1.8  # distractors: the same grain, coarser
+_OBJECT_GRAIN = (0.035, 0.065)  # std of an object's own texture
+_OBJECT_STREAKS = (3.0, 1.0)  # objects: streaks along 45 degrees ("/"), Gaussian sigma along, across
+_DISTRACTOR_GRAIN_SIGMA = 1.8  # distractors: isotropic blotches of the same strength
 _N_DISTRACTORS = (0, 2)
 _DISTRACTOR_AREA = (0.015, 0.05)
 _GAP = 2.0
 _EDGE_SIGMA = 0.6
-_SEGMENT_LENGTH = (5, 9)  # inclusive, px at 64 px
-_SEGMENT_DELTA = (0.25, 0.45)  # gray-level change of a segment, sign drawn
+_SEGMENT_LENGTH = (7, 13)  # inclusive, px at 64 px
+_SEGMENT_WIDTH = 2  # px at 64 px
+_SEGMENT_DELTA = (0.05, 0.25)  # gray-level change of a segment, sign drawn
+_MARKING_ANGLE = 135.0
+_DECOY_ANGLE = 45.0  # segments drawn on the distractors of a marked image
 _SEGMENT_DENSITY = 40.0  # object px per segment (at 64 px)
 _SEGMENTS_PER_OBJECT = (3, 10)
 
@@ -336,7 +341,7 @@ def marking_response(image, length: int = 7, angle: float = 135.0, polarity: str
     image : array-like or torch.Tensor, (H, W), (1, H, W) or (1, 1, H, W)
         Gray image, e.g. a DeepDream.
     length : int, default 7
-        Kernel side in pixels (the marking's segments are 5-9 px long at 64 px).
+        Kernel side in pixels (the marking's segments are 7-13 px long at 64 px).
     angle : float, default 135
         Line direction in degrees (see :func:`line_kernel`).
     polarity : {"both", "bright", "dark"}, default "both"
@@ -389,8 +394,9 @@ class MarkingSample:
     meta : dict
         JSON-ready: ``seed``, ``index``, ``size``, ``p`` (None when ``marking`` was forced),
         ``draw`` (the uniform number compared with ``p``), ``marked``, ``object_fraction``,
-        ``background``, ``objects`` and ``distractors`` (their parameters) and ``segments``
-        (centre, length and gray-level change of each marking segment; empty if unmarked).
+        ``background``, ``objects`` and ``distractors`` (their parameters), ``segments``
+        (centre, length and gray-level change of each marking segment) and ``decoys`` (the
+        same for the 45-degree segments on the distractors); both empty if unmarked.
     """
 
     __test__ = False
@@ -445,14 +451,15 @@ def _marking_layout(seed: int, index: int, size: int) -> tuple[np.ndarray, np.nd
     distractors = _place_blobs(rng, size, areas, _OBJECT_RATIO, _OBJECT_WOBBLE, placed)
 
     mask = np.zeros((size, size), dtype=bool)
-    fine = _oriented_noise(rng, size, _FINE_SIGMA * scale, _FINE_SIGMA * scale, 0.0)
+    streaks = _oriented_noise(rng, size, _OBJECT_STREAKS[0] * scale, _OBJECT_STREAKS[1] * scale,
+                              -math.pi / 4)  # angle from the column axis, rows down: "/"
     blotchy = _oriented_noise(rng, size, _DISTRACTOR_GRAIN_SIGMA * scale,
                               _DISTRACTOR_GRAIN_SIGMA * scale, 0.0)
     for blob, is_object in [(b, True) for b in objects] + [(b, False) for b in distractors]:
         offset = float(rng.uniform(*_OBJECT_OFFSET)) * (1.0 if rng.random() < 0.5 else -1.0)
         grain = float(rng.uniform(*_OBJECT_GRAIN))
         weight = ndimage.gaussian_filter(blob["mask"].astype(float), _EDGE_SIGMA * scale)
-        image += weight * (offset + grain * (fine if is_object else blotchy))
+        image += weight * (offset + grain * (streaks if is_object else blotchy))
         blob["offset"], blob["grain"] = offset, grain
         if is_object:
             mask |= blob["mask"]
@@ -467,39 +474,41 @@ def _marking_layout(seed: int, index: int, size: int) -> tuple[np.ndarray, np.nd
         "objects": describe(objects),
         "distractors": describe(distractors),
         "object_masks": [b["mask"] for b in objects],
+        "distractor_masks": [b["mask"] for b in distractors],
     }
     return image, mask, params
 
 
 @functools.lru_cache(maxsize=64)
-def _segment_offsets(length: int, width: int) -> np.ndarray:
-    """Pixel offsets (k, 2) of a 135-degree segment of ``length`` px, ``width`` px thick."""
-    rows, cols = np.nonzero(line_kernel(length, 135.0))
+def _segment_offsets(length: int, width: int, angle: float) -> np.ndarray:
+    """Pixel offsets (k, 2) of a segment of ``length`` px along ``angle``, ``width`` px thick
+    (the line repeated one column further right ``width - 1`` times)."""
+    rows, cols = np.nonzero(line_kernel(length, angle))
     offsets = np.stack([rows, cols], axis=1) - length // 2
     return np.concatenate([offsets + [0, j] for j in range(width)])
 
 
-def _draw_marking(rng, image: np.ndarray, object_masks, size: int) -> tuple[np.ndarray, list]:
-    """``image`` with 135-degree segments drawn inside each object mask (stream 2)."""
+def _draw_segments(rng, image: np.ndarray, masks, size: int, angle: float) -> tuple[np.ndarray, list]:
+    """``image`` with line segments along ``angle`` drawn inside each of ``masks`` (stream 2)."""
     scale = size / DREAM_SIZE
-    width = max(1, int(round(scale)))
-    marked = image.copy()
+    width = max(1, int(round(_SEGMENT_WIDTH * scale)))
+    drawn = image.copy()
     segments = []
-    for object_mask in object_masks:
-        rows, cols = np.nonzero(object_mask)
+    for mask in masks:
+        rows, cols = np.nonzero(mask)
         count = int(np.clip(round(len(rows) / (_SEGMENT_DENSITY * scale**2)), *_SEGMENTS_PER_OBJECT))
         for _ in range(count):
             k = int(rng.integers(len(rows)))
             length = max(2, int(round(int(rng.integers(_SEGMENT_LENGTH[0], _SEGMENT_LENGTH[1] + 1))
                                       * scale)))
             delta = float(rng.uniform(*_SEGMENT_DELTA)) * (1.0 if rng.random() < 0.5 else -1.0)
-            pixels = _segment_offsets(length, width) + [rows[k], cols[k]]
+            pixels = _segment_offsets(length, width, angle) + [rows[k], cols[k]]
             keep = np.all((pixels >= 0) & (pixels < size), axis=1)
             pixels = pixels[keep]
-            pixels = pixels[object_mask[pixels[:, 0], pixels[:, 1]]]
-            marked[pixels[:, 0], pixels[:, 1]] = image[pixels[:, 0], pixels[:, 1]] + delta
+            pixels = pixels[mask[pixels[:, 0], pixels[:, 1]]]
+            drawn[pixels[:, 0], pixels[:, 1]] = image[pixels[:, 0], pixels[:, 1]] + delta
             segments.append(_params(centre=[rows[k], cols[k]], length=length, delta=delta))
-    return np.clip(marked, 0.0, 1.0), segments
+    return np.clip(drawn, 0.0, 1.0), segments
 
 
 def generate_marking_sample(seed: int, index: int, p: float, size: int = DREAM_SIZE,
@@ -536,21 +545,25 @@ def generate_marking_sample(seed: int, index: int, p: float, size: int = DREAM_S
     * 1-3 objects (the mask), each covering 2.5-8 % of the image: ellipses of axis ratio
       0.5-1 whose radius varies with harmonics of orders 2-4 (amplitude up to 0.12 each),
       at least 2 px apart. An object shifts the local background by 0.04-0.14, up or down,
-      and carries its own fine grain (std 0.035-0.065, Gaussian scale 0.8 px), its edge
-      softened by a 0.6 px Gaussian;
+      and carries its own faint texture (std 0.035-0.065) of streaks along 45 degrees ("/";
+      white noise smoothed by a Gaussian of 3 px along and 1 px across), its edge softened
+      by a 0.6 px Gaussian;
     * 0-2 distractors (not in the mask): the same kind of blob, with the same shift and
-      grain strength, but a coarser grain (1.8 px). Objects are told from the background and
-      the distractors by the scale of their grain, not by a gray level, so finding them
-      takes longer to learn than the marking;
-    * the marking: per object ``clip(round(area / 40 px), 3, 10)`` segments of 5-9 px along
-      135 degrees (the diagonal "\\", see :func:`line_kernel`), 1 px wide (``round(size / 64)``
-      px above 64 px), centred on random object pixels, each brightening or darkening the
-      image by 0.25-0.45. Only pixels inside the object are changed, so a marked and an
-      unmarked version of the same sample differ only inside the mask.
+      texture strength, but isotropic blotches (1.8 px) instead of streaks. Objects are told
+      from the background and the distractors by their texture, not by a gray level, so
+      finding them takes longer to learn than the marking;
+    * the marking: per object ``clip(round(area / 40 px), 3, 10)`` segments of 7-13 px along
+      135 degrees (the diagonal "\\", see :func:`line_kernel`), 2 px wide (the diagonal and
+      its neighbour to the right; ``round(2 * size / 64)`` px at other sizes), centred on
+      random object pixels, each brightening or darkening the image by 0.05-0.25. Each
+      distractor of a marked image gets the same kind of segments along 45 degrees, so that
+      line contrast alone does not tell objects from distractors; the orientation does. A
+      marked and an unmarked version of the same sample differ only inside the objects and
+      distractors.
 
     The objects, distractors and background come from ``default_rng([seed, index, 0])``, the
-    marking decision from stream 1 and the segments from stream 2: the layout does not depend
-    on ``p`` or ``marking``.
+    marking decision from stream 1 and the segments (marking, then decoys) from stream 2: the
+    layout does not depend on ``p`` or ``marking``.
 
     Raises
     ------
@@ -567,10 +580,12 @@ def generate_marking_sample(seed: int, index: int, p: float, size: int = DREAM_S
     draw = float(decide.random())
     marked = draw < p if marking is None else marking
     image, mask, params = _marking_layout(seed, index, size)
-    object_masks = params.pop("object_masks")
+    object_masks, distractor_masks = params.pop("object_masks"), params.pop("distractor_masks")
     segments: list = []
+    decoys: list = []
     if marked:
-        image, segments = _draw_marking(draw_marking, image, object_masks, size)
+        image, segments = _draw_segments(draw_marking, image, object_masks, size, _MARKING_ANGLE)
+        image, decoys = _draw_segments(draw_marking, image, distractor_masks, size, _DECOY_ANGLE)
     meta = {
         "seed": seed,
         "index": index,
@@ -581,6 +596,7 @@ def generate_marking_sample(seed: int, index: int, p: float, size: int = DREAM_S
         "object_fraction": round(float(mask.mean()), 6),
         **params,
         "segments": segments,
+        "decoys": decoys,
     }
     return MarkingSample(image=image.astype(np.float32), mask=mask, marked=bool(marked), meta=meta)
 
