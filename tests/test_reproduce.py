@@ -1,6 +1,11 @@
 import json
 
+import numpy as np
+import pytest
+import torch
+
 from interpret_segmentation import reproduce
+from interpret_segmentation.training import load_checkpoint
 
 
 def test_lrp_reproduction_writes_every_combination_and_resumes(tmp_path, monkeypatch):
@@ -41,8 +46,10 @@ def test_pooled_scores_by_hand():
 def test_deepdream_reproduction_writes_metrics_and_figures_and_resumes(tmp_path, monkeypatch):
     from interpret_segmentation.reproduce import deepdream
 
+    # fine-tuning at a vanishing learning rate leaves every G_p at G_0's weights
     tiny = dict(size=32, n_train=8, n_val=4, n_test=4, epochs=1, width=2, depth=2,
-                batch_size=4, lr=1e-3, dream_steps=3, step_size=0.01)
+                batch_size=4, lr=1e-3, finetune_epochs=1, finetune_lr=1e-12, dream_steps=3,
+                step_size=0.01, dream_starts=2)
     monkeypatch.setitem(deepdream.SETTINGS, "quick", tiny)
     lines = []
     metrics = deepdream.run_deepdream_reproduction(tmp_path / "d", quick=True, progress=False,
@@ -51,7 +58,18 @@ def test_deepdream_reproduction_writes_metrics_and_figures_and_resumes(tmp_path,
     assert set(saved["marking"]) == {"0.0", "0.2", "0.5", "0.8", "0.9", "1.0"}
     for row in saved["marking"].values():
         assert 0.0 <= row["dice_unmarked"] <= 1.0
-        assert row["characteristic_final"] >= 0.0
+        assert len(row["characteristic_final_per_start"]) == 2
+        assert row["characteristic_final"] == pytest.approx(np.mean(
+            row["characteristic_final_per_start"]))
+    weights = {}
+    for p in ("0.0", "0.2", "1.0"):
+        model = deepdream._unet(tiny, 0)
+        load_checkpoint(model, tmp_path / "d" / "models" / f"marking_p{p}.pth")
+        weights[p] = torch.cat([w.flatten() for n, w in model.named_parameters()])
+    initial = torch.cat([w.flatten() for w in deepdream._unet(tiny, 0).parameters()])
+    assert (weights["0.0"] - initial).abs().max() > 1e-5  # G_0 trained from its initialisation
+    for p in ("0.2", "1.0"):
+        assert torch.allclose(weights[p], weights["0.0"], atol=1e-8)
     assert set(saved["shape"]) == {"round", "elongated"}
     assert set(saved["intensity"]) == {"real", "synthetic"}
     rho = saved["marking_rank_correlation"]["spearman_rho"]
@@ -73,3 +91,12 @@ def test_rank_correlation_by_hand_and_when_undefined():
     assert abs(_rank_correlation(rows)["spearman_rho"] - (-0.8)) < 1e-12  # 1 - 6*2/(4*15)
     constant = [{"dice_unmarked": 0.5, "characteristic_final": c} for c in (0.1, 0.2)]
     assert _rank_correlation(constant) == {"spearman_rho": None, "p_value": None}
+
+
+def test_mean_curve_skips_nan_and_extends_stopped_paths():
+    from interpret_segmentation.reproduce.deepdream import _nanmean
+
+    nan = float("nan")
+    mean = _nanmean([[1.0, 2.0, 3.0], [3.0, nan, 5.0], [5.0]])  # the last path stopped early
+    assert np.allclose(mean, [3.0, 3.5, 13.0 / 3])
+    assert np.isnan(_nanmean([[nan, 1.0], [nan, 3.0]])[0])

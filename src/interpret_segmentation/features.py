@@ -169,7 +169,8 @@ def _grey_levels(image: np.ndarray, mask: np.ndarray, levels: int, pad: int = 1)
     if cropped is None:
         return None
     image, mask = cropped
-    grey = np.full(mask.shape, -1, dtype=np.intp)
+    # int16 holds every level count _check_levels allows and keeps the shifted-array work small
+    grey = np.full(mask.shape, -1, dtype=np.int16 if levels <= 2**15 else np.intp)
     grey[mask] = _quantise(image[mask], levels)
     return grey, mask
 
@@ -177,8 +178,6 @@ def _grey_levels(image: np.ndarray, mask: np.ndarray, levels: int, pad: int = 1)
 # the four GLCM directions 0, 45, 90 and 135 degrees as (row, column) offsets; each
 # unordered pair of pixels is met once, and counting it both ways makes the matrix symmetric
 _GLCM_OFFSETS = ((0, 1), (-1, 1), (-1, 0), (-1, -1))
-# the eight neighbours of a pixel (Chebyshev distance 1)
-_NEIGHBOURS = tuple((dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1) if (dr, dc) != (0, 0))
 
 
 def _shifted(array: np.ndarray, dr: int, dc: int) -> np.ndarray:
@@ -256,12 +255,19 @@ def _max_diameter(image, mask) -> float:
 
 
 def _elongation(image, mask) -> float:
-    rows, cols = np.nonzero(mask)
-    if rows.size == 0:
+    # second moments from the row and column counts and one matrix-vector product, without
+    # listing the pixels
+    inside = mask.astype(np.float64)
+    per_row, per_col = inside.sum(axis=1), inside.sum(axis=0)
+    count = per_row.sum()
+    if count == 0:
         return math.nan
-    rows = rows - rows.mean()
-    cols = cols - cols.mean()
-    var_r, var_c, cov = np.dot(rows, rows), np.dot(cols, cols), np.dot(rows, cols)
+    rows = np.arange(mask.shape[0], dtype=np.float64)
+    cols = np.arange(mask.shape[1], dtype=np.float64)
+    rows -= np.dot(per_row, rows) / count
+    cols -= np.dot(per_col, cols) / count
+    var_r, var_c = np.dot(per_row, rows * rows), np.dot(per_col, cols * cols)
+    cov = np.dot(rows, inside @ cols)
     half_trace = 0.5 * (var_r + var_c)
     spread = math.hypot(0.5 * (var_r - var_c), cov)
     major = half_trace + spread
@@ -291,7 +297,7 @@ def _glcm_contrast(image, mask, levels: int = DEFAULT_LEVELS) -> float:
         count = np.count_nonzero(pairs)
         if count == 0:  # no pair in this direction: the direction is left out
             continue
-        difference = (centre_grey - _shifted(grey, dr, dc))[pairs]
+        difference = (centre_grey - _shifted(grey, dr, dc))[pairs].astype(np.float64)
         contrasts.append(np.dot(difference, difference) / count)
     if not contrasts:
         return math.nan
@@ -314,11 +320,19 @@ def _large_dependence_emphasis(
         return math.nan
     grey, mask = prepared
     centre_grey, centre_mask = _shifted(grey, 0, 0), _shifted(mask, 0, 0)
-    dependence = np.ones(centre_grey.shape, dtype=np.intp)  # the pixel itself
-    for dr, dc in _NEIGHBOURS:
-        close = np.abs(centre_grey - _shifted(grey, dr, dc)) <= alpha
-        dependence += close & _shifted(mask, dr, dc)
-    dependence = dependence[centre_mask]
+    # dependence is symmetric: each of the four GLCM offsets finds a dependent pair once and
+    # counts it for both of its pixels (the padded frame absorbs the pairs that leave the crop)
+    dependence = np.ones(grey.shape, dtype=np.int16)  # the pixel itself
+    centre_dependence = _shifted(dependence, 0, 0)
+    for dr, dc in _GLCM_OFFSETS:
+        other = _shifted(grey, dr, dc)
+        if alpha == 0:
+            close = (centre_grey == other) & centre_mask  # -1 marks pixels outside the mask
+        else:
+            close = (np.abs(centre_grey - other) <= alpha) & centre_mask & _shifted(mask, dr, dc)
+        centre_dependence += close
+        _shifted(dependence, dr, dc)[...] += close
+    dependence = centre_dependence[centre_mask].astype(np.float64)
     return float(np.dot(dependence, dependence) / dependence.size)
 
 
