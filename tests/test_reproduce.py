@@ -100,3 +100,21 @@ def test_mean_curve_skips_nan_and_extends_stopped_paths():
     mean = _nanmean([[1.0, 2.0, 3.0], [3.0, nan, 5.0], [5.0]])  # the last path stopped early
     assert np.allclose(mean, [3.0, 3.5, 13.0 / 3])
     assert np.isnan(_nanmean([[nan, 1.0], [nan, 3.0]])[0])
+
+
+def test_dreamed_lesion_is_the_component_most_inside_the_region():
+    from interpret_segmentation.reproduce.deepdream import dreamed_lesion
+
+    mask = np.zeros((20, 20), dtype=bool)
+    mask[2:4, 2:4] = True          # a speck away from the region
+    mask[8:12, 6:16] = True        # the lesion through the region
+    mask[12, 16] = True            # diagonal neighbour: the same 8-connected lesion
+    mask[15:19, 9:11] = True       # a second blob touching the region less
+    region = np.zeros_like(mask)
+    region[9:17, 9:11] = True      # 6 lesion pixels, 4 of the second blob
+    expected = np.zeros_like(mask)
+    expected[8:12, 6:16] = True
+    expected[12, 16] = True
+    assert np.array_equal(dreamed_lesion(mask, region), expected)
+    assert not dreamed_lesion(mask, np.zeros_like(mask)).any()
+    assert not dreamed_lesion(np.zeros_like(mask), region).any()

@@ -9,9 +9,11 @@ it and dream the marking.
 
 Intensity and shape experiment (section 3.2): an organ with hypo-intense lesions; networks
 trained on round or elongated lesions, and on "real" (markedly darker, own texture) or
-"synthetic" (mildly darkened organ) lesions, dream from the same healthy organ; their
+"synthetic" (mildly darkened organ) lesions, dream from the same healthy organs; their
 elongation and intensity curves are compared, as z-scores against the real round lesions of a
-validation set.
+validation set. The features are measured on the dreamed lesion (:func:`dreamed_lesion`): the
+networks also switch on scattered specks of a few pixels around it, and the shape of the
+whole mask then describes where the specks fall rather than the lesion.
 """
 
 from __future__ import annotations
@@ -22,12 +24,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy import ndimage
 from scipy.stats import spearmanr
 
 from ..core.explanation import atomic_write
 from ..datasets.dreams import LesionDataset, MarkingDataset, healthy_organ, marking_response
 from ..deepdream import analyze, white_noise
-from ..features import reference_statistics
+from ..features import FEATURES, reference_statistics
 from ..models import UNet
 from ..training import evaluate, noise_augment, train
 from .common import free_path, train_or_load
@@ -83,6 +86,21 @@ _SEEDS = {"train": 0, "val": 1, "test": 2}
 def _characteristic(image: np.ndarray, mask: np.ndarray) -> float:
     """Seed 004's characteristic feature of the marking (the mask is not used)."""
     return marking_response(image)
+
+
+def dreamed_lesion(mask: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """The lesion a dream grew at the maximised region: the 8-connected component of ``mask``
+    (bool (H, W)) with the most pixels inside ``region``; all False when none touches it."""
+    labels, count = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
+    hits = np.bincount(labels[region & (labels > 0)], minlength=count + 1)
+    if count == 0 or hits.max() == 0:
+        return np.zeros_like(mask, dtype=bool)
+    return labels == int(hits.argmax())
+
+
+def _on_dreamed_lesion(feature, region: np.ndarray):
+    """``feature(image, mask)`` evaluated on :func:`dreamed_lesion` of the mask instead."""
+    return lambda image, mask: feature(image, dreamed_lesion(mask, region))
 
 
 def _nanmean(curves) -> np.ndarray:
@@ -217,6 +235,7 @@ def run_deepdream_reproduction(out, quick: bool = False, seed: int = 0, progress
     organs = [healthy_organ(seed + _SEEDS["test"], size=size, index=k)
               for k in range(settings["dream_starts"])]
     lesion_paths, lesion_curves = {}, {}
+    lesion_features = {name: _on_dreamed_lesion(FEATURES[name], centre) for name in SHAPE_FEATURES}
     for name, (shape, intensity) in LESION_NETWORKS.items():
         model = _unet(settings, seed)
         data = dict(size=size, shape=shape, intensity=intensity)
@@ -224,7 +243,7 @@ def run_deepdream_reproduction(out, quick: bool = False, seed: int = 0, progress
         _fit(f"lesions_{name}", model, LesionDataset(settings["n_train"],
                                                      seed=seed + _SEEDS["train"], **data),
              val_set, out, settings, seed, progress, log, augment=noise_augment)
-        paths = [analyze(model, organ, features=SHAPE_FEATURES, reference=reference, **dream)
+        paths = [analyze(model, organ, features=lesion_features, reference=reference, **dream)
                  for organ in organs]
         lesion_paths[name] = paths[0]
         # curves and final values: means over the starts (NaN where a dream has no mask)
