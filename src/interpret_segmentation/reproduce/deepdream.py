@@ -73,7 +73,7 @@ quicker cue to learn, and even G_0.2 learned it well enough to dream sharp 135-d
 mean over ``dream_starts`` white-noise starts (seeds 0, 1, ...); a single start moved it by up
 to 0.15.
 
-The marking networks train with additive white noise (:func:`~interpret_segmentation.training.
+All networks train with additive white noise (:func:`~interpret_segmentation.training.
 noise_augment`, standard deviation up to 0.05 per image). Without it, a network that relies on
 the marking is convinced by a faint pixel-level perturbation of the white-noise start before
 any line is drawn (its logit over the disk plateaus at about three times the level of a real
