@@ -208,7 +208,8 @@ def _contour_perimeter_area(mask: np.ndarray) -> tuple[float, float]:
         | (padded[1:, :-1] << 2)
         | (padded[1:, 1:] << 3)
     )
-    return float(_CELL_LENGTH[code].sum()), float(_CELL_AREA[code].sum())
+    cells = np.bincount(code.ravel(), minlength=16)  # how often each of the 16 codes occurs
+    return float(cells @ _CELL_LENGTH), float(cells @ _CELL_AREA)
 
 
 # ---------------------------------------------------------------------------------------
@@ -297,7 +298,10 @@ def _glcm_contrast(image, mask, levels: int = DEFAULT_LEVELS) -> float:
         count = np.count_nonzero(pairs)
         if count == 0:  # no pair in this direction: the direction is left out
             continue
-        difference = (centre_grey - _shifted(grey, dr, dc))[pairs].astype(np.float64)
+        # (i - j) ** 2 summed over the pairs as one dot product: cheaper than selecting them
+        difference = centre_grey - _shifted(grey, dr, dc)  # small ints: |i - j| < levels
+        np.multiply(difference, pairs, out=difference, casting="unsafe")
+        difference = difference.astype(np.float64).ravel()
         contrasts.append(np.dot(difference, difference) / count)
     if not contrasts:
         return math.nan
@@ -322,7 +326,7 @@ def _large_dependence_emphasis(
     centre_grey, centre_mask = _shifted(grey, 0, 0), _shifted(mask, 0, 0)
     # dependence is symmetric: each of the four GLCM offsets finds a dependent pair once and
     # counts it for both of its pixels (the padded frame absorbs the pairs that leave the crop)
-    dependence = np.ones(grey.shape, dtype=np.int16)  # the pixel itself
+    dependence = np.ones(grey.shape, dtype=np.uint8)  # the pixel itself; at most 9
     centre_dependence = _shifted(dependence, 0, 0)
     for dr, dc in _GLCM_OFFSETS:
         other = _shifted(grey, dr, dc)
