@@ -55,7 +55,8 @@ DEFAULT_SIZE = 240
 _BASE_SHAPE = 50.0  # nominal shape side at 240 px
 _SCALE_RANGE = (0.8, 1.2)  # random factor on the shape side
 _INTENSITY_RANGE = (100, 255)  # inclusive grey levels of the shapes
-_GAP = 4.0  # minimum free pixels between two shapes at 240 px
+_GAP = 4.0  # free pixels between two shapes at 240 px (scaled with the size)
+_MIN_GAP = 3  # free pixels between two shapes at any size
 _MIN_SIZE = 32
 _MAX_TRIES = 10_000
 _INFO_FILE = "testnet.json"
@@ -137,16 +138,19 @@ def generate_sample(seed: int, index: int, size: int = DEFAULT_SIZE) -> TestnetS
     Follows seed 000: a cross and a triangle on the left half, a circle or a square (50/50)
     on the right half; square -> the cross is segmented, circle -> the triangle. Shape sides
     are ``50 * size / 240`` times a random factor in [0.8, 1.2], grey levels are drawn from
-    100-255, shapes never touch (at least ``4 * size / 240`` px apart, at least 1 px) and lie
-    entirely inside their half of the image.
+    100-255. Between any two shapes lie at least ``max(3, round(4 * size / 240))`` columns or
+    rows of background (the left and the right shape included: the gap straddles the middle
+    column), and each shape lies entirely inside its half of the image.
     """
     seed = check_nonneg_int(seed, "seed")
     index = check_nonneg_int(index, "index")
     size = check_image_side(size, _MIN_SIZE)
     rng = np.random.default_rng([seed, index])
     scale = size / DEFAULT_SIZE
-    gap = max(1, round(_GAP * scale))
+    gap = max(_MIN_GAP, round(_GAP * scale))
     half = size // 2  # left half: columns [0, half); right half: columns [half, size)
+    # the gap straddles the middle, so a left and the right shape are also `gap` apart
+    left_end, right_start = half - (gap + 1) // 2, half + gap // 2
 
     right_shape = "square" if rng.random() < 0.5 else "circle"
     segmented = "cross" if right_shape == "square" else "triangle"
@@ -160,13 +164,13 @@ def generate_sample(seed: int, index: int, size: int = DEFAULT_SIZE) -> TestnetS
 
     cross_side, triangle_side, right_side = side(), side(), side()
     for _ in range(_MAX_TRIES):
-        cross_box = place(cross_side, 0, half)
-        triangle_box = place(triangle_side, 0, half)
+        cross_box = place(cross_side, 0, left_end)
+        triangle_box = place(triangle_side, 0, left_end)
         if boxes_apart(cross_box, triangle_box, gap):
             break
     else:  # pragma: no cover - needs an absurdly small image
         raise RuntimeError(f"could not place the left-hand shapes apart in a {size} px image")
-    right_box = place(right_side, half, size)
+    right_box = place(right_side, right_start, size)
 
     lo, hi = _INTENSITY_RANGE
     boxes = {"cross": cross_box, "triangle": triangle_box, right_shape: right_box}
