@@ -11,7 +11,7 @@ $(BIN)/interpret-segmentation: pyproject.toml constraints.txt
 	touch $@
 
 demo: $(BIN)/interpret-segmentation
-	$(BIN)/interpret-segmentation demo
+	$(BIN)/interpret-segmentation demo --strict
 
 lint: $(BIN)/interpret-segmentation
 	$(BIN)/ruff check src tests examples bench

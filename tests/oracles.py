@@ -93,3 +93,34 @@ def interrupt_writes(monkeypatch, at=2):
         original(sample, directory)
 
     monkeypatch.setattr(files, "write_sample", broken)
+
+
+class NonFiniteModel(nn.Module):
+    """PatchModel's answer with a small convolution in its graph (a layer for Seg-Grad-CAM),
+    spoiled by ``value`` (NaN or inf):
+
+    * ``when="always"``: the whole output is ``value``;
+    * ``when="perturbed"``: the output is ``value`` once any pixel of the bright patch of
+      :func:`patch_image` differs from 1, i.e. for every perturbation that touches it;
+    * ``when="gradient"``: the output stays finite, but the gradient through the convolution
+      is NaN (the derivative of sqrt at 0 times 0);
+    * ``when="never"``: finite output and gradients.
+    """
+
+    def __init__(self, value=float("nan"), when="always"):
+        super().__init__()
+        self.patch = PatchModel()
+        self.conv = nn.Conv2d(1, 1, 1)
+        self.value, self.when = value, when
+
+    def forward(self, x):
+        features = self.conv(x[:, :1])
+        if self.when == "gradient":
+            return self.patch(x) + torch.sqrt(features * 0)  # sqrt(0): 0, with a NaN gradient
+        out = self.patch(x) + 0.01 * features
+        if self.when == "never":
+            return out
+        spoiled = torch.ones(x.shape[0], dtype=torch.bool)
+        if self.when == "perturbed":
+            spoiled = (x[:, :, 30:38, 30:38] != 1).flatten(1).any(1)
+        return torch.where(spoiled[:, None, None, None], torch.full_like(out, self.value), out)

@@ -1,14 +1,18 @@
 import argparse
 import json
+import os
+import re
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch import nn
 
 from interpret_segmentation import Explanation
 from interpret_segmentation.cli import _parser, main
 from interpret_segmentation.datasets import generate_dataset
+from interpret_segmentation.models import UNet
 from interpret_segmentation.training import default_unet, save_checkpoint
 
 
@@ -212,7 +216,7 @@ def test_evaluate_writes_table_and_resumes(tmp_path, checkpoint, capsys):
     assert "methods" in capsys.readouterr().err
 
 
-def test_sweep_writes_the_parameter_tables(tmp_path, checkpoint):
+def test_sweep_writes_the_parameter_tables(tmp_path, checkpoint, capsys):
     import csv
 
     from interpret_segmentation.evaluation import sweep_settings
@@ -228,3 +232,296 @@ def test_sweep_writes_the_parameter_tables(tmp_path, checkpoint):
     assert {v["mask_size"] for v in settings.values()} == {56, 112, 224}
     rows = list(csv.DictReader(open(tmp_path / "sweep" / "per_image.csv")))
     assert {row["method"] for row in rows} == set(settings)
+    assert main([*argv[:7], "3", *argv[8:]]) == 2  # other --iterations: refused, not mixed
+    assert "iterations: 2 there, 3 now" in capsys.readouterr().err
+
+
+USER_MODULE = '''
+from torch import nn
+
+NUMBER = 3
+
+
+def needs(width):
+    return nn.Conv2d(1, 1, 1)
+
+
+def not_module():
+    return "model"
+
+
+def conv():
+    return nn.Conv2d(1, 1, 1)
+'''
+
+
+def _bad_explain_inputs(tmp_path, checkpoint, monkeypatch):
+    """(options for `explain gradcam`, what the one error line must say), per bad input."""
+    png = tmp_path / "x.png"
+    Image.fromarray((np.random.default_rng(0).random((20, 20)) * 255).astype(np.uint8)).save(png)
+    (tmp_path / "notes.png").write_text("not an image")
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "truncated.png").write_bytes(png.read_bytes()[:200])
+    np.save(tmp_path / "object.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    np.save(tmp_path / "text.npy", np.array(["a", "b"]))
+    np.save(tmp_path / "no_pixels.npy", np.zeros((0, 5), np.float32))
+    (tmp_path / "sample").mkdir()
+    whole = checkpoint.read_bytes()
+    (tmp_path / "truncated.pth").write_bytes(whole[: len(whole) // 2])
+    (tmp_path / "empty.pth").write_bytes(b"")
+    (tmp_path / "text.pth").write_text("weights")
+    torch.save(default_unet(), tmp_path / "pickled.pth")
+    torch.save([1, 2], tmp_path / "list.pth")
+    torch.save(nn.Conv2d(1, 1, 1).state_dict(), tmp_path / "conv.pth")
+    (tmp_path / "userbuilds.py").write_text(USER_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    (tmp_path / "readonly").mkdir()
+    image = ["--image", str(png)]
+    return {
+        "non-image": (["--image", str(tmp_path / "notes.png")], "is not an image file"),
+        "empty image": (["--image", str(tmp_path / "empty.png")], "is not an image file"),
+        "truncated png": (["--image", str(tmp_path / "truncated.png")], "truncated"),
+        "pickled npy": (["--image", str(tmp_path / "object.npy")], "not a readable .npy"),
+        "text npy": (["--image", str(tmp_path / "text.npy")], "holds <U1 values"),
+        "no pixels": (["--image", str(tmp_path / "no_pixels.npy")], "at least one channel"),
+        "sample without image": (["--image", str(tmp_path / "sample")], "not found"),
+        "truncated checkpoint": (image + ["--checkpoint", str(tmp_path / "truncated.pth")],
+                                 "unreadable or truncated"),
+        "empty checkpoint": (image + ["--checkpoint", str(tmp_path / "empty.pth")],
+                             "unreadable or truncated"),
+        "text checkpoint": (image + ["--checkpoint", str(tmp_path / "text.pth")], "unreadable"),
+        "pickled model": (image + ["--checkpoint", str(tmp_path / "pickled.pth")],
+                          r"not a state dict saved with torch.save\(model.state_dict\(\)"),
+        "list checkpoint": (image + ["--checkpoint", str(tmp_path / "list.pth")],
+                            "expected a state dict .*, got a list"),
+        "other model's weights": (image + ["--checkpoint", str(tmp_path / "conv.pth")],
+                                  "expected a state dict of the library's UNet"),
+        "weights that do not fit": (image + ["--model", "userbuilds:conv"],
+                                    "does not fit the model"),
+        "module not found": (image + ["--model", "nosuchmodule_xyz:build"], "cannot import"),
+        "attribute missing": (image + ["--model", "userbuilds:missing"], "has no attribute"),
+        "not callable": (image + ["--model", "userbuilds:NUMBER"], "expected a callable"),
+        "no module returned": (image + ["--model", "userbuilds:not_module"],
+                               r"returned a str, expected a torch.nn.Module"),
+        "needs arguments": (image + ["--model", "userbuilds:needs"], "without arguments"),
+        "no colon": (image + ["--model", "userbuilds"], "expected MODULE:CALLABLE"),
+        "unknown device": (image + ["--device", "gpu"], "--device: expected a torch device"),
+        "cuda without cuda": (image + ["--device", "cuda"], "CUDA is not available"),
+        "out is a file": (image + ["--out", str(tmp_path / "afile")], "got the file"),
+        "out is a link": (image + ["--out", str(tmp_path / "link")], "symbolic link"),
+        "out is read-only": (image + ["--out", str(tmp_path / "readonly" / "sub")],
+                             "readonly is not writable"),
+    }
+
+
+def test_every_explain_user_error_is_one_line_and_exit_status_2(tmp_path, checkpoint, capsys,
+                                                                  monkeypatch):
+    cases = _bad_explain_inputs(tmp_path, checkpoint, monkeypatch)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    readonly = str(tmp_path / "readonly")
+    access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: (
+        str(path) != readonly and access(path, mode, **kw)))  # root may write anywhere
+    for label, (options, said) in cases.items():
+        options = [*options] + ([] if "--checkpoint" in options else
+                                ["--checkpoint", str(checkpoint)])
+        options += [] if "--out" in options else ["--out", str(tmp_path / "out")]
+        assert main(["explain", "gradcam", *options, "--no-progress"]) == 2, label
+        error = capsys.readouterr().err
+        assert error.count("\n") == 1 and error.startswith("interpret-segmentation: error: "), \
+            (label, error)
+        assert re.search(said, error), (label, error)
+    assert not (tmp_path / "real").exists() or not any((tmp_path / "real").iterdir())
+
+
+def test_explain_reads_16_bit_and_colour_pngs_as_they_are(tmp_path, capsys):
+    ramp = np.linspace(0, 65535, 24 * 20).round().astype(np.uint16).reshape(24, 20)
+    Image.fromarray(ramp).save(tmp_path / "deep.png")
+    torch.manual_seed(0)
+    gray = save_checkpoint(default_unet(), tmp_path / "gray.pth")
+    colour = save_checkpoint(UNet(in_channels=3, width=4, depth=1), tmp_path / "colour.pth")
+    rgb = (np.random.default_rng(0).random((24, 20, 3)) * 255).astype(np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "rgb.png")
+    for image, weights, shape in (("deep.png", gray, "(24, 20)"), ("rgb.png", colour, "(3, 24, 20)"),
+                                  ("rgb.png", gray, "(24, 20)")):
+        argv = ["explain", "gradcam", "--image", str(tmp_path / image), "--checkpoint",
+                str(weights), "--out", str(tmp_path / f"out-{image}-{weights.stem}"),
+                "--no-progress"]
+        assert main(argv) == 0, capsys.readouterr().err
+        said = capsys.readouterr().out
+        assert f"read --image {tmp_path / image}: shape {shape}, float32, values " in said
+        if image == "deep.png":
+            assert "values 0..1\n" in said  # the full 16-bit range, not {0, 1}
+
+
+# ---------------------------------------------------------------------------------------------
+# nothing the user made is deleted or written through
+
+
+@pytest.fixture
+def quick_explainers(monkeypatch):
+    """Seg-Grad-CAM and a RISE of 8 masks instead of the demo's four explainers."""
+    from interpret_segmentation import demo
+    from interpret_segmentation.gradcam import SegGradCAM
+    from interpret_segmentation.rise import RISE
+
+    monkeypatch.setattr(demo, "build_explainers", lambda model, progress: {
+        "gradcam": SegGradCAM(model, progress=False),
+        "rise": RISE(model, n_masks=8, s=4, p1=0.5, progress=False)})
+
+
+def _one_error_line(capsys, *words):
+    err = capsys.readouterr().err
+    assert err.startswith("interpret-segmentation: error: ") and err.count("\n") == 1, err
+    for word in words:
+        assert word in err, err
+    return err
+
+
+def test_demo_deletes_and_replaces_only_its_own_files(tmp_path, checkpoint, quick_explainers,
+                                                       capsys, monkeypatch):
+    dataset = generate_dataset(tmp_path / "data", n=10, size=48, progress=False)
+    argv = ["demo", "--dataset", str(dataset), "--checkpoint", str(checkpoint), "--no-progress"]
+    assert main([*argv, "--out", str(tmp_path / "new"), "--images", "0"]) == 2
+    _one_error_line(capsys, "images")
+    assert not (tmp_path / "new").exists()  # arguments are checked before anything is written
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "notes.txt").write_text("keep")
+    (work / "summary.json").write_text("the user's")
+    monkeypatch.chdir(work)
+    assert main([*argv, "--out", ".", "--images", "2"]) == 2
+    _one_error_line(capsys, "--out", "--force")
+    assert sorted(os.listdir(work)) == ["notes.txt", "summary.json"]
+    assert main([*argv, "--out", ".", "--images", "2", "--force"]) == 0
+    assert (work / "notes.txt").read_text() == "keep"
+    assert json.loads((work / "summary.json").read_text())["images"] == 2
+    assert len(list(work.glob("sample_*.png"))) == 2
+    outside = tmp_path / "outside.md"
+    outside.write_text("outside")
+    (work / "report.md").unlink()
+    (work / "report.md").symlink_to(outside)
+    assert main([*argv, "--out", ".", "--images", "1"]) == 0  # its own directory now
+    assert outside.read_text() == "outside" and not (work / "report.md").is_symlink()
+    assert len(list(work.glob("sample_*.png"))) == 1  # the previous run's second figure is gone
+    assert len(list((work / "explanations").iterdir())) == 4  # 2 methods x (.npz + .json)
+    assert (work / "notes.txt").read_text() == "keep"
+
+
+def test_explain_checks_every_output_before_writing_and_writes_through_no_link(
+        tmp_path, checkpoint, capsys):
+    Image.fromarray((np.random.default_rng(0).random((24, 24)) * 255).astype(np.uint8)).save(
+        tmp_path / "input.png")
+    out = tmp_path / "out"
+    argv = ["--image", str(tmp_path / "input.png"), "--checkpoint", str(checkpoint), "--out",
+            str(out), "--no-progress"]
+    assert main(["explain", "gradcam", *argv]) == 0
+    (out / "input_hdm_worse.png").write_bytes(b"the user's")
+    assert main(["explain", "hdm", *argv, "--circle-size", "9", "--offset", "8"]) == 2
+    _one_error_line(capsys, "input_hdm_worse.png", "--force")
+    assert not any(out.glob("input_hdm*.npz")) and not (out / "input_hdm.png").exists()
+    assert (out / "input_hdm_worse.png").read_bytes() == b"the user's"
+    outside = tmp_path / "outside.png"
+    outside.write_bytes(b"outside")
+    (out / "input_gradcam.png").unlink()
+    (out / "input_gradcam.png").symlink_to(outside)
+    assert main(["explain", "gradcam", *argv, "--force"]) == 0
+    assert outside.read_bytes() == b"outside" and not (out / "input_gradcam.png").is_symlink()
+    assert (out / "input_gradcam.png").stat().st_mode & 0o777 == 0o666 & ~_umask()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    other = ["explain", "gradcam", *argv[:-2], str(mine), "--no-progress"]
+    assert main(other) == 2
+    _one_error_line(capsys, "not empty")
+    assert main([*other, "--force"]) == 0
+    assert (mine / "notes.txt").read_text() == "keep" and (mine / "input_gradcam.npz").exists()
+
+
+def _umask():
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+@pytest.mark.parametrize("name", ["../..", "../escape", "sub/name", ".."])
+def test_train_name_cannot_leave_the_checkpoint_dir(tmp_path, capsys, name):
+    dataset = generate_dataset(tmp_path / "data", n=10, size=32, progress=False)
+    inner = tmp_path / "a" / "b" / "ck"
+    assert main(["testnet", "train", "--dataset", str(dataset), "--checkpoint-dir", str(inner),
+                 "--name", name, "--epochs", "1", "--n-train", "2", "--n-val", "1", "--width",
+                 "2", "--depth", "1", "--no-progress"]) == 2
+    _one_error_line(capsys, "--name")
+    assert not (tmp_path / "a").exists()
+
+
+def test_studies_key_rows_by_their_settings_resume_and_lock(tmp_path, checkpoint,
+                                                            quick_explainers, capsys):
+    import csv
+    import socket
+
+    from interpret_segmentation.core.io import LOCK
+
+    dataset = generate_dataset(tmp_path / "data", n=10, size=48, progress=False)
+    out = tmp_path / "eval"
+    argv = ["evaluate", "--dataset", str(dataset), "--checkpoint", str(checkpoint), "--methods",
+            "gradcam,rise", "--n", "2", "--out", str(out), "--no-progress"]
+    assert main(argv) == 0
+    rows_path = out / "per_image.csv"
+    rows = list(csv.DictReader(open(rows_path)))
+    second = sorted({row["index"] for row in rows})[1]
+    # a run stopped between two methods of one image: its RISE rows are missing
+    kept = [row for row in rows if (row["index"], row["method"]) != (second, "rise")]
+    with open(rows_path, "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(kept)
+    capsys.readouterr()
+    assert main(argv) == 0
+    computed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("image ")]
+    assert len(computed) == 1 and computed[0].startswith(f"image {second}: rise")
+    again = list(csv.DictReader(open(rows_path)))
+    assert sorted((r["index"], r["method"], r["threshold"]) for r in again) == sorted(
+        (r["index"], r["method"], r["threshold"]) for r in rows)
+    assert main([*argv[:-4], "1", *argv[-3:]]) == 0  # --n 1: the table counts the first image
+    assert {row["images"] for row in csv.DictReader(open(out / "table.csv"))} == {"1"}
+    torch.manual_seed(1)
+    other = save_checkpoint(default_unet(), tmp_path / "other.pth")
+    assert main([*argv[:4], str(other), *argv[5:]]) == 2
+    _one_error_line(capsys, f"--out: {out}", "checkpoint_sha256")
+    (out / LOCK).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                        "started": "2024-01-01 10:00:00", "command": "evaluate",
+                                        "argv": ["interpret-segmentation", "evaluate"]}))
+    assert main(argv) == 2
+    _one_error_line(capsys, "in use by another run", f"pid {os.getpid()}", "2024-01-01 10:00:00")
+
+
+def test_demo_says_when_the_model_did_not_learn_the_rule(tmp_path, checkpoint, quick_explainers,
+                                                          capsys, monkeypatch):
+    from interpret_segmentation import demo
+
+    dataset = generate_dataset(tmp_path / "data", n=10, size=48, progress=False)
+    argv = ["demo", "--dataset", str(dataset), "--checkpoint", str(checkpoint), "--images", "1",
+            "--no-progress"]
+    # an untrained U-Net: validation Dice far below 0.97
+    assert main([*argv, "--out", str(tmp_path / "lenient")]) == 0
+    assert "WARNING: the demo U-Net did not learn testnet's rule" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "lenient" / "summary.json").read_text())
+    assert summary["rule_learned"] is False and summary["model"]["rule_learned"] is False
+    assert "**Warning: the demo U-Net did not learn" in (tmp_path / "lenient" / "report.md").read_text()
+    assert main([*argv, "--out", str(tmp_path / "strict"), "--strict"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "did not learn testnet's rule" in err
+    assert json.loads((tmp_path / "strict" / "summary.json").read_text())["rule_learned"] is False
+    monkeypatch.setattr(demo, "RULE_DICE", 0.0)  # any model passes
+    assert main([*argv, "--out", str(tmp_path / "passes"), "--strict"]) == 0
+    assert "WARNING" not in capsys.readouterr().out
+    assert json.loads((tmp_path / "passes" / "summary.json").read_text())["rule_learned"] is True
+    # a cached model the demo trained with older settings is used, with a warning
+    checkpoint.with_suffix(".json").write_text(json.dumps({"train_seconds": 1.0, "epochs": 10}))
+    assert main([*argv, "--out", str(tmp_path / "old")]) == 0
+    assert "was not trained with today's default settings" in capsys.readouterr().out
+    assert json.loads((tmp_path / "old" / "summary.json").read_text())["model"]["recipe_changed"]

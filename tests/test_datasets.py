@@ -17,7 +17,7 @@ from interpret_segmentation.datasets import (
     load_sample,
     split_indices,
 )
-from interpret_segmentation.datasets.files import boxes_apart
+from interpret_segmentation.datasets.files import boxes_apart, read_gray, read_image
 
 
 @pytest.mark.parametrize("index", range(40))
@@ -188,3 +188,50 @@ def test_interrupted_forced_replace_keeps_the_old_set(tmp_path, monkeypatch):
     assert list_indices(root) == [0, 1]
     assert json.loads((root / "testnet.json").read_text())["seed"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["data"]
+
+
+@given(st.sampled_from([8, 16]), st.integers(1, 12), st.integers(1, 12), st.integers(0, 2**32 - 1))
+@settings(max_examples=40, deadline=None)
+def test_read_image_scales_by_the_bit_depth(tmp_path_factory, bits, height, width, seed):
+    top = 2**bits - 1
+    values = np.random.default_rng(seed).integers(0, top + 1, (height, width))
+    values.flat[0] = top  # the full range is kept, not clipped to {0, 1}
+    path = tmp_path_factory.mktemp("png") / "image.png"
+    Image.fromarray(values.astype(np.uint8 if bits == 8 else np.uint16)).save(path)
+    for channels in (None, 1, 3):
+        array = read_image(path, channels)
+        assert array.dtype == np.float32 and array.max() == 1.0
+        gray = array if channels != 3 else array[0]
+        assert array.shape == ((3,) if channels == 3 else ()) + (height, width)
+        assert np.allclose(gray, values / top, atol=1e-7)
+    if bits == 8:
+        assert np.array_equal(read_gray(path), values)
+
+
+def test_read_image_keeps_colour_when_asked_and_drops_alpha(tmp_path):
+    rgba = np.random.default_rng(0).integers(0, 256, (5, 7, 4)).astype(np.uint8)
+    Image.fromarray(rgba).save(tmp_path / "rgba.png")
+    for channels in (None, 3):
+        assert np.allclose(read_image(tmp_path / "rgba.png", channels),
+                           rgba[..., :3].transpose(2, 0, 1) / 255, atol=1e-7)
+    luminance = np.asarray(Image.fromarray(rgba).convert("RGB").convert("L")) / 255
+    assert np.allclose(read_image(tmp_path / "rgba.png", 1), luminance, atol=1e-7)
+    Image.fromarray(rgba[..., 0] > 127).save(tmp_path / "bilevel.png")
+    assert np.array_equal(read_image(tmp_path / "bilevel.png"), rgba[..., 0] > 127)
+    with pytest.raises(ValueError, match="the model takes 4 channels"):
+        read_image(tmp_path / "rgba.png", 4)
+
+
+def test_read_image_refuses_what_is_no_image(tmp_path):
+    noise = np.random.default_rng(0).integers(0, 256, (30, 30)).astype(np.uint8)
+    Image.fromarray(noise).save(tmp_path / "good.png")
+    whole = (tmp_path / "good.png").read_bytes()
+    (tmp_path / "truncated.png").write_bytes(whole[: len(whole) // 2])
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "text.png").write_text("hello")
+    Image.fromarray(np.full((3, 3), 70000, np.int32)).save(tmp_path / "deep.tiff")
+    for name in ("truncated.png", "empty.png", "text.png", "deep.tiff"):
+        with pytest.raises(ValueError, match=rf"^photo: .*{name} is not an image file"):
+            read_image(tmp_path / name, name="photo")
+    with pytest.raises(FileNotFoundError, match="photo: .*missing.png not found"):
+        read_image(tmp_path / "missing.png", name="photo")

@@ -86,3 +86,20 @@ def test_bad_input():
         SegGradCAM(model, nn.Conv2d(1, 1, 1))
     with pytest.raises(ValueError, match="target: class index 3"):
         SegGradCAM(model, "0", progress=False).explain(patch_image(), 3)
+
+
+def test_nan_gradient_is_named_not_a_zero_map():
+    from oracles import NonFiniteModel
+
+    with pytest.raises(ValueError, match=r"^Seg-Grad-CAM: the gradient of the score with respect "
+                                         r"to the output of layer 'conv': \d+ of \d+ values are "
+                                         "NaN or inf$"):
+        SegGradCAM(NonFiniteModel(when="gradient"), "conv", progress=False).explain(patch_image())
+
+
+def test_bfloat16_model_gives_a_float32_map_close_to_float32():
+    model = tiny_net()
+    image = torch.rand(1, 12, 10)
+    expected = SegGradCAM(model, "0", progress=False).explain(image).saliency
+    got = SegGradCAM(model.to(torch.bfloat16), "0", progress=False).explain(image).saliency
+    assert got.dtype == np.float32 and np.abs(got - expected).max() <= 0.05 * expected.max()

@@ -250,3 +250,21 @@ def test_overridden_occlusion_is_checked_circle_by_circle(patch_model):
     assert np.array_equal(overridden.distances(hdm.RAW), default.distances(hdm.RAW))
     assert (overridden.explanation.info["model_passes"]
             == default.explanation.info["model_passes"] < len(default.grid))
+
+
+@pytest.mark.parametrize("threshold", [float("nan"), float("inf"), -float("inf"), 1.0, -0.5,
+                                       True, "0.5", None])
+def test_nan_inf_and_out_of_range_thresholds_are_refused(patch_model, threshold):
+    with pytest.raises(ValueError, match=r"^threshold: expected a number in \[0, 1\), got"):
+        HDM(patch_model, threshold=threshold)
+    with pytest.raises(ValueError, match=r"^threshold: expected a number in \[0, 1\), got"):
+        hdm.HausdorffDistanceMasks(48, 48, threshold=threshold)
+
+
+def test_bad_channel_and_numpy_sizes(patch_model):
+    for channel in (float("nan"), -2, 1.0, True):
+        with pytest.raises(ValueError, match="channel: expected an int >= -1"):
+            HDM(patch_model, channel=channel)
+    explainer = HDM(patch_model, circle_size=np.int64(9), offset=np.int32(8),
+                    threshold=np.float32(0.5), progress=False)
+    assert (explainer.circle_size, explainer.offset, explainer.threshold) == (9, 8, 0.5)

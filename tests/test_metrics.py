@@ -1,6 +1,8 @@
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from oracles import PatchModel, patch_image
 
 from interpret_segmentation.metrics import (
@@ -93,3 +95,43 @@ def test_explanation_scores_per_paper_threshold_and_for_misure():
         "perturbation_ratio": misure.info["perturbation_ratio"]}}
     dark = RISE(model, n_masks=4, s=4, progress=False).explain(torch.zeros(1, 48, 48))
     assert explanation_scores(model, torch.zeros(1, 48, 48), dark) == {}
+
+
+def _metric(name, model, class_index):
+    image = patch_image()
+    if name == "dice_explained":
+        return dice_explained(model, image, np.ones((48, 48)), class_index=class_index)
+    return deletion_insertion(model, image, np.random.default_rng(0).random((48, 48)),
+                              class_index=class_index, steps=2)
+
+
+@pytest.mark.parametrize("metric", ["dice_explained", "deletion_insertion"])
+@pytest.mark.parametrize("class_index", [9, 2, -1, -2, np.int64(5)])
+def test_every_metric_refuses_a_class_index_out_of_range_or_negative(metric, class_index):
+    with pytest.raises(IndexError, match=rf"class_index: class index {class_index} is outside "
+                                         r"the model's classes 0\.\.1"):
+        _metric(metric, PatchModel(), class_index)
+
+
+@pytest.mark.parametrize("metric", ["dice_explained", "deletion_insertion"])
+@pytest.mark.parametrize("class_index", [1.0, True, "1", None])
+def test_every_metric_refuses_a_class_index_that_is_no_int(metric, class_index):
+    with pytest.raises(TypeError, match="class_index: expected an int class index"):
+        _metric(metric, PatchModel(), class_index)
+
+
+@given(st.integers(-1000, 1000))
+@settings(max_examples=40, deadline=None)
+def test_dice_explained_takes_exactly_the_model_classes(class_index):
+    if class_index in (0, 1):
+        assert _metric("dice_explained", PatchModel(), class_index) == 1.0
+    else:
+        with pytest.raises(IndexError):
+            _metric("dice_explained", PatchModel(), class_index)
+
+
+@pytest.mark.parametrize("threshold", [float("nan"), float("inf"), True, None])
+def test_binarize_refuses_nan_and_inf_thresholds(threshold):
+    with pytest.raises(ValueError, match=r"threshold: expected a number in \[0, 1\)"):
+        binarize(np.ones((2, 2)), threshold)
+    assert binarize(np.array([[0.0, 1.0]]), np.float32(0.5)).tolist() == [[False, True]]

@@ -1,7 +1,11 @@
+import threading
+
 import numpy as np
 import pytest
 import torch
-from oracles import PatchModel, ThreeClassModel, patch_image
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from oracles import NonFiniteModel, PatchModel, ThreeClassModel, patch_image
 from scipy import ndimage
 
 from interpret_segmentation import Target
@@ -116,3 +120,76 @@ def test_bad_input():
         explainer.explain_batch([patch_image(), patch_image(40, 48)], [1, 1])
     with pytest.raises(ValueError, match="target.region"):
         explainer.explain(patch_image(), Target(1, np.ones((4, 4))))
+
+
+@given(st.one_of(st.integers(-20, 40), st.sampled_from([1.0, 3.0, True, None, "7", float("nan")])))
+@settings(max_examples=80, deadline=None)
+def test_kernel_size_is_an_odd_int_of_at_least_three(kernel_size):
+    if isinstance(kernel_size, int) and not isinstance(kernel_size, bool) \
+            and kernel_size >= 3 and kernel_size % 2 == 1:
+        assert MiSuRe(PatchModel(), kernel_size=kernel_size).kernel_size == kernel_size
+        return
+    with pytest.raises(ValueError, match=r"kernel_size: expected an odd int >= 3 \(a 1 x 1 "
+                                         r"kernel never grows the mask\)"):
+        MiSuRe(PatchModel(), kernel_size=kernel_size)
+
+
+def test_stage_one_ends_when_a_dilation_no_longer_grows_the_mask():
+    """A 1 x 1 kernel (refused up front, set here behind the check) used to loop forever."""
+    class Never(torch.nn.Module):
+        """Foreground on the left half only when nothing is masked: tau is never reached."""
+
+        def forward(self, x):
+            whole = (x > 0).flatten(1).all(1).float()[:, None, None, None]
+            out = torch.full_like(x[:, :1], -5.0)
+            out[..., : x.shape[-1] // 2] = 10 * (2 * whole - 1)
+            return out
+
+    results = []
+
+    def explain(batch_size):
+        explainer = MiSuRe(Never(), mask_size=8, iterations=1, batch_size=batch_size,
+                           progress=False)
+        explainer.kernel_size = 1
+        results.append(explainer.explain(torch.rand(1, 12, 12) + 0.1))
+
+    for batch_size in (1, 3):
+        worker = threading.Thread(target=explain, args=(batch_size,), daemon=True)
+        worker.start()
+        worker.join(timeout=60)
+        assert not worker.is_alive(), "stage 1 did not end"
+    for explanation in results:
+        info = explanation.info
+        assert info["sr_stop"] == "no_growth" and info["dilations"] == 0
+        assert not info["sr_covers_image"] and info["sr_dice"] <= 0.9
+        assert explanation.arrays["sr_mask"].sum() == 72  # the left half, M0 itself
+
+
+def test_stage_one_says_why_it_stopped():
+    explanation = patch_explainer(iterations=1).explain(patch_image())
+    assert explanation.info["sr_stop"] == "tau" and explanation.info["sr_dice"] > 0.9
+
+
+@pytest.mark.parametrize("name", ["tau", "lr", "lam", "gamma", "beta", "alpha_background",
+                                  "alpha_class", "zero_below"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf"), np.float64("nan"),
+                                   True, "0.1", None])
+def test_nan_inf_and_non_numbers_are_refused_for_every_parameter(name, value):
+    with pytest.raises(ValueError, match=rf"^{name}: expected a .*number.*, got"):
+        MiSuRe(PatchModel(), **{name: value})
+
+
+def test_numpy_numbers_are_accepted():
+    explainer = MiSuRe(PatchModel(), tau=np.float32(0.5), kernel_size=np.int64(5),
+                       lam=np.float64(0.1), iterations=np.int32(2))
+    assert (explainer.tau, explainer.kernel_size, explainer.lam, explainer.iterations) == \
+        (0.5, 5, 0.1, 2)
+
+
+def test_nan_in_stage_two_is_named():
+    explainer = MiSuRe(NonFiniteModel(when="gradient"), mask_size=16, iterations=3,
+                       progress=False)
+    with pytest.raises(ValueError, match=r"^MiSuRe stage 2: the gradient of the loss with "
+                                         r"respect to the mask \(iteration 0\): \d+ of 256 "
+                                         "values are NaN or inf$"):
+        explainer.explain(patch_image())

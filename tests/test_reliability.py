@@ -47,3 +47,51 @@ def test_bad_input():
         classifier.fit(np.zeros((4, 3)), [True] * 4)
     with pytest.raises(ValueError, match="labels: expected 4 values"):
         classifier.fit(np.zeros((4, 3)), [True, False])
+
+
+def test_reliability_study_counts_the_current_n_and_refuses_other_settings(tmp_path, monkeypatch):
+    from functools import partial
+
+    import torch
+
+    from interpret_segmentation import misure, reliability
+    from interpret_segmentation.datasets import generate_dataset
+    from interpret_segmentation.training import default_unet, save_checkpoint
+
+    monkeypatch.setattr(misure, "MiSuRe", partial(misure.MiSuRe, iterations=2, mask_size=16))
+
+    class Fixed:  # the classifier is not under test here, only which rows reach it
+        def __init__(self, seed):
+            pass
+
+        def fit(self, features, labels):
+            return self
+
+        def evaluate(self, features, labels):
+            return {"accuracy": 1.0, "roc_auc": 1.0, "false_positive_rate": [0.0, 1.0],
+                    "true_positive_rate": [0.0, 1.0]}
+
+    monkeypatch.setattr(reliability, "ReliabilityClassifier", Fixed)
+    torch.manual_seed(0)
+    model = default_unet()
+    with torch.no_grad():
+        model.head.bias.fill_(5.0)  # predicts the whole image: every image is explained
+    checkpoint = save_checkpoint(model, tmp_path / "model.pth")
+    dataset = generate_dataset(tmp_path / "data", n=30, size=48, progress=False)
+    out = tmp_path / "reliability"
+    lines = []
+    run = partial(reliability.run_reliability, dataset, checkpoint, out=out, progress=False,
+                  log=lines.append)
+    assert run(n=5)["images"] == 5
+    lines.clear()
+    assert run(n=4)["images"] == 4  # the first 4 of the 5 rows, none computed again
+    assert not lines[:-1]
+    assert len((out / "features.csv").read_text().splitlines()) == 6  # header and 5 rows kept
+    for changed, named in (({"noise": 0.2}, "noise: 0.08 there, 0.2 now"),
+                           ({"seed": 1}, "seed: 0 there, 1 now")):
+        with pytest.raises(ValueError, match=f"--out: {out} holds .*{named}"):
+            run(n=4, **changed)
+    torch.manual_seed(1)
+    save_checkpoint(default_unet(), checkpoint)
+    with pytest.raises(ValueError, match="checkpoint_sha256"):
+        run(n=4)

@@ -32,6 +32,9 @@ def test_lrp_reproduction_writes_every_combination_and_resumes(tmp_path, monkeyp
                                            log=lines.append)
     assert sum("reusing" in line for line in lines) == 3  # both classifiers and the U-Net
     assert again["segmentation"] == metrics["segmentation"]
+    monkeypatch.setitem(reproduce.SETTINGS, "quick", {**tiny, "unet_epochs": 2})
+    with pytest.raises(ValueError, match=r"settings\.unet_epochs: 1 there, 2 now"):
+        reproduce.run_lrp_reproduction(tmp_path / "r", quick=True, progress=False)
 
 
 def test_pooled_scores_by_hand():

@@ -186,3 +186,60 @@ def test_bad_input(patch_model, tmp_path):
 
     with pytest.raises(ValueError, match="model output"):
         RISE(Flat(), n_masks=4, progress=False).explain(patch_image())
+
+
+def _bad_mask_files(tmp_path):
+    """(file, what the error says) for mask files load_masks must refuse."""
+    good = np.full((3, 1, 8, 8), 0.5, np.float32)
+    cases = {}
+
+    def npy(name, array, said):
+        np.save(tmp_path / f"{name}.npy", array)
+        cases[name] = (tmp_path / f"{name}.npy", said)
+
+    npy("zeros", np.zeros_like(good), "every mask value is 0")
+    for name, value in (("nan", np.nan), ("above", 1.5), ("below", -0.2), ("inf", np.inf)):
+        array = good.copy()
+        array[1, 0, 2, 3] = value
+        npy(name, array, r"expected mask values in \[0, 1\]")
+    npy("empty", np.zeros((0, 8, 8), np.float32), r"expected an array \(N, 1, H, W\)")
+    npy("four_channels", np.full((3, 4, 8, 8), 0.5), r"expected an array \(N, 1, H, W\)")
+    npy("strings", np.array(["a", "b"]), "expected an array of numbers")
+    (tmp_path / "pickled.npy").write_bytes(b"\x80\x04K\x01.")
+    cases["pickled"] = (tmp_path / "pickled.npy", "neither a RISE mask recipe nor a mask array")
+    np.save(tmp_path / "object.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    cases["object"] = (tmp_path / "object.npy", "neither a RISE mask recipe nor a mask array")
+    whole = (tmp_path / "zeros.npy").read_bytes()
+    (tmp_path / "truncated.npy").write_bytes(whole[: len(whole) // 2])
+    cases["truncated"] = (tmp_path / "truncated.npy", "or truncated")
+    (tmp_path / "blank.npy").write_bytes(b"")
+    cases["blank"] = (tmp_path / "blank.npy", "or truncated")
+    np.savez(tmp_path / "other.npz", weights=np.ones(3))
+    cases["other_npz"] = (tmp_path / "other.npz", "expected the recipe")
+    for name, recipe in (("nan_recipe", [5, 4, np.nan, 8, 8, 0]), ("short_recipe", [5, 4, 0.5]),
+                         ("fractional_recipe", [5.5, 4, 0.5, 8, 8, 0])):
+        np.savez(tmp_path / f"{name}.npz", **{rise.RECIPE_KEY: np.array(recipe)})
+        cases[name] = (tmp_path / f"{name}.npz", "expected the recipe")
+    np.savez(tmp_path / "zero_height.npz", **{rise.RECIPE_KEY: np.array([5, 4, 0.5, 0, 8, 0])})
+    cases["zero_height"] = (tmp_path / "zero_height.npz", "height: expected a positive int")
+    return cases
+
+
+def test_load_masks_refuses_zero_nan_out_of_range_and_unreadable_masks(tmp_path):
+    for path, said in _bad_mask_files(tmp_path).values():
+        with pytest.raises(ValueError, match=said) as refused:
+            load_masks(path)
+        assert str(refused.value).startswith(str(path))  # names the file
+    # what is refused above is fine when it is in [0, 1] (float rounding included)
+    almost = np.full((2, 1, 8, 8), 0.5, np.float32)
+    almost[0, 0, 0, 0], almost[1, 0, 0, 0] = 1 + 1e-7, -1e-7
+    np.save(tmp_path / "almost.npy", almost)
+    stored = load_masks(tmp_path / "almost.npy")
+    assert stored.masks.min() == 0 and stored.masks.max() == 1
+
+
+@pytest.mark.parametrize("p1", [float("nan"), float("inf"), 0.0, 1.5, True, "0.5"])
+def test_nan_and_out_of_range_probabilities_are_refused(patch_model, p1):
+    with pytest.raises(ValueError, match=r"p1: expected a number in \(0, 1\]"):
+        RISE(patch_model, p1=p1)
+    assert RISE(patch_model, n_masks=np.int64(3), s=np.int32(2), p1=np.float32(0.5)).p1 == 0.5

@@ -224,3 +224,41 @@ def test_affine_elastic_augment_moves_image_and_mask_alike():
         assert torch.allclose(x, original, atol=1e-5) or torch.allclose(x, original.flip(-1),
                                                                           atol=1e-5)
         assert torch.equal(y, x > 0.5)
+
+
+def test_train_stops_once_the_validation_target_is_held(tmp_path):
+    torch.manual_seed(0)
+    model = UNet(width=4, depth=2, global_context=False)
+    lines = []
+    history = train(model, *_toy_sets(), epochs=30, lr=0.05, batch_size=4,
+                    results_path=tmp_path / "run.txt", checkpoint_dir=tmp_path, progress=False,
+                    log=lines.append, stop_at=0.9, hold=2)
+    assert len(history) < 30
+    assert [row["val_dice"] >= 0.9 for row in history[-3:]] == [False, True, True]
+    assert "training stopped after epoch" in lines[-1]
+    # an unreachable target runs every epoch
+    history = train(UNet(width=4, depth=2, global_context=False), *_toy_sets(), epochs=3,
+                    lr=0.05, batch_size=4, results_path=tmp_path / "run2.txt",
+                    checkpoint_dir=tmp_path, progress=False, log=lines.append, stop_at=1.5)
+    assert len(history) == 3
+    with pytest.raises(ValueError, match="hold: expected a positive int"):
+        train(model, *_toy_sets(), epochs=1, lr=0.05, batch_size=4, hold=0,
+              results_path=tmp_path / "r3.txt", checkpoint_dir=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="schedule: expected one of"):
+        train(model, *_toy_sets(), epochs=1, lr=0.05, batch_size=4, schedule="cosine",
+              results_path=tmp_path / "r4.txt", checkpoint_dir=tmp_path, progress=False)
+
+
+def test_plateau_schedule_warms_up_holds_the_peak_then_decays():
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.Adam([parameter], lr=0.5)
+    scheduler = training._scheduler(optimizer, "plateau", 100)
+    rates = []
+    for _ in range(100):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates[0] == pytest.approx(0.05) and rates[9] == pytest.approx(0.5)  # 10 warm-up steps
+    assert all(rate == pytest.approx(0.5) for rate in rates[9:70])
+    assert all(a > b for a, b in zip(rates[70:], rates[71:]))
+    assert 0.005 <= rates[-1] < 0.007  # towards lr / 100

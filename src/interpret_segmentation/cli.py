@@ -172,7 +172,9 @@ def _parser() -> argparse.ArgumentParser:
         method.add_argument("--batch-size", type=_batch_size, default="auto",
                             help="inputs per model pass: a positive int or auto (default auto)")
         method.add_argument("--device", default="cpu", help="torch device (default cpu)")
-        method.add_argument("--force", action="store_true", help="replace existing output files")
+        method.add_argument("--force", action="store_true",
+                            help="replace existing output files, and write into a non-empty "
+                                 "--out explain did not make (nothing else is touched)")
         _common_progress(method)
     hdm.add_argument("--circle-size", type=int, default=15, help="circle diameter in pixels (default 15)")
     hdm.add_argument("--offset", type=int, default=5, help="pixels between circle centres (default 5)")
@@ -294,38 +296,68 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo", help="the end-to-end demo",
         description="Generate testnet when absent, train the default U-Net when no checkpoint is "
-                    "cached, explain validation images with HDM and RISE, and write figures, "
-                    "report.md and summary.json. A previous demo's output directory is replaced.")
+                    "cached, explain validation images with HDM, RISE, Seg-Grad-CAM and MiSuRe, and "
+                    "write figures, "
+                    "report.md and summary.json. A rerun replaces the files the previous demo wrote "
+                    "(listed in --out's manifest) and deletes nothing else.")
     demo.add_argument("--out", default="out/demo", help="output directory (default out/demo)")
     demo.add_argument("--dataset", default=DATASET, help=f"data-set directory (default {DATASET})")
     demo.add_argument("--checkpoint", default=CHECKPOINT,
                       help=f"cached model; trained and written here when missing (default {CHECKPOINT})")
     demo.add_argument("--images", type=int, default=4, help="validation images to explain (default 4)")
     demo.add_argument("--force", action="store_true",
-                      help="replace --out even when it is not a previous demo's output")
+                      help="write into a non-empty --out the demo did not make (beside what "
+                           "is there; nothing else is deleted)")
+    demo.add_argument("--strict", action="store_true",
+                      help="exit with status 1 when the model's validation Dice is below 0.97, "
+                           "i.e. it did not learn testnet's rule (`make demo` and CI use it)")
     _common_progress(demo)
     return parser
 
 
-def _load_array(path: Path, name: str) -> np.ndarray:
-    from PIL import Image
+def _load_array(path: Path, name: str, channels: int | None = 1) -> np.ndarray:
+    """``path`` as :func:`~interpret_segmentation.datasets.files.read_image` reads it, and one
+    line saying what was read (shape, dtype, value range)."""
+    from .datasets.files import read_image
 
-    if not path.exists():
-        raise FileNotFoundError(f"{name}: {path} not found")
-    if path.suffix == ".npy":
-        return np.load(path, allow_pickle=False)
-    return np.asarray(Image.open(path).convert("L"), dtype=np.float32) / 255.0
+    array = read_image(path, channels, name)
+    values = f"values {array.min():.4g}..{array.max():.4g}" if array.size else "no values"
+    print(f"read {name} {path}: shape {array.shape}, {array.dtype}, {values}")
+    return array
 
 
 def _build_model(spec: str | None, checkpoint: str):
+    import inspect
+
+    from torch import nn
+
     from .training import load_checkpoint, load_default_model
 
     if spec is None:
         return load_default_model(checkpoint)
     module_name, _, attribute = spec.partition(":")
-    if not attribute:
+    if not module_name or not attribute:
         raise ValueError(f"--model: expected MODULE:CALLABLE, got {spec!r}")
-    model = getattr(importlib.import_module(module_name), attribute)()
+    try:
+        module = importlib.import_module(module_name)
+    except (ImportError, TypeError, ValueError) as error:
+        raise ValueError(f"--model: cannot import {module_name!r} ({error})") from None
+    build = getattr(module, attribute, None)
+    if build is None:
+        raise ValueError(f"--model: module {module_name!r} has no attribute {attribute!r}")
+    if not callable(build):
+        raise ValueError(f"--model: {spec} is a {type(build).__name__}, expected a callable "
+                         "that builds the model")
+    try:
+        inspect.signature(build).bind()
+    except TypeError as error:
+        raise ValueError(f"--model: {spec} cannot be called without arguments ({error})") from None
+    except ValueError:  # no signature to read (some builtins): just call it
+        pass
+    model = build()
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"--model: {spec}() returned a {type(model).__name__}, expected a "
+                         "torch.nn.Module")
     return load_checkpoint(model, checkpoint)
 
 
@@ -333,23 +365,28 @@ def _explain(args) -> None:
     import torch
 
     from . import hdm, rise
-    from .core import Target
+    from .core import Target, expected_channels
+    from .core.io import OutputDirectory, write_files
+    from .core.validate import check_device
     from .gradcam import SegGradCAM
     from .misure import MiSuRe
-    from .viz import explanation_figure, save_figure
+    from .viz import explanation_figure, figure_png
 
     image_path = Path(args.image)
     stem = image_path.stem
     if image_path.is_dir():
         stem = image_path.name
         image_path = image_path / "image.png"
-    image = _load_array(image_path, "--image")
+    device = check_device(args.device, "--device")
+    output = OutputDirectory(args.out, "explain", force=args.force, replace_own=False, wait=30)
+    names = [f"{stem}_{args.method}{suffix}" for suffix in (".npz", ".json", ".png")]
+    if args.method == "hdm":
+        names += [f"{stem}_hdm_{name}.png" for name in ("raw", "better", "worse")]
+    output.check(*names)  # every output path, before any work
+    model = _build_model(args.model, args.checkpoint).to(device)
+    conv = expected_channels(model)  # a colour image stays colour for a model taking three
+    image = _load_array(image_path, "--image", None if conv is None else conv[1])
     region = None if args.segment is None else _load_array(Path(args.segment), "--segment")
-    out = Path(args.out)
-    figure_path = out / f"{stem}_{args.method}.png"
-    if figure_path.exists() and not args.force:
-        raise FileExistsError(f"{figure_path} exists; pass --force to replace it")
-    model = _build_model(args.model, args.checkpoint).to(args.device)
     options = {"batch_size": args.batch_size, "progress": args.progress, "device": args.device}
     if args.method == "hdm":
         explainer = hdm.HDM(model, circle_size=args.circle_size, offset=args.offset,
@@ -366,24 +403,27 @@ def _explain(args) -> None:
                            lam=args.lam, gamma=args.gamma, beta=args.beta, **options)
     explanation = explainer.explain(torch.from_numpy(np.asarray(image, dtype=np.float32)),
                                     Target(args.class_index, region))
-    written = [explanation.save(out / f"{stem}_{args.method}.npz", overwrite=args.force)]
     shown = explanation.arrays["worse_only"] if args.method == "hdm" else explanation.saliency
     title = {"hdm": "HDM (worse only)", "rise": f"RISE ({getattr(args, 'weighting', '')})",
              "gradcam": "Seg-Grad-CAM", "misure": "MiSuRe (MSR mask)"}[args.method]
     panels = {title: shown}
     if args.method == "misure" and "sr_mask" in explanation.arrays:
         panels = {"MiSuRe (SR mask)": explanation.arrays["sr_mask"], title: shown}
-    figure = explanation_figure(image, panels, prediction=explanation.arrays["target_pixels"])
-    written.append(save_figure(figure, figure_path, overwrite=args.force))
+    figure = figure_png(explanation_figure(image, panels,
+                                           prediction=explanation.arrays["target_pixels"]))
+    pictures = [figure]
     if args.method == "hdm":
         result = hdm.HDM.result(explanation)
-        for kind, name, colours in ((hdm.RAW, "raw", "Blues"), (hdm.BETTER_ONLY, "better", "Greens"),
-                                    (hdm.WORSE_ONLY, "worse", "Reds")):
-            path = out / f"{stem}_hdm_{name}.png"
-            if path.exists() and not args.force:
-                raise FileExistsError(f"{path} exists; pass --force to replace it")
-            result.circle_map(kind, color_map=colours).save(path)
-            written.append(path)
+        pictures += [result.circle_map(kind, color_map=colours)
+                     for kind, colours in ((hdm.RAW, "Blues"), (hdm.BETTER_ONLY, "Greens"),
+                                           (hdm.WORSE_ONLY, "Reds"))]
+    with output:
+        paths = output.files(*names)
+        entries = explanation.writers(paths[0])
+        entries.append((paths[2], lambda file: file.write(figure), "wb"))
+        entries += [(path, lambda file, picture=picture: picture.save(file, format="PNG"), "wb")
+                    for path, picture in zip(paths[3:], pictures[1:])]
+        written = write_files(entries, overwrite=True)
     facts = [f"{explanation.timings['total']:.1f} s"]
     for key in ("model_passes", "dilations", "dice_explained", "perturbation_ratio", "reason"):
         if key in explanation.info:
@@ -397,9 +437,11 @@ def _explain(args) -> None:
 def _train(args) -> None:
     import torch
 
+    from .core.io import check_file_name
     from .models.unet import UNet
     from .training import dataset_splits, save_checkpoint, train, training_defaults
 
+    check_file_name(args.name, "--name")  # the results file stays in --checkpoint-dir
     architecture, settings = training_defaults(args.dataset)
     for key in ("epochs", "lr", "batch_size", "n_train", "n_val", "augment"):
         if getattr(args, key) is not None:
@@ -459,12 +501,17 @@ def main(argv=None) -> int:
                            args.n, args.out, progress=args.progress,
                            dataset_name=args.dataset if args.dataset in DATASETS else None)
         else:
-            from .demo import run_demo
+            from .demo import RuleNotLearnedError, run_demo
 
-            run_demo(args.out, args.dataset, args.checkpoint, images=args.images,
-                     force=args.force, progress=args.progress)
-    except (FileExistsError, FileNotFoundError, ValueError, TypeError) as error:
-        print(f"interpret-segmentation: error: {error}", file=sys.stderr)
+            try:
+                run_demo(args.out, args.dataset, args.checkpoint, images=args.images,
+                         force=args.force, progress=args.progress, strict=args.strict)
+            except RuleNotLearnedError as error:
+                print(f"interpret-segmentation: demo --strict: {error}", file=sys.stderr)
+                return 1
+    except (OSError, ValueError, TypeError) as error:  # OSError: FileExistsError, read-only...
+        message = " ".join(str(error).split())  # one line
+        print(f"interpret-segmentation: error: {message}", file=sys.stderr)
         return 2
     return 0
 

@@ -8,14 +8,14 @@ when no checkpoint is cached. Results go to ``out/demo/`` (figures, ``report.md`
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .core.explanation import atomic_write
+from .core.explanation import Explanation
+from .core.io import OutputDirectory, atomic_write
 from .datasets.testnet import generate_dataset
 from .evaluation import context_map, explanation_scores
 from .gradcam import SegGradCAM
@@ -23,36 +23,44 @@ from .hdm import HDM
 from .metrics import context_ratio, dice
 from .misure import MiSuRe
 from .rise import RISE
-from .training import dataset_splits, evaluate, load_default_model, train_default_model
+from .training import (
+    DEFAULT_MODEL,
+    DEFAULT_TRAINING,
+    RULE_DICE,
+    dataset_splits,
+    evaluate,
+    load_default_model,
+    train_default_model,
+)
 from .viz import explanation_figure, save_figure
 
 DEFAULT_DATASET = Path("examples/testnet/dataset")
 DEFAULT_CHECKPOINT = Path("examples/testnet/testnet.pth")
 DEFAULT_OUT = Path("out/demo")
 CONTEXT_FACTOR = 2.0
-DEMO_MARKER = ".interpret-segmentation-demo"
-"""Marks a directory as demo output, so an interrupted demo's output is replaced too."""
+NOT_LEARNED = (
+    f"the demo U-Net did not learn testnet's rule (validation Dice {{val_dice:.4f}} < {RULE_DICE}; "
+    "a model that segments both left shapes gets about 0.67), so the maps explain a broken "
+    "model; delete {checkpoint} to retrain it")
 
 
-def _prepare_output(out: Path, force: bool) -> None:
-    """Make ``out`` ready: new, or a previous demo's output (replaced), or refused."""
-    if out.exists():
-        previous_demo = (out / "summary.json").exists() or (out / DEMO_MARKER).exists()
-        if not (previous_demo or force):
-            raise FileExistsError(
-                f"{out} exists and is not a previous demo's output; choose another --out or "
-                "pass --force to replace it")
-        shutil.rmtree(out)
-        print(f"replacing the previous results in {out}")
-    out.mkdir(parents=True)
-    (out / DEMO_MARKER).write_text("written by `interpret-segmentation demo`; replaced by the next run\n")
+def _check_inputs(dataset: Path, checkpoint: Path) -> None:
+    """Refuse a data set or checkpoint path of the wrong kind before anything is written."""
+    if dataset.exists() and not dataset.is_dir():
+        raise ValueError(f"--dataset: expected a data-set directory, got the file {dataset}")
+    if checkpoint.exists() and not checkpoint.is_file():
+        raise ValueError(f"--checkpoint: expected a checkpoint file, got the directory {checkpoint}")
 
 
 def prepare_model(dataset: Path, checkpoint: Path, progress: bool, log=print):
     """Generate the data set and train the default U-Net when they are missing.
 
-    Returns (model, model_summary) where model_summary has ``val_dice`` (measured now on the
-    validation split), ``train_seconds`` (of the run that made the checkpoint) and ``cached``.
+    Returns (model, model_summary) where model_summary has ``val_dice`` (measured now on 200
+    images of the validation split), ``rule_learned`` (``val_dice`` at least
+    :data:`~interpret_segmentation.training.RULE_DICE`), ``train_seconds`` and ``epochs`` (of
+    the run that made the checkpoint), ``cached`` and ``recipe_changed`` (a cached model made
+    with other settings than today's :data:`~interpret_segmentation.training.DEFAULT_MODEL` /
+    ``DEFAULT_TRAINING``; it is used, with a warning).
     """
     if not dataset.exists():
         log(f"generating the testnet data set in {dataset} ...")
@@ -64,15 +72,30 @@ def prepare_model(dataset: Path, checkpoint: Path, progress: bool, log=print):
         results = checkpoint.parent / "results" / f"demo_{time.strftime('%Y%m%d-%H%M%S')}.txt"
         trained = train_default_model(dataset, checkpoint, results, progress=progress, log=log)
         info = {"train_seconds": trained["train_seconds"], "epochs": trained["epochs"],
-                "n_train": trained["n_train"], "results": str(results)}
+                "n_train": trained["n_train"], "results": str(results), **_recipe()}
         atomic_write(info_path, lambda f: json.dump(info, f, indent=2), mode="w", overwrite=True)
     info = json.loads(info_path.read_text()) if info_path.exists() else {}
+    # a checkpoint the demo trained has its settings beside it; one from elsewhere has none
+    recipe_changed = bool(info) and {key: info.get(key) for key in _recipe()} != _recipe()
+    if recipe_changed:
+        log(f"WARNING: the cached model {checkpoint} was not trained with today's default "
+            "settings; delete it (and its .json) to train the demo model afresh")
     model = load_default_model(checkpoint)
     scores = evaluate(model, dataset_splits(dataset, n_val=200)[1])
-    summary = {"val_dice": scores["dice"], "val_hausdorff": scores["hausdorff"],
-               "val_images": scores["n"], "train_seconds": info.get("train_seconds"),
-               "cached": cached, "checkpoint": str(checkpoint)}
+    summary = {"val_dice": scores["dice"], "rule_learned": scores["dice"] >= RULE_DICE,
+               "val_hausdorff": scores["hausdorff"], "val_images": scores["n"],
+               "train_seconds": info.get("train_seconds"), "epochs": info.get("epochs"),
+               "cached": cached, "recipe_changed": recipe_changed, "checkpoint": str(checkpoint)}
     return model, summary
+
+
+def _recipe() -> dict:
+    """The settings that make the demo model, as JSON values (stored beside a checkpoint)."""
+    return json.loads(json.dumps({"model": DEFAULT_MODEL, "training": DEFAULT_TRAINING}))
+
+
+class RuleNotLearnedError(RuntimeError):
+    """The demo model's validation Dice is below the rule threshold (``demo --strict``)."""
 
 
 def build_explainers(model, progress: bool) -> dict:
@@ -90,15 +113,43 @@ PANEL_TITLES = {"hdm": "HDM (worse only)", "rise": "RISE (Dice-weighted)",
 
 
 def run_demo(out=DEFAULT_OUT, dataset=DEFAULT_DATASET, checkpoint=DEFAULT_CHECKPOINT,
-             images: int = 4, force: bool = False, progress: bool = True, log=print) -> dict:
-    """Run the whole demo and return the summary written to ``out/summary.json``."""
+             images: int = 4, force: bool = False, progress: bool = True, strict: bool = False,
+             log=print) -> dict:
+    """Run the whole demo and return the summary written to ``out/summary.json``.
+
+    The summary's ``rule_learned`` says whether the model (trained now or cached) reached
+    validation Dice :data:`~interpret_segmentation.training.RULE_DICE`; when it did not, a
+    warning is logged and heads the report, and with ``strict`` a :class:`RuleNotLearnedError`
+    is raised after the results are written (``demo --strict`` exits with status 1).
+
+    Every argument is checked before anything is written. ``out`` is an
+    :class:`~interpret_segmentation.core.io.OutputDirectory`: a rerun deletes the files the
+    previous demo wrote there and nothing else; a non-empty directory the demo did not make is
+    refused unless ``force``, and then the demo writes its files beside what is there.
+    """
     started = time.perf_counter()
     out, dataset, checkpoint = Path(out), Path(dataset), Path(checkpoint)
     if isinstance(images, bool) or not isinstance(images, int) or images <= 0:
         raise ValueError(f"images: expected a positive int, got {images!r}")
-    _prepare_output(out, force)
+    _check_inputs(dataset, checkpoint)
+    with OutputDirectory(out, "demo", force=force) as output:
+        if output.resumed:
+            log(f"replacing the previous results in {out}")
+        output.clear()
+        summary = _demo(output, dataset, checkpoint, images, progress, log, started)
+    if strict and not summary["rule_learned"]:
+        raise RuleNotLearnedError(NOT_LEARNED.format(**summary["model"]))
+    return summary
+
+
+def _demo(output: OutputDirectory, dataset: Path, checkpoint: Path, images: int, progress: bool,
+          log, started: float) -> dict:
+    """The demo's work, every file written into ``output``."""
+    out = output.path
     model, model_summary = prepare_model(dataset, checkpoint, progress, log)
     log(f"model: validation Dice {model_summary['val_dice']:.4f}")
+    if not model_summary["rule_learned"]:
+        log(f"WARNING: {NOT_LEARNED.format(**model_summary)}")
     explainers = build_explainers(model, progress)
     validation = dataset_splits(dataset, n_val=images)[1]
     rows = []
@@ -121,27 +172,30 @@ def run_demo(out=DEFAULT_OUT, dataset=DEFAULT_DATASET, checkpoint=DEFAULT_CHECKP
                 row[name]["dilations"] = explanation.info.get("dilations")  # None: nothing to explain
             row["prediction_dice"] = dice(prediction, sample.segment)
             maps[PANEL_TITLES[name]] = shown
-            explanation.save(out / "explanations" / f"{sample.meta['index']}_{name}.npz")
+            npz, _ = output.files(*Explanation.paths(f"explanations/{sample.meta['index']}_{name}"))
+            explanation.save(npz, overwrite=True)
         figure = explanation_figure(
             sample.image, maps, prediction=prediction,
             title=f"sample {sample.meta['index']}: {sample.meta['right_shape']} on the right, "
                   f"{sample.meta['segmented']} segmented")
         row["figure"] = f"sample_{sample.meta['index']}.png"
-        save_figure(figure, out / row["figure"])
+        save_figure(figure, output.file(row["figure"]), overwrite=True)
         rows.append(row)
         log(f"image {sample.meta['index']}: " + ", ".join(
             f"{name} {row[name]['seconds']:.1f}s context ratio {row[name]['context_ratio']:.2f}"
             for name in explainers))
     summary = {
+        "rule_learned": model_summary["rule_learned"],
         "model": model_summary,
         "images": len(rows),
         "methods": {name: _method_summary(name, explainers[name], rows) for name in explainers},
         "per_image": rows,
         "seconds_total": time.perf_counter() - started,
     }
-    atomic_write(out / "summary.json", lambda f: json.dump(summary, f, indent=2, default=float),
-                 mode="w")
-    atomic_write(out / "report.md", lambda f: f.write(report_markdown(summary)), mode="w")
+    atomic_write(output.file("summary.json"),
+                 lambda f: json.dump(summary, f, indent=2, default=float), mode="w", overwrite=True)
+    atomic_write(output.file("report.md"), lambda f: f.write(report_markdown(summary)), mode="w",
+                 overwrite=True)
     log(f"results: {out / 'report.md'} and {out / 'summary.json'} "
         f"({summary['seconds_total']:.0f} s)")
     return summary
@@ -193,6 +247,8 @@ def report_markdown(summary: dict) -> str:
         f"{CONTEXT_FACTOR:g} times higher on the right-hand shape than on empty background. "
         "HDM is judged on its WORSE_ONLY map.",
         "",
+        *([f"**Warning: {NOT_LEARNED.format(**model)}.**", ""] if not model["rule_learned"]
+          else []),
         f"Model: default U-Net, validation Dice {model['val_dice']:.4f} on "
         f"{model['val_images']} validation images"
         + (f", trained in {model['train_seconds']:.0f} s" if model.get("train_seconds") else "")

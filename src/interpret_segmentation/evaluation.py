@@ -8,12 +8,13 @@ sufficient region is used as it is (its mask is the explanation, X_MSR = X_SR * 
 from __future__ import annotations
 
 import csv
-import os
+import json
 from pathlib import Path
 
 import numpy as np
 
 from .core import Explanation
+from .core.io import OutputDirectory, RowFile, file_sha256  # noqa: F401  (RowFile: older imports)
 from .metrics import PAPER_THRESHOLDS, binarize, dice_explained, perturbation_ratio
 
 
@@ -54,44 +55,6 @@ ROW_FIELDS = ("index", "method", "threshold", "dice_explained", "perturbation_ra
 """Columns of the per-image CSV; one row per image, method and threshold."""
 
 
-class RowFile:
-    """A CSV of result rows, each appended (and flushed to disk) as soon as it is made.
-
-    Opening an existing file keeps its complete rows (``rows``) and cuts a line an interrupted
-    run left half-written, so a rerun can skip what is done and append the rest. Use as a
-    context manager around the appends.
-    """
-
-    def __init__(self, path, fields):
-        self.path, self.fields = Path(path), tuple(fields)
-        self.rows: list[dict] = []
-        if self.path.exists():
-            content = self.path.read_bytes()
-            if content and not content.endswith(b"\n"):
-                os.truncate(self.path, content.rfind(b"\n") + 1)
-            with open(self.path, newline="") as file:
-                self.rows = [row for row in csv.DictReader(file)
-                             if None not in row.values() and len(row) == len(self.fields)]
-
-    def __enter__(self) -> RowFile:
-        new = not self.path.exists()
-        self._file = open(self.path, "a", newline="")
-        self._writer = csv.DictWriter(self._file, fieldnames=self.fields)
-        if new:
-            self._writer.writeheader()
-        return self
-
-    def append(self, *rows: dict) -> None:
-        """Write ``rows`` and make sure they are on disk before going on."""
-        self._writer.writerows(rows)
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self.rows.extend({key: str(value) for key, value in row.items()} for row in rows)
-
-    def __exit__(self, *error) -> None:
-        self._file.close()
-
-
 def context_map(explanation: Explanation) -> np.ndarray:
     """The map judged for context hits: HDM's WORSE_ONLY circle map, other methods' saliency."""
     return explanation.arrays["worse_only"] if explanation.method == "hdm" else explanation.saliency
@@ -99,12 +62,35 @@ def context_map(explanation: Explanation) -> np.ndarray:
 
 def validation_samples(dataset_root, n: int):
     """(index, sample) of the first ``n`` validation samples (the training's split, see
-    :func:`~interpret_segmentation.training.dataset_splits`)."""
+    :func:`~interpret_segmentation.training.dataset_splits`), read one at a time; the data set
+    is checked at once."""
     from .training import dataset_splits
 
     validation = dataset_splits(dataset_root, n_val=n)[1]
-    for position in validation.indices:
-        yield validation.dataset.indices[position], validation.dataset.sample(position)
+    return ((validation.dataset.indices[position], validation.dataset.sample(position))
+            for position in validation.indices)
+
+
+def explainer_settings(explainer) -> dict:
+    """An explainer's options that decide its maps (plain values; not batch size or progress)."""
+    return {key: value for key, value in sorted(vars(explainer).items())
+            if isinstance(value, (bool, int, float, str)) and key not in ("batch_size", "progress")}
+
+
+def study_settings(checkpoint, dataset_root, explainers: dict, **more) -> dict:
+    """What decides a study's rows, for its run manifest: the checkpoint's content (SHA-256),
+    the data set (its path and the content of its .json info files), every method's
+    parameters (:func:`explainer_settings`) and ``more`` (seed, noise, ...)."""
+    root = Path(dataset_root)
+    info = {}
+    for path in sorted(root.glob("*.json")):
+        try:
+            info[path.name] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            info[path.name] = file_sha256(path)
+    return {"checkpoint_sha256": file_sha256(checkpoint), "dataset": str(root.resolve()),
+            "dataset_info": info,
+            "methods": {name: explainer_settings(e) for name, e in explainers.items()}, **more}
 
 
 def evaluate_samples(model, samples, explainers: dict, rows_path, log=print) -> list[dict]:
@@ -119,17 +105,21 @@ def evaluate_samples(model, samples, explainers: dict, rows_path, log=print) -> 
     rows_path : path
         CSV of per-image rows (:data:`ROW_FIELDS`, a :class:`RowFile`). Rows already there are
         kept and their (index, method) pairs are not computed again, so an interrupted run
-        resumes.
+        resumes; a pair whose rows are missing (a run stopped between two methods) is
+        computed.
 
-    Returns all rows, old and new.
+    Returns the rows of ``samples`` and ``explainers``, old and new (rows of other images or
+    methods in the file are kept there but not returned).
     """
     import torch
 
     from .metrics import context_hit
 
+    seen = set()
     with RowFile(rows_path, ROW_FIELDS) as rows:
         done = {(row["index"], row["method"]) for row in rows.rows}
         for index, sample in samples:
+            seen.add(str(index))
             image = torch.from_numpy(sample.image.astype(np.float32) / 255.0)[None]
             background = sample.image == 0
             for name, explainer in explainers.items():
@@ -147,7 +137,7 @@ def evaluate_samples(model, samples, explainers: dict, rows_path, log=print) -> 
                                "dilations": explanation.info.get("dilations", "")}
                               for threshold, values in scores.items()))
                 log(f"image {index}: {name} {explanation.timings['total']:.1f} s")
-    return rows.rows
+    return [row for row in rows.rows if row["index"] in seen and row["method"] in explainers]
 
 
 def summarize_rows(rows: list[dict], dataset: str, model_name: str) -> list[dict]:
@@ -198,7 +188,7 @@ def run_evaluation(dataset_root, checkpoint, methods, n: int, out, progress: boo
     """
     import io
 
-    from .core.explanation import atomic_write
+    from .core.io import atomic_write
     from .demo import build_explainers
     from .training import load_default_model
     from .viz import save_figure, scatter_figure
@@ -209,32 +199,33 @@ def run_evaluation(dataset_root, checkpoint, methods, n: int, out, progress: boo
     unknown = [m for m in methods if m not in known]
     if unknown or not methods:
         raise ValueError(f"methods: expected some of {', '.join(known)}, got {', '.join(methods)}")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     model = load_default_model(checkpoint)
     explainers = {name: e for name, e in build_explainers(model, progress).items() if name in methods}
-    rows = evaluate_samples(model, validation_samples(dataset_root, n), explainers,
-                            out / "per_image.csv", log=log)
-    rows = [row for row in rows if row["method"] in methods]
-    dataset_name = dataset_name or Path(dataset_root).name
-    table = summarize_rows(rows, dataset_name, "U-Net")
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(table[0]) if table else ["dataset"])
-    writer.writeheader()
-    writer.writerows(table)
-    atomic_write(out / "table.csv", lambda f: f.write(buffer.getvalue()), mode="w", overwrite=True)
-    atomic_write(out / "table.md", lambda f: f.write(table_markdown(table)), mode="w",
-                 overwrite=True)
-    misure_rows = [row for row in rows if row["method"] == "misure" and row["dilations"] != ""]
-    if misure_rows:
-        sizes = [float(row["prediction_pixels"]) for row in misure_rows]
-        for field, name, label in (("dilations", "dilations_vs_size", "number of dilations"),
-                                   ("perturbation_ratio", "perturbation_ratio_vs_size",
-                                    "perturbation ratio (MSR)")):
-            figure = scatter_figure(sizes, [float(row[field]) for row in misure_rows],
-                                    xlabel="prediction size (pixels)", ylabel=label,
-                                    title=f"MiSuRe on {dataset_name}")
-            save_figure(figure, out / f"{name}.png", overwrite=True)
+    samples = validation_samples(dataset_root, n)
+    settings = study_settings(checkpoint, dataset_root, explainers)
+    with OutputDirectory(out, "evaluate", settings=settings, extendable=("methods",)) as output:
+        out = output.path
+        rows = evaluate_samples(model, samples, explainers, output.file("per_image.csv"), log=log)
+        dataset_name = dataset_name or Path(dataset_root).name
+        table = summarize_rows(rows, dataset_name, "U-Net")
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(table[0]) if table else ["dataset"])
+        writer.writeheader()
+        writer.writerows(table)
+        atomic_write(output.file("table.csv"), lambda f: f.write(buffer.getvalue()), mode="w",
+                     overwrite=True)
+        atomic_write(output.file("table.md"), lambda f: f.write(table_markdown(table)), mode="w",
+                     overwrite=True)
+        misure_rows = [row for row in rows if row["method"] == "misure" and row["dilations"] != ""]
+        if misure_rows:
+            sizes = [float(row["prediction_pixels"]) for row in misure_rows]
+            for field, name, label in (("dilations", "dilations_vs_size", "number of dilations"),
+                                       ("perturbation_ratio", "perturbation_ratio_vs_size",
+                                        "perturbation ratio (MSR)")):
+                figure = scatter_figure(sizes, [float(row[field]) for row in misure_rows],
+                                        xlabel="prediction size (pixels)", ylabel=label,
+                                        title=f"MiSuRe on {dataset_name}")
+                save_figure(figure, output.file(f"{name}.png"), overwrite=True)
     log(f"results: {out / 'table.md'}, {out / 'table.csv'}, {out / 'per_image.csv'}")
     return table
 
@@ -265,28 +256,29 @@ def run_sweep(dataset_root, checkpoint, n: int, out, iterations: int = 100,
     perturbation ratio. Returns ``{setting name: {"dice_explained": ..., "perturbation_ratio":
     ...}}``.
     """
-    from .core.explanation import atomic_write
+    from .core.io import atomic_write
     from .misure import MiSuRe
     from .training import load_default_model
 
     if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
         raise ValueError(f"n: expected a positive int, got {n!r}")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     model = load_default_model(checkpoint)
     settings = sweep_settings(iterations)
     explainers = {name: MiSuRe(model, progress=progress, **values)
                   for name, values in settings.items()}
-    rows = evaluate_samples(model, validation_samples(dataset_root, n), explainers,
-                            out / "per_image.csv", log=log)
-    means = {}
-    for name in settings:
-        group = [row for row in rows if row["method"] == name and row["dice_explained"] != ""]
-        means[name] = {metric: (float(np.mean([float(row[metric]) for row in group]))
-                                if group else None)
-                       for metric in ("dice_explained", "perturbation_ratio")}
-    atomic_write(out / "sweep.md", lambda f: f.write(sweep_markdown(means, n)), mode="w",
-                 overwrite=True)
+    samples = validation_samples(dataset_root, n)
+    with OutputDirectory(out, "sweep", settings=study_settings(checkpoint, dataset_root, explainers),
+                         extendable=("methods",)) as output:
+        out = output.path
+        rows = evaluate_samples(model, samples, explainers, output.file("per_image.csv"), log=log)
+        means = {}
+        for name in settings:
+            group = [row for row in rows if row["method"] == name and row["dice_explained"] != ""]
+            means[name] = {metric: (float(np.mean([float(row[metric]) for row in group]))
+                                    if group else None)
+                           for metric in ("dice_explained", "perturbation_ratio")}
+        atomic_write(output.file("sweep.md"), lambda f: f.write(sweep_markdown(means, n)),
+                     mode="w", overwrite=True)
     log(f"results: {out / 'sweep.md'}, {out / 'per_image.csv'}")
     return means
 

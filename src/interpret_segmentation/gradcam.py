@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .core import Explainer, Explanation, as_image_batch, evaluation_mode
+from .core.validate import check_finite
 from .models.unet import UNet
 
 
@@ -128,7 +129,8 @@ class SegGradCAM(Explainer):
         try:
             with torch.enable_grad():
                 # the input takes part in the graph, so frozen models work as well
-                scores = self.model.scores(image.detach().clone().requires_grad_(True))
+                scores = self.model.scores(image.detach().clone().requires_grad_(True),
+                                           where="on the unperturbed image")
                 if "features" not in captured:
                     raise ValueError(f"layer: {self.layer_name!r} was not called by the model's "
                                      "forward pass")
@@ -141,8 +143,13 @@ class SegGradCAM(Explainer):
                     gradient = torch.zeros_like(features)
         finally:
             handle.remove()
+        # float32 maps whatever the model's precision
+        features, gradient = features.detach().float(), gradient.float()
+        check_finite(features, f"layer {self.layer_name!r} output")
+        check_finite(gradient, f"Seg-Grad-CAM: the gradient of the score with respect to the "
+                               f"output of layer {self.layer_name!r}")
         weights = gradient.mean(dim=(2, 3), keepdim=True)
-        layer_map = torch.relu((weights * features.detach()).sum(1, keepdim=True))
+        layer_map = torch.relu((weights * features).sum(1, keepdim=True))
         saliency = F.interpolate(layer_map, size=image.shape[-2:], mode="bilinear",
                                  align_corners=False)
         return Explanation(

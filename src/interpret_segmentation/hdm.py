@@ -33,6 +33,7 @@ from scipy import ndimage
 from .core import Explainer, Explanation, ModelAdapter, as_image_batch, as_mask
 from .core.batches import BatchRun, changed_items, check_batch_size, evaluate_perturbations
 from .core.folding import explanation_mode
+from .core.validate import check_int, check_number, check_positive
 from .metrics import HausdorffToReference
 
 RAW = 1
@@ -42,12 +43,6 @@ BETTER_ONLY = 2
 WORSE_ONLY = 3
 """Result type: how much farther from the segment the output got where occlusion hurt, else 0."""
 RESULT_TYPES = (RAW, BETTER_ONLY, WORSE_ONLY)
-
-
-def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ValueError(f"{name}: expected a positive int, got {value!r}")
-    return int(value)
 
 
 @dataclass(frozen=True)
@@ -213,8 +208,7 @@ class _HDMComputation:
             return np.array([baseline if unchanged else reference.distance(mask)
                              for unchanged, mask in zip(same, binary)], dtype=np.float64)
 
-        with torch.no_grad():
-            probability = model(image)[:, class_index]
+        probability = model.first_pass(image)[:, class_index]
         baseline_binary = probability > self.threshold
         if default_distance:
             baseline = reference.distance(baseline_binary[0].cpu().numpy())
@@ -317,12 +311,10 @@ class HausdorffDistanceMasks(_HDMComputation):
     def __init__(self, image_width, image_height, threshold: float = 0.5,
                  batch_size: int | str = "auto", progress: bool = True,
                  skip_unchanged: bool = True):
-        self.width = _positive_int(image_width, "image_width")
-        self.height = _positive_int(image_height, "image_height")
-        if not 0 <= threshold < 1:
-            raise ValueError(f"threshold: expected a value in [0, 1), got {threshold!r}")
+        self.width = check_positive(image_width, "image_width")
+        self.height = check_positive(image_height, "image_height")
+        self.threshold = check_number(threshold, "threshold", 0, 1, open_high=True)
         check_batch_size(batch_size)
-        self.threshold = float(threshold)
         self.batch_size = batch_size
         self.progress = progress
         self.skip_unchanged = bool(skip_unchanged)
@@ -335,8 +327,8 @@ class HausdorffDistanceMasks(_HDMComputation):
         normalised with mean 0.5 and std 0.5. Masks are made per batch when explaining, so
         this costs no memory.
         """
-        self.circle_size = _positive_int(circle_size, "circle_size")
-        self.offset = _positive_int(offset, "offset")
+        self.circle_size = check_positive(circle_size, "circle_size")
+        self.offset = check_positive(offset, "offset")
         self.normalize = bool(normalize)
         self.grid = CircleGrid(self.height, self.width, self.circle_size, self.offset)
 
@@ -411,13 +403,11 @@ class HDM(Explainer, _HDMComputation):
                  normalize: bool = False, channel: int = -1, skip_unchanged: bool = True,
                  **options):
         super().__init__(model, **options)
-        self.circle_size = _positive_int(circle_size, "circle_size")
-        self.offset = _positive_int(offset, "offset")
-        if not 0 <= threshold < 1:
-            raise ValueError(f"threshold: expected a value in [0, 1), got {threshold!r}")
-        self.threshold = float(threshold)
+        self.circle_size = check_positive(circle_size, "circle_size")
+        self.offset = check_positive(offset, "offset")
+        self.threshold = check_number(threshold, "threshold", 0, 1, open_high=True)
         self.normalize = bool(normalize)
-        self.channel = int(channel)
+        self.channel = check_int(channel, "channel", minimum=-1)
         self.skip_unchanged = bool(skip_unchanged)
 
     def _explain(self, image, target, probabilities) -> Explanation:

@@ -211,9 +211,9 @@ def binarize(saliency, threshold: float) -> np.ndarray:
 
     Returns a bool array (H, W). ``threshold`` must lie in [0, 1).
     """
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) \
-            or not 0 <= threshold < 1:
-        raise ValueError(f"threshold: expected a number in [0, 1), got {threshold!r}")
+    from .core.validate import check_number
+
+    threshold = check_number(threshold, "threshold", 0, 1, open_high=True)
     return normalize_map(saliency) > threshold
 
 
@@ -243,10 +243,14 @@ def dice_explained(model, image, kept, class_index: int = 1) -> float:
     kept : array (H, W)
         What the explanation keeps: a binarised map, or a continuous mask in [0, 1].
     class_index : int, default 1
+        One of the model's classes; negative indices are refused.
 
-    Returns 1.0 when both predictions are empty.
+    Returns 1.0 when both predictions are empty. Raises
+    :class:`~interpret_segmentation.core.ClassIndexError` (an IndexError) for a class index
+    out of range.
     """
     from .core.model import ModelAdapter, as_image_batch, predicted_mask
+    from .core.validate import check_class_index
 
     adapter = model if isinstance(model, ModelAdapter) else ModelAdapter(model)
     batch = as_image_batch(image).to(adapter.device)
@@ -254,12 +258,12 @@ def dice_explained(model, image, kept, class_index: int = 1) -> float:
     if tuple(kept.shape) != tuple(batch.shape[-2:]):
         raise ValueError(f"kept: expected the image's size {tuple(batch.shape[-2:])}, got "
                          f"{tuple(kept.shape)}")
+    original = adapter.first_pass(batch)
+    class_index = check_class_index(class_index, original.shape[1])
     with torch.no_grad():
-        probabilities = adapter(torch.cat([batch, batch * kept]))
-    if not 0 <= class_index < probabilities.shape[1]:
-        raise ValueError(f"class_index: expected 0..{probabilities.shape[1] - 1}, got {class_index}")
-    original, explained = predicted_mask(probabilities, class_index)
-    return dice(explained, original)
+        explained = adapter(batch * kept, where="on the image times kept")
+    return dice(predicted_mask(explained, class_index)[0],
+                predicted_mask(original, class_index)[0])
 
 
 def deletion_insertion(model, image, saliency, class_index: int = 1, steps: int = 20,
@@ -277,9 +281,15 @@ def deletion_insertion(model, image, saliency, class_index: int = 1, steps: int 
     dict
         ``fractions`` (steps + 1,), ``deletion`` and ``insertion`` Dice values, and their areas
         ``deletion_auc`` and ``insertion_auc`` (trapezoid rule over the fractions).
+
+    Raises
+    ------
+    ClassIndexError
+        (an IndexError) when ``class_index`` is negative or not one of the model's classes.
     """
     from .core.batches import evaluate_perturbations
     from .core.model import ModelAdapter, as_image_batch, predicted_mask
+    from .core.validate import check_class_index
 
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps: expected a positive int, got {steps!r}")
@@ -296,8 +306,9 @@ def deletion_insertion(model, image, saliency, class_index: int = 1, steps: int 
     rank[order] = torch.arange(order.numel(), device=adapter.device)
     rank = rank.reshape(height, width)
     counts = [round(k * height * width / steps) for k in range(steps + 1)]
-    with torch.no_grad():
-        reference = predicted_mask(adapter(batch), class_index)[0]
+    probabilities = adapter.first_pass(batch)
+    class_index = check_class_index(class_index, probabilities.shape[1])
+    reference = predicted_mask(probabilities, class_index)[0]
 
     def make_batch(start: int, stop: int) -> torch.Tensor:
         inputs = []

@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 
 from .core import Explainer, Explanation, as_image_batch, resolve_target
-from .core.batches import check_positive
 from .core.model import predicted_mask
+from .core.validate import check_finite, check_number, check_positive, is_int
 from .metrics import batch_dice
 
 
@@ -73,7 +73,8 @@ class MiSuRe(Explainer):
     tau : float, default 0.9
         Stage 1 dilates while Dice(f(X0), f(X_m)) <= tau; in (0, 1].
     kernel_size : int, default 7
-        Side of the circular dilation kernel (odd).
+        Side of the circular dilation kernel: odd and at least 3 (a 1 x 1 kernel would never
+        grow the mask).
     mask_size : int, default 224
         Side of the optimised mask; it is resized to the image bilinearly.
     iterations : int, default 100
@@ -94,7 +95,8 @@ class MiSuRe(Explainer):
         evaluates per model pass (4 for "auto"); the result does not depend on it.
 
     The Explanation's ``saliency`` (H, W) is M_MSR. ``arrays`` holds "sr_mask", "msr_mask",
-    "x_sr" and "x_msr" (C, H, W); ``info`` "dilations", "sr_covers_image", "sr_dice",
+    "x_sr" and "x_msr" (C, H, W); ``info`` "dilations", "sr_covers_image", "sr_stop" (why stage
+    1 ended: "tau", "covers_image" or "no_growth"), "sr_dice",
     "dice_explained" (class l Dice between f(X_MSR) and f(X0)), "perturbation_ratio"
     (non-zero M_MSR pixels / predicted pixels) and "nothing_to_explain"; ``timings``
     "stage1", "stage2" and "total".
@@ -107,26 +109,19 @@ class MiSuRe(Explainer):
                  beta: float = 3.0, alpha_background: float = 1.0, alpha_class: float = 2.0,
                  zero_below: float = 0.2, **options):
         super().__init__(model, **options)
-        if isinstance(tau, bool) or not isinstance(tau, (int, float)) or not 0 < tau <= 1:
-            raise ValueError(f"tau: expected a number in (0, 1], got {tau!r}")
-        self.kernel_size = check_positive(kernel_size, "kernel_size")
-        if self.kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size: expected an odd size, got {kernel_size}")
-        self.tau = float(tau)
+        self.tau = check_number(tau, "tau", 0, 1, open_low=True)
+        if not is_int(kernel_size) or kernel_size < 3 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size: expected an odd int >= 3 (a 1 x 1 kernel never grows "
+                             f"the mask), got {kernel_size!r}")
+        self.kernel_size = int(kernel_size)
         self.mask_size = check_positive(mask_size, "mask_size")
         self.iterations = check_positive(iterations, "iterations")
         self.lr = check_positive(lr, "lr", float)
-        for name, value in (("lam", lam), ("gamma", gamma), ("alpha_background", alpha_background),
-                            ("alpha_class", alpha_class)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(f"{name}: expected a number >= 0, got {value!r}")
-        self.lam, self.gamma = float(lam), float(gamma)
-        self.alpha_background, self.alpha_class = float(alpha_background), float(alpha_class)
+        self.lam, self.gamma = check_number(lam, "lam", 0), check_number(gamma, "gamma", 0)
+        self.alpha_background = check_number(alpha_background, "alpha_background", 0)
+        self.alpha_class = check_number(alpha_class, "alpha_class", 0)
         self.beta = check_positive(beta, "beta", float)
-        if isinstance(zero_below, bool) or not isinstance(zero_below, (int, float)) \
-                or not 0 <= zero_below < 1:
-            raise ValueError(f"zero_below: expected a number in [0, 1), got {zero_below!r}")
-        self.zero_below = float(zero_below)
+        self.zero_below = check_number(zero_below, "zero_below", 0, 1, open_high=True)
 
     def parameters(self) -> dict:
         """The method's parameters, as recorded in each Explanation."""
@@ -163,9 +158,8 @@ class MiSuRe(Explainer):
                              f"{sorted({tuple(b.shape) for b in batches})}")
         with self.prepared_model():
             items = []
-            for batch, target in zip(batches, targets):
-                with torch.no_grad():
-                    probabilities = self.model(batch)
+            for i, (batch, target) in enumerate(zip(batches, targets)):
+                probabilities = self.model.first_pass(batch, f"images[{i}]")
                 items.append((batch, resolve_target(target, probabilities), probabilities))
             explanations = self._explain_items(items)
         for explanation, (_, target, _) in zip(explanations, items):
@@ -178,12 +172,15 @@ class MiSuRe(Explainer):
     # -- the two stages -------------------------------------------------------------------
 
     def sufficient_region(self, image: torch.Tensor, class_index: int, start: torch.Tensor,
-                          reference: torch.Tensor) -> tuple[torch.Tensor, int, float, bool]:
-        """Stage 1 for one image (1, C, H, W): (M_SR (H, W), dilations, Dice, covers image).
+                          reference: torch.Tensor) -> tuple[torch.Tensor, int, float, str]:
+        """Stage 1 for one image (1, C, H, W): (M_SR (H, W), dilations, Dice, stop).
 
         ``start`` is M0 (H, W) bool and ``reference`` the class's predicted mask on X0. Several
         dilation steps are evaluated per model pass; the first step whose Dice exceeds tau
-        wins, exactly as the one-step-at-a-time loop would find it.
+        wins, exactly as the one-step-at-a-time loop would find it. ``stop`` says why stage 1
+        ended: "covers_image" (the mask covers the image), "tau" (the Dice exceeds tau) or
+        "no_growth" (a dilation left the mask as it was, so no later one could change it).
+        Every step grows the mask or ends the loop, so it ends after at most H x W steps.
         """
         kernel = disk_kernel(self.kernel_size).to(image.device)
         per_pass = self.batch_size if isinstance(self.batch_size, int) else 4
@@ -192,16 +189,24 @@ class MiSuRe(Explainer):
         while True:
             candidates = [mask]
             while len(candidates) < per_pass and not bool(candidates[-1].all()):
-                candidates.append(dilate(candidates[-1], kernel))
+                grown = dilate(candidates[-1], kernel)
+                if torch.equal(grown, candidates[-1]):
+                    break
+                candidates.append(grown)
             stack = torch.cat(candidates)
             with torch.no_grad():
-                predicted = predicted_mask(self.model(image * stack), class_index)
-            scores = batch_dice(predicted.flatten(1), reference.flatten())
-            for step, score in enumerate(scores.tolist()):
-                covers = bool(candidates[step].all())
-                if score > self.tau or covers:
-                    return candidates[step][0, 0], dilations + step, float(score), covers
+                where = (f"in MiSuRe stage 1 (dilations {dilations}.."
+                         f"{dilations + len(candidates) - 1})")
+                predicted = predicted_mask(self.model(image * stack, where=where), class_index)
+            scores = batch_dice(predicted.flatten(1), reference.flatten()).tolist()
+            for step, score in enumerate(scores):
+                if bool(candidates[step].all()):
+                    return candidates[step][0, 0], dilations + step, score, "covers_image"
+                if score > self.tau:
+                    return candidates[step][0, 0], dilations + step, score, "tau"
             mask = dilate(candidates[-1], kernel)
+            if torch.equal(mask, candidates[-1]):
+                return mask[0, 0], dilations + len(candidates) - 1, scores[-1], "no_growth"
             dilations += len(candidates)
 
     def _explain_items(self, items) -> list[Explanation]:
@@ -226,10 +231,10 @@ class MiSuRe(Explainer):
             if stage1[i] is None:
                 explanations.append(self._nothing_to_explain(image, target))
                 continue
-            sr_mask, dilations, sr_dice, covers = stage1[i]
+            sr_mask, dilations, sr_dice, stop = stage1[i]
             msr_mask = masks[todo.index(i)]
             explanations.append(self._result(image, target, probabilities, sr_mask, msr_mask,
-                                             dilations, sr_dice, covers))
+                                             dilations, sr_dice, stop))
         for explanation in explanations:
             explanation.timings.update({"stage1": stage1_seconds / len(items),
                                         "stage2": stage2_seconds / len(items)})
@@ -250,10 +255,11 @@ class MiSuRe(Explainer):
                              align_corners=False).detach().clone().requires_grad_(True)
         optimizer = torch.optim.AdamW([mask], lr=self.lr)
         with torch.enable_grad():
-            for _ in range(self.iterations):
+            for iteration in range(self.iterations):
                 full = F.interpolate(mask, size=(height, width), mode="bilinear",
                                      align_corners=False)
-                probabilities = self.model(x_sr * full)
+                probabilities = self.model(x_sr * full, where=f"in MiSuRe stage 2 (iteration "
+                                                              f"{iteration})")
                 dice_class = soft_dice(probabilities[rows, classes], reference_class)
                 dice_background = soft_dice(probabilities[:, 0], reference_background)
                 # background and class 0 coincide when l = 0: count that term once
@@ -266,6 +272,8 @@ class MiSuRe(Explainer):
                 # items are independent: each gets its own gradient. Asking for the mask's
                 # gradient only spares the backward pass the model's weight gradients.
                 mask.grad, = torch.autograd.grad(loss.sum(), [mask])
+                check_finite(mask.grad, f"MiSuRe stage 2: the gradient of the loss with respect "
+                                        f"to the mask (iteration {iteration})")
                 optimizer.step()
                 with torch.no_grad():
                     mask.masked_fill_(mask < self.zero_below, 0.0)
@@ -275,11 +283,12 @@ class MiSuRe(Explainer):
         return [m[0].detach() for m in full]
 
     def _result(self, image, target, probabilities, sr_mask, msr_mask, dilations, sr_dice,
-                covers) -> Explanation:
+                stop) -> Explanation:
         x_sr = image[0] * sr_mask
         x_msr = x_sr * msr_mask
         with torch.no_grad():
-            explained = predicted_mask(self.model(x_msr[None]), target.class_index)[0]
+            explained = predicted_mask(self.model(x_msr[None], where="on X_MSR"),
+                                       target.class_index)[0]
         reference = predicted_mask(probabilities, target.class_index)[0]
         dice_explained = float(batch_dice(explained.flatten()[None], reference.flatten())[0])
         ratio = float(torch.count_nonzero(msr_mask)) / float(reference.sum().clamp(min=1))
@@ -292,7 +301,8 @@ class MiSuRe(Explainer):
             arrays={"sr_mask": sr_mask.cpu().numpy().astype(np.uint8),
                     "msr_mask": msr_mask.cpu().numpy().astype(np.float32),
                     "x_sr": x_sr.cpu().numpy(), "x_msr": x_msr.cpu().numpy()},
-            info={"dilations": dilations, "sr_covers_image": covers, "sr_dice": sr_dice,
+            info={"dilations": dilations, "sr_covers_image": stop == "covers_image",
+                  "sr_stop": stop, "sr_dice": sr_dice,
                   "dice_explained": dice_explained, "perturbation_ratio": ratio,
                   "prediction_pixels": int(reference.sum()), "nothing_to_explain": False},
         )

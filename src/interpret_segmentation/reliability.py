@@ -83,17 +83,18 @@ def run_reliability(dataset_root, checkpoint, n: int, out, noise: float = 0.08, 
     To have wrong predictions to learn from, the first ``n`` validation images get Gaussian
     noise of a standard deviation drawn from [0, ``noise``] per image. Each noisy image is
     predicted, its prediction's Dice with the ground truth recorded, and explained with MiSuRe;
-    rows go to ``out/features.csv`` as they are made (a rerun resumes). Half the images train
+    rows go to ``out/features.csv`` as they are made (a rerun with the same settings resumes;
+    other settings are refused, see :func:`~interpret_segmentation.evaluation.study_settings`).
+    Half the images train
     the classifier, the other half evaluate it: ``out/reliability.json`` (share of predictions
     below Dice 0.9, accuracy, ROC AUC) and ``out/roc.png``.
     """
     import json
-    from pathlib import Path
 
     import torch
 
-    from .core.explanation import atomic_write
-    from .evaluation import RowFile, validation_samples
+    from .core.io import OutputDirectory, RowFile, atomic_write
+    from .evaluation import study_settings, validation_samples
     from .metrics import dice
     from .misure import MiSuRe
     from .training import load_default_model
@@ -103,13 +104,18 @@ def run_reliability(dataset_root, checkpoint, n: int, out, noise: float = 0.08, 
         raise ValueError(f"n: expected an int of at least 4, got {n!r}")
     if not 0 <= noise <= 5:
         raise ValueError(f"noise: expected a standard deviation in [0, 5], got {noise!r}")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     explainer = MiSuRe(load_default_model(checkpoint), progress=progress)
+    samples = validation_samples(dataset_root, n)
+    settings = study_settings(checkpoint, dataset_root, {"misure": explainer}, noise=noise,
+                              seed=seed)
     rng = np.random.default_rng(seed)
-    with RowFile(out / "features.csv", ("index", "noise", "prediction_dice", *FEATURES)) as file:
+    with OutputDirectory(out, "reliability", settings=settings) as output:
+        out = output.path
+        file = RowFile(output.file("features.csv"), ("index", "noise", "prediction_dice", *FEATURES))
         done = {row["index"] for row in file.rows}
-        for index, sample in validation_samples(dataset_root, n):
+        seen = set()
+        for index, sample in samples:
+            seen.add(str(index))
             sigma = float(rng.uniform(0, noise))  # drawn for every image: reruns see the same
             if str(index) in done:
                 continue
@@ -125,23 +131,24 @@ def run_reliability(dataset_root, checkpoint, n: int, out, noise: float = 0.08, 
                 row.update(dict(zip(FEATURES, reliability_features(explanation))))
             file.append(row)
             log(f"image {index}: noise {sigma:.2f}, prediction Dice {row['prediction_dice']:.3f}")
-    rows = [row for row in file.rows if all(row[name] != "" for name in FEATURES)]
-    features = np.array([[float(row[name]) for name in FEATURES] for row in rows])
-    labels = np.array([float(row["prediction_dice"]) >= RELIABLE_DICE for row in rows])
-    order = np.random.default_rng(seed).permutation(len(rows))
-    train, test = order[: len(rows) // 2], order[len(rows) // 2:]
-    result = {"images": len(file.rows), "explained": len(rows),
-              "share_below_0.9": float(1 - labels.mean()) if len(rows) else None}
-    classifier = ReliabilityClassifier(seed).fit(features[train], labels[train])
-    result.update(classifier.evaluate(features[test], labels[test]))
-    result.update({"train_images": len(train), "test_images": len(test)})
-    figure = scatter_figure(result["false_positive_rate"], result["true_positive_rate"],
-                            xlabel="false positive rate", ylabel="true positive rate",
-                            title=f"reliability of predictions: ROC AUC {result['roc_auc']:.2f}")
-    figure.axes[0].plot(result["false_positive_rate"], result["true_positive_rate"])
-    save_figure(figure, out / "roc.png", overwrite=True)
-    atomic_write(out / "reliability.json", lambda f: json.dump(result, f, indent=2), mode="w",
-                 overwrite=True)
+        current = [row for row in file.rows if row["index"] in seen]  # the first n images only
+        rows = [row for row in current if all(row[name] != "" for name in FEATURES)]
+        features = np.array([[float(row[name]) for name in FEATURES] for row in rows])
+        labels = np.array([float(row["prediction_dice"]) >= RELIABLE_DICE for row in rows])
+        order = np.random.default_rng(seed).permutation(len(rows))
+        train, test = order[: len(rows) // 2], order[len(rows) // 2:]
+        result = {"images": len(current), "explained": len(rows),
+                  "share_below_0.9": float(1 - labels.mean()) if len(rows) else None}
+        classifier = ReliabilityClassifier(seed).fit(features[train], labels[train])
+        result.update(classifier.evaluate(features[test], labels[test]))
+        result.update({"train_images": len(train), "test_images": len(test)})
+        figure = scatter_figure(result["false_positive_rate"], result["true_positive_rate"],
+                                xlabel="false positive rate", ylabel="true positive rate",
+                                title=f"reliability of predictions: ROC AUC {result['roc_auc']:.2f}")
+        figure.axes[0].plot(result["false_positive_rate"], result["true_positive_rate"])
+        save_figure(figure, output.file("roc.png"), overwrite=True)
+        atomic_write(output.file("reliability.json"), lambda f: json.dump(result, f, indent=2),
+                     mode="w", overwrite=True)
     log(f"share of predictions below Dice 0.9: {result['share_below_0.9']:.2f}; held-out "
         f"accuracy {result['accuracy']:.3f}, ROC AUC {result['roc_auc']:.3f} "
         f"({out / 'reliability.json'}, {out / 'roc.png'})")

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import math
 import time
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +33,7 @@ from .core import Explainer, Explanation, ModelAdapter, as_image_batch, as_mask,
 from .core.batches import check_batch_size, evaluate_perturbations
 from .core.folding import explanation_mode
 from .core.model import predicted_mask
+from .core.validate import check_number, check_positive
 from .metrics import batch_dice
 
 RECIPE_KEY = "rise_mask_recipe"
@@ -38,11 +41,9 @@ WEIGHTINGS = ("dice", "probability")
 
 
 def _check_mask_parameters(n_masks, s, p1, count_name: str = "N") -> None:
-    for name, value in ((count_name, n_masks), ("s", s)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-            raise ValueError(f"{name}: expected a positive int, got {value!r}")
-    if isinstance(p1, bool) or not isinstance(p1, (int, float)) or not 0 < p1 <= 1:
-        raise ValueError(f"p1: expected a probability in (0, 1], got {p1!r}")
+    check_positive(n_masks, count_name)
+    check_positive(s, "s")
+    check_number(p1, "p1", 0, 1, open_low=True)
 
 
 class RandomMasks:
@@ -67,7 +68,9 @@ class RandomMasks:
     def __init__(self, n_masks: int, s: int, p1: float, height: int, width: int, seed: int = 0):
         _check_mask_parameters(n_masks, s, p1)
         self.n_masks, self.s, self.p1 = int(n_masks), int(s), float(p1)
-        self.height, self.width, self.seed = int(height), int(width), int(seed)
+        self.height = check_positive(height, "height")
+        self.width = check_positive(width, "width")
+        self.seed = int(seed)
         generator = torch.Generator().manual_seed(self.seed)
         self.cells = torch.rand(self.n_masks, self.s, self.s, generator=generator) < self.p1
         self.cell_height = math.ceil(self.height / self.s)
@@ -98,14 +101,30 @@ class RandomMasks:
 
 
 class StoredMasks:
-    """Masks given as an array (N, 1, H, W) or (N, H, W), e.g. a file of the original library."""
+    """Masks given as an array (N, 1, H, W) or (N, H, W), e.g. a file of the original library.
 
-    def __init__(self, masks: np.ndarray, p1: float | None = None):
-        masks = np.asarray(masks, dtype=np.float32)
+    The values must lie in [0, 1] (no NaN; float rounding is clipped) and not all be 0: RISE
+    divides by the masks' mean.
+    ``name`` is what errors call the masks (e.g. the file they came from).
+    """
+
+    def __init__(self, masks: np.ndarray, p1: float | None = None, name: str = "masks"):
+        masks = np.asarray(masks)
+        if masks.dtype.kind not in "biuf":
+            raise ValueError(f"{name}: expected an array of numbers, got dtype {masks.dtype}")
+        masks = masks.astype(np.float32)
         if masks.ndim == 3:
             masks = masks[:, None]
-        if masks.ndim != 4 or masks.shape[1] != 1 or masks.shape[0] == 0:
-            raise ValueError(f"masks: expected an array (N, 1, H, W) or (N, H, W), got {masks.shape}")
+        if masks.ndim != 4 or masks.shape[1] != 1 or 0 in masks.shape:
+            raise ValueError(f"{name}: expected an array (N, 1, H, W) or (N, H, W), got {masks.shape}")
+        if np.isnan(masks).any():
+            raise ValueError(f"{name}: expected mask values in [0, 1], got NaN")
+        if masks.min() < -1e-5 or masks.max() > 1 + 1e-5:  # float rounding of [0, 1] is fine
+            raise ValueError(f"{name}: expected mask values in [0, 1], got values from "
+                             f"{masks.min()} to {masks.max()}")
+        masks = masks.clip(0, 1)
+        if not masks.any():
+            raise ValueError(f"{name}: every mask value is 0, so no pixel is ever kept")
         self.masks = torch.from_numpy(masks)
         self.n_masks = masks.shape[0]
         self.height, self.width = masks.shape[-2:]
@@ -124,14 +143,27 @@ def load_masks(path) -> RandomMasks | StoredMasks:
     if not path.exists():
         raise FileNotFoundError(f"{path} not found; make masks with generate_masks(N, s, p1, "
                                 f"savepath={str(path)!r})")
-    data = np.load(path, allow_pickle=False)
-    if isinstance(data, np.ndarray):
-        return StoredMasks(data)
-    with data:
-        if RECIPE_KEY not in data.files:
-            raise ValueError(f"{path}: neither a RISE mask recipe nor a mask array")
-        n_masks, s, p1, height, width, seed = data[RECIPE_KEY].tolist()
-    return RandomMasks(int(n_masks), int(s), float(p1), int(height), int(width), int(seed))
+    unreadable = f"{path}: neither a RISE mask recipe nor a mask array (.npy)"
+    try:
+        data = np.load(path, allow_pickle=False)
+        if isinstance(data, np.ndarray):
+            array, recipe = data, None
+        else:
+            with data:
+                array, recipe = None, (data[RECIPE_KEY] if RECIPE_KEY in data.files else None)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+        raise ValueError(f"{unreadable}, or truncated ({type(error).__name__}: {error})") from None
+    if array is not None:
+        return StoredMasks(array, name=str(path))
+    if recipe is None or recipe.shape != (6,) or not np.isfinite(recipe).all() \
+            or (recipe != np.round(recipe))[[0, 1, 3, 4, 5]].any():
+        raise ValueError(f"{unreadable}: expected the recipe (n_masks, s, p1, height, width, "
+                         f"seed) under {RECIPE_KEY!r}")
+    n_masks, s, p1, height, width, seed = recipe.tolist()
+    try:
+        return RandomMasks(int(n_masks), int(s), float(p1), int(height), int(width), int(seed))
+    except ValueError as error:
+        raise ValueError(f"{path}: a RISE mask recipe with a bad value ({error})") from None
 
 
 def _rise_pass(model: ModelAdapter, image: torch.Tensor, masks, class_index: int,
@@ -326,8 +358,7 @@ class SegmentationRISE:
                              f"{tuple(np.shape(image))}")
         with explanation_mode(self.model.model):
             if pixels is None:
-                with torch.no_grad():
-                    pixels = predicted_mask(self.model(batch), 1)[0]
+                pixels = predicted_mask(self.model.first_pass(batch), 1)[0]
             else:
                 pixels = as_mask(pixels, self.input_size, "pixels")
             scores, _ = _rise_pass(self.model, batch, self.masks, 1, pixels, "per_pixel",

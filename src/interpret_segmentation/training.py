@@ -8,11 +8,12 @@ results file, and saves a checkpoint every epoch, as the testnet training of see
 
 from __future__ import annotations
 
-import os
+import math
+import pickle
 import sys
 import tempfile
 import time
-import uuid
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from .core.batches import check_positive
+from .core.io import append_text, atomic_write
 from .core.model import evaluation_mode
 from .metrics import dice, hausdorff_distance
 from .models.unet import UNet
@@ -31,6 +33,7 @@ from .models.unet import UNet
 __all__ = [
     "DEFAULT_MODEL",
     "DEFAULT_TRAINING",
+    "RULE_DICE",
     "TRIANGLE_MODEL",
     "TRIANGLE_TRAINING",
     "training_defaults",
@@ -54,19 +57,27 @@ TASKS = ("segmentation", "classification")
 """What :func:`train` can train."""
 
 DEFAULT_MODEL = dict(in_channels=1, out_channels=1, width=8, depth=4, global_context=True,
-                     norm="batch")
+                     norm="batch", context_grid=2)
 """Keyword arguments of :class:`~interpret_segmentation.models.UNet` for the demo model."""
 
-DEFAULT_TRAINING = dict(n_train=400, n_val=200, epochs=10, lr=3e-3, batch_size=8, seed=0,
-                        augment=False)
-"""Training settings for testnet (the demo model)."""
+RULE_DICE = 0.97
+"""Validation Dice from which the demo model counts as having learned testnet's rule (a model
+that segments both left shapes reaches about 0.67)."""
 
-TRIANGLE_MODEL = dict(DEFAULT_MODEL, depth=5)
+DEFAULT_TRAINING = dict(n_train=400, n_val=200, epochs=14, lr=3e-3, batch_size=8, seed=0,
+                        augment=False, schedule="plateau", stop_at=RULE_DICE, hold=2)
+"""Training settings for testnet (the demo model): at most 14 epochs, stopped once the
+validation Dice has been at least :data:`RULE_DICE` for two epochs. The learning rate stays at
+its peak until 70 % of the steps: the model first segments both left shapes and learns the rule
+only afterwards, and with a one-cycle schedule the decaying rate left some seeds and thread
+counts on that plateau (README, "The testnet data set and U-Net")."""
+
+TRIANGLE_MODEL = dict(DEFAULT_MODEL, depth=5, context_grid=1)
 """The U-Net for Triangle: one level deeper than the demo model (7 x 7 bottleneck at 224 px), so
 its receptive field spans the distances between the digits it must relate."""
 
 TRIANGLE_TRAINING = dict(n_train=None, n_val=None, epochs=24, lr=3e-3, batch_size=8, seed=0,
-                         augment=True)
+                         augment=True, schedule="one-cycle", stop_at=None, hold=2)
 """Training settings for Triangle: the whole 70/30 split (1400 / 600 of 2000 images, as seed
 001), None meaning all of a part, with the 8 symmetries of the square as augmentation."""
 
@@ -93,7 +104,8 @@ def default_unet() -> UNet:
 
 def unet_architecture(state: dict) -> dict:
     """The :class:`~interpret_segmentation.models.UNet` keyword arguments a state dict was made
-    with (``in_channels``, ``out_channels``, ``width``, ``depth``, ``global_context``, ``norm``),
+    with (``in_channels``, ``out_channels``, ``width``, ``depth``, ``global_context``, ``norm``,
+    ``context_grid``),
     read from its parameter names and shapes.
 
     Raises ValueError if ``state`` is not a state dict of the library's U-Net.
@@ -110,10 +122,14 @@ def unet_architecture(state: dict) -> dict:
         norm = "batch"
     else:
         norm = "group" if "encoders.0.1.weight" in state else "none"
+    context = state.get("bottleneck.context.mlp.0.weight")
+    grid = 1
+    if context is not None:  # the MLP reads 2 C values per pooled region: 1 + grid**2 regions
+        regions = context.shape[1] // (2 * int(first.shape[0]) * 2**depth)
+        grid = max(1, round(math.sqrt(regions - 1))) if regions > 1 else 1
     return dict(in_channels=int(first.shape[1]), out_channels=int(head.shape[0]),
-                width=int(first.shape[0]), depth=depth,
-                global_context=any(k.startswith("bottleneck.context.") for k in state),
-                norm=norm)
+                width=int(first.shape[0]), depth=depth, global_context=context is not None,
+                norm=norm, context_grid=grid)
 
 
 def load_default_model(path) -> UNet:
@@ -126,24 +142,16 @@ def load_default_model(path) -> UNet:
     FileNotFoundError saying how to train one when ``path`` is missing.
     """
     state = _read_state(path)
-    model = UNet(**unet_architecture(state))
-    model.load_state_dict(state)
+    try:
+        architecture = unet_architecture(state)
+    except ValueError as error:
+        raise ValueError(f"checkpoint {path}: {error}") from None
+    model = _load_state(UNet(**architecture), state, path)
     return model.to(memory_format=torch.channels_last).eval()
 
 
 # ---------------------------------------------------------------------------------------------
 # checkpoints
-
-
-def _atomic_torch_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def save_checkpoint(model: nn.Module, path) -> Path:
@@ -154,24 +162,55 @@ def save_checkpoint(model: nn.Module, path) -> Path:
     """
     path = Path(path)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    _atomic_torch_save(state, path)
+    atomic_write(path, lambda file: torch.save(state, file), overwrite=True)
     return path
 
 
+_STATE_DICT = "a state dict saved with torch.save(model.state_dict(), path)"
+
+
 def _read_state(path) -> dict:
-    """The state dict in ``path``, read with ``weights_only=True``."""
+    """The state dict in ``path``, read with ``weights_only=True``.
+
+    Raises FileNotFoundError when ``path`` is missing and ValueError naming it when it is
+    unreadable, truncated, a pickled model (which ``weights_only`` refuses) or not a mapping
+    of names to tensors.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}; {_HOW_TO_TRAIN}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict):
-        raise ValueError(
-            f"path: expected a checkpoint holding a state dict, got a {type(state).__name__} "
-            f"in {path}"
-        )
-    if "state_dict" in state and isinstance(state["state_dict"], dict):
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if zipfile.is_zipfile(path):  # written by torch.save, holding more than tensors
+            raise ValueError(f"checkpoint {path}: not {_STATE_DICT} (torch.load(weights_only="
+                             "True) refuses it: a pickled model or other objects); load it in "
+                             "Python you trust and save model.state_dict() instead") from None
+        raise ValueError(f"checkpoint {path}: unreadable, expected {_STATE_DICT} "
+                         f"({' '.join(str(error).split())[-200:]})") from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError) as error:
+        lines = str(error).strip().splitlines()
+        said = f"{type(error).__name__}: {lines[0][:200]}" if lines else type(error).__name__
+        raise ValueError(f"checkpoint {path}: unreadable or truncated, expected {_STATE_DICT} "
+                         f"({said})") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
+    if not isinstance(state, dict) or not state or not all(
+            isinstance(key, str) and isinstance(value, torch.Tensor)
+            for key, value in state.items()):
+        kind = type(state).__name__ if not isinstance(state, dict) else "dict of other values"
+        raise ValueError(f"checkpoint {path}: expected {_STATE_DICT}, got a {kind}")
     return state
+
+
+def _load_state(model: nn.Module, state: dict, path, strict: bool = True) -> nn.Module:
+    """``model.load_state_dict(state)``; a ValueError naming ``path`` when they do not fit."""
+    try:
+        model.load_state_dict(state, strict=strict)
+    except RuntimeError as error:
+        said = " ".join(str(error).split())
+        raise ValueError(f"checkpoint {path}: does not fit the model ({said[:500]})") from None
+    return model
 
 
 def load_checkpoint(model: nn.Module, path, strict: bool = True) -> nn.Module:
@@ -184,12 +223,15 @@ def load_checkpoint(model: nn.Module, path, strict: bool = True) -> nn.Module:
     ------
     FileNotFoundError
         If ``path`` does not exist; the message says how to make a checkpoint.
+    TypeError
+        If ``model`` is not an ``nn.Module``.
     ValueError
-        If the file does not hold a state dict.
+        If the file is unreadable, does not hold a state dict, or the state dict does not fit
+        ``model``.
     """
-    state = _read_state(path)
-    model.load_state_dict(state, strict=strict)
-    return model
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
+    return _load_state(model, _read_state(path), path, strict)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -370,6 +412,30 @@ def noise_augment(images: torch.Tensor, targets: torch.Tensor,
     return images + std.to(images.dtype) * noise.to(images.dtype), targets
 
 
+SCHEDULES = ("one-cycle", "plateau")
+"""Learning-rate schedules of :func:`train`."""
+
+
+def _scheduler(optimizer, schedule: str, steps: int):
+    """The per-step learning-rate schedule ``schedule`` over ``steps`` steps (see :func:`train`)."""
+    if schedule == "one-cycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=[group["lr"] for group in optimizer.param_groups],
+            total_steps=steps, pct_start=0.15, anneal_strategy="cos", div_factor=10.0,
+            final_div_factor=100.0)
+    warm_up, decay_from = max(1, round(0.1 * steps)), round(0.7 * steps)
+
+    def factor(step: int) -> float:
+        if step < warm_up:
+            return (step + 1) / warm_up
+        if step < decay_from:
+            return 1.0
+        done = (step - decay_from) / max(1, steps - decay_from)
+        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, done)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
 def _format_line(row: dict, epochs: int) -> str:
     scores = "  ".join(f"{key} {value:.4f}" for key, value in row.items()
                        if key.startswith(("train_", "val_")))
@@ -397,11 +463,14 @@ def train(
     augment: bool | Callable = False,
     task: str = "segmentation",
     parameter_groups: list[dict] | None = None,
+    schedule: str = "one-cycle",
+    stop_at: float | None = None,
+    hold: int = 2,
 ) -> list[dict]:
     """Train a one-channel segmentation model with BCE-with-logits + soft Dice, or a classifier
     with cross-entropy (``task="classification"``).
 
-    Adam with a one-cycle learning-rate schedule (warm-up to ``lr``, cosine decay). After every
+    Adam with a learning-rate schedule (see ``schedule``). After every
     epoch the model is evaluated on ``val_set`` (see :func:`evaluate`), one line with the
     training loss, validation loss, Dice and Hausdorff distance goes to ``log`` and is appended
     to ``results_path``, and the weights are saved to
@@ -452,6 +521,17 @@ def train(
         Optimiser parameter groups with their own ``lr`` (the peak of each group's schedule),
         e.g. :func:`~interpret_segmentation.models.vgg_parameter_groups`; default all
         parameters at ``lr``.
+    schedule : {"one-cycle", "plateau"}, default "one-cycle"
+        "one-cycle": warm-up to ``lr`` over the first 15 % of the steps, then cosine decay to
+        ``lr / 1000``. "plateau": warm-up over the first 10 %, ``lr`` until 70 % of the steps,
+        cosine decay to ``lr / 100`` in the last 30 %. A long plateau at the peak lets a model
+        leave a plateau of the loss (testnet's "both left shapes") before the rate decays;
+        with ``stop_at`` the decay is only reached by runs that need it.
+    stop_at : float, optional
+        Stop once the validation score (Dice for segmentation, balanced accuracy for
+        classification) has been at least ``stop_at`` for ``hold`` epochs in a row.
+    hold : int, default 2
+        Consecutive epochs at ``stop_at`` or above that stop the training.
 
     Returns
     -------
@@ -459,7 +539,8 @@ def train(
         One per epoch: ``epoch``, ``train_loss``, ``val_loss``, the validation scores
         (segmentation: ``val_dice``, ``val_hausdorff``; classification:
         ``val_balanced_accuracy``, ``val_tpr``, ``val_tnr``), ``seconds`` (cumulative wall
-        time), ``checkpoint``.
+        time), ``checkpoint``. Fewer than ``epochs`` rows when ``stop_at`` or ``time_limit``
+        ended the training.
 
     Raises
     ------
@@ -470,6 +551,11 @@ def train(
     """
     if task not in TASKS:
         raise ValueError(f"task: expected one of {', '.join(TASKS)}, got {task!r}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule: expected one of {', '.join(SCHEDULES)}, got {schedule!r}")
+    check_positive(hold, "hold")
+    if stop_at is not None:
+        check_positive(stop_at, "stop_at", float)
     check_positive(epochs, "epochs")
     check_positive(batch_size, "batch_size")
     check_positive(lr, "lr", float)
@@ -488,8 +574,7 @@ def train(
         )
     results_path.parent.mkdir(parents=True, exist_ok=True)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    with open(results_path, "x"):  # claims the name; fails if it appeared meanwhile
-        pass
+    atomic_write(results_path, lambda file: None)  # claims the name; fails if it appeared meanwhile
 
     device = torch.device("cpu") if device is None else torch.device(device)
     old_threads = torch.get_num_threads()
@@ -505,11 +590,9 @@ def train(
         model.to(memory_format=memory_format)
         optimizer = torch.optim.Adam(
             model.parameters() if parameter_groups is None else parameter_groups, lr=lr)
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=[group["lr"] for group in optimizer.param_groups],
-            total_steps=epochs * len(loader), pct_start=0.15,
-            anneal_strategy="cos", div_factor=10.0, final_div_factor=100.0,
-        )
+        scheduler = _scheduler(optimizer, schedule, epochs * len(loader))
+        main_score = "val_dice" if task == "segmentation" else "val_balanced_accuracy"
+        held = 0
         start = time.perf_counter()
         history: list[dict] = []
         stop = False
@@ -555,11 +638,15 @@ def train(
             history.append(row)
             line = _format_line(row, epochs)
             log(line)
-            with open(results_path, "a") as handle:
-                handle.write(line + "\n")
+            append_text(results_path, line + "\n")
             if stop:
                 log(f"time limit of {time_limit:g} s reached, training stopped after epoch "
                     f"{epoch}")
+                break
+            held = held + 1 if stop_at is not None and row[main_score] >= stop_at else 0
+            if held >= hold and epoch < epochs:
+                log(f"{main_score} at least {stop_at:g} for {hold} epochs, training stopped "
+                    f"after epoch {epoch}")
                 break
         return history
     finally:
@@ -622,8 +709,12 @@ def train_default_model(
     lr: float = DEFAULT_TRAINING["lr"],
     batch_size: int = DEFAULT_TRAINING["batch_size"],
     seed: int = DEFAULT_TRAINING["seed"],
+    schedule: str = DEFAULT_TRAINING["schedule"],
+    stop_at: float | None = DEFAULT_TRAINING["stop_at"],
+    hold: int = DEFAULT_TRAINING["hold"],
     checkpoint_dir=None,
     time_limit: float | None = None,
+    num_threads: int | None = None,
     progress: bool = True,
     log: Callable[[str], object] = print,
 ) -> dict:
@@ -644,23 +735,31 @@ def train_default_model(
     n_train : int, default 400
     n_val : int or None, default 200
         None uses the whole validation part.
-    epochs : int, default 10
+    epochs : int, default 14
+        At most; see ``stop_at``.
     lr : float, default 3e-3
     batch_size : int, default 8
     seed : int, default 0
         Seeds the model initialisation and the shuffling.
+    schedule : str, default "plateau"
+    stop_at : float or None, default 0.97 (:data:`RULE_DICE`)
+    hold : int, default 2
+        See :func:`train`.
     checkpoint_dir : str or Path, optional
         Keep the per-epoch checkpoints there; default a temporary directory removed at the end.
     time_limit : float, optional
         Seconds, see :func:`train`.
+    num_threads : int, optional
+        Torch threads for the run (restored afterwards); default unchanged.
     progress : bool, default True
     log : callable, default print
 
     Returns
     -------
     dict
-        ``val_dice`` and ``val_hausdorff`` (last epoch), ``train_seconds``, ``epochs`` (run),
-        ``n_train``, ``n_val``, ``checkpoint`` (path) and ``history`` (see :func:`train`).
+        ``val_dice`` and ``val_hausdorff`` (last epoch), ``rule_learned`` (``val_dice`` at
+        least :data:`RULE_DICE`), ``train_seconds``, ``epochs`` (run), ``n_train``, ``n_val``,
+        ``checkpoint`` (path) and ``history`` (see :func:`train`).
 
     Raises
     ------
@@ -691,6 +790,7 @@ def train_default_model(
             model, train_set, val_set, epochs=epochs, lr=lr, batch_size=batch_size,
             results_path=results_path, checkpoint_dir=directory, checkpoint_prefix="testnet",
             seed=seed, progress=progress, time_limit=time_limit, log=log,
+            num_threads=num_threads, schedule=schedule, stop_at=stop_at, hold=hold,
         )
         seconds = time.perf_counter() - start
     if out_checkpoint.exists():
@@ -700,6 +800,7 @@ def train_default_model(
     return {
         "val_dice": history[-1]["val_dice"],
         "val_hausdorff": history[-1]["val_hausdorff"],
+        "rule_learned": history[-1]["val_dice"] >= RULE_DICE,
         "train_seconds": seconds,
         "epochs": len(history),
         "n_train": len(train_set),

@@ -11,16 +11,22 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .core.explanation import atomic_write  # noqa: E402
+from .core.io import atomic_write  # noqa: E402
 from .metrics import normalize_map  # noqa: E402
+
+
+def figure_png(figure) -> bytes:
+    """A matplotlib figure as PNG bytes; the figure is closed."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    plt.close(figure)
+    return buffer.getvalue()
 
 
 def save_figure(figure, path, overwrite: bool = False) -> Path:
     """Write a matplotlib figure as PNG through a temporary file, then close it."""
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    plt.close(figure)
-    return atomic_write(path, lambda file: file.write(buffer.getvalue()), overwrite=overwrite)
+    content = figure_png(figure)
+    return atomic_write(path, lambda file: file.write(content), overwrite=overwrite)
 
 
 def explanation_figure(image, panels: dict, *, prediction=None, title: str | None = None):

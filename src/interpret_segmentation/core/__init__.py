@@ -4,15 +4,27 @@ from .batches import BatchRun, changed_items, evaluate_perturbations, time_model
 from .explainer import Explainer
 from .explanation import Explanation, atomic_write
 from .folding import explanation_mode, folded_batchnorm
-from .model import ModelAdapter, as_image_batch, as_mask, evaluation_mode, predicted_mask
+from .io import OutputDirectory, RowFile, write_files
+from .model import (
+    ModelAdapter,
+    as_image_batch,
+    as_mask,
+    evaluation_mode,
+    expected_channels,
+    predicted_mask,
+)
 from .target import ResolvedTarget, Target, as_target, resolve_target
+from .validate import ClassIndexError
 
 __all__ = [
     "BatchRun",
+    "ClassIndexError",
     "Explainer",
     "Explanation",
     "ModelAdapter",
+    "OutputDirectory",
     "ResolvedTarget",
+    "RowFile",
     "Target",
     "as_image_batch",
     "changed_items",
@@ -21,9 +33,11 @@ __all__ = [
     "atomic_write",
     "evaluate_perturbations",
     "evaluation_mode",
+    "expected_channels",
     "explanation_mode",
     "folded_batchnorm",
     "predicted_mask",
     "resolve_target",
     "time_model_passes",
+    "write_files",
 ]

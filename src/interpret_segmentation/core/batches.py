@@ -8,7 +8,6 @@ perturbations.
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from collections.abc import Callable
@@ -18,6 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .model import ModelAdapter
+from .validate import check_positive  # noqa: F401  (re-exported: older imports use it)
 
 MakeBatch = Callable[[int, int], torch.Tensor]
 Consume = Callable[[int, int, torch.Tensor], None]
@@ -34,15 +34,6 @@ class BatchRun:
     passes: int
     model_seconds: float
     total_seconds: float
-
-
-def check_positive(value, name: str, kind=int):
-    """``value`` as ``kind`` (int or float) after checking it is a positive finite number of
-    that kind; otherwise a ValueError naming ``name``, what was expected and what came."""
-    ok = isinstance(value, (int, float) if kind is float else int) and not isinstance(value, bool)
-    if not ok or not value > 0 or (kind is float and not math.isfinite(value)):
-        raise ValueError(f"{name}: expected a positive {kind.__name__}, got {value!r}")
-    return kind(value)
 
 
 def check_batch_size(batch_size) -> None:
@@ -103,6 +94,11 @@ def evaluate_perturbations(
     Returns
     -------
     BatchRun
+
+    Raises
+    ------
+    ValueError
+        When the model returns NaN or inf, naming the first batch where it did.
     """
     check_batch_size(batch_size)
     auto = batch_size == "auto"
@@ -114,7 +110,7 @@ def evaluate_perturbations(
     started = time.perf_counter()
     bar = tqdm(total=count, desc=description, disable=not progress, file=sys.stderr,
                leave=False)
-    start = 0
+    start = batch_index = 0
     with torch.no_grad():
         while start < count:
             stop = min(start + size, count)
@@ -122,7 +118,8 @@ def evaluate_perturbations(
             try:
                 _synchronize(model.device)
                 tick = time.perf_counter()
-                probabilities = model(inputs)
+                probabilities = model(inputs, where=f"in batch {batch_index} ({description} "
+                                                    f"{start}:{stop} of {count})")
                 _synchronize(model.device)
                 elapsed = time.perf_counter() - tick
             except RuntimeError as error:
@@ -139,6 +136,7 @@ def evaluate_perturbations(
             model_seconds += elapsed
             passes += stop - start
             bar.update(stop - start)
+            batch_index += 1
             if probe is not None and stop - start == size:
                 # each size is timed on two batches (the faster counts), to damp noise
                 trials.append(elapsed / size)

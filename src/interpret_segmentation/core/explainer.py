@@ -70,8 +70,7 @@ class Explainer:
         started = time.perf_counter()
         batch = as_image_batch(image).to(self.model.device)
         with self.prepared_model():
-            with torch.no_grad():
-                probabilities = self.model(batch)
+            probabilities = self.model.first_pass(batch)
             resolved = resolve_target(target, probabilities)
             explanation = self._explain(batch, resolved, probabilities)
         explanation.timings["total"] = time.perf_counter() - started

@@ -4,34 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-
-def atomic_write(path: str | os.PathLike, write, *, overwrite: bool = False,
-                 mode: str = "wb") -> Path:
-    """Write a file through ``write(file_object)`` to a temporary name, then rename it.
-
-    Refuses (FileExistsError) when ``path`` exists and ``overwrite`` is False, so nothing
-    the user made is replaced by accident, and an interrupted write leaves no half file.
-    """
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True (--force) to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, mode) as file:
-            write(file)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
-    return path
+from .io import atomic_write, write_files  # noqa: F401  (atomic_write: older imports use it)
 
 
 def _json_ready(value):
@@ -96,18 +76,25 @@ class Explanation:
     def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
         """Write ``path`` (.npz: saliency and arrays) and ``path`` with suffix .json (the rest).
 
-        Both are written to temporary names and renamed; existing files are refused unless
-        ``overwrite`` is True.
+        Both files are written together or neither (:func:`~interpret_segmentation.core.io.
+        write_files`); existing files are refused unless ``overwrite`` is True.
         """
+        path = self.paths(path)[0]
+        write_files(self.writers(path), overwrite=overwrite)
+        return path
+
+    @staticmethod
+    def paths(path: str | os.PathLike) -> tuple[Path, Path]:
+        """The .npz and .json paths :meth:`save` writes for ``path``."""
         path = Path(path)
         if path.suffix != ".npz":
             path = path.with_name(path.name + ".npz")
-        meta_path = path.with_suffix(".json")
-        if not overwrite:
-            for existing in (path, meta_path):
-                if existing.exists():
-                    raise FileExistsError(
-                        f"{existing} exists; pass overwrite=True (--force) to replace it")
+        return path, path.with_suffix(".json")
+
+    def writers(self, path: str | os.PathLike) -> list[tuple]:
+        """(path, write, mode) of the two files of :meth:`save`, for
+        :func:`~interpret_segmentation.core.io.write_files` with other files."""
+        path, meta_path = self.paths(path)
         arrays = {"saliency": self.saliency}
         arrays.update({f"array_{name}": np.asarray(value) for name, value in self.arrays.items()})
         meta = {
@@ -117,14 +104,16 @@ class Explanation:
             "timings": _json_ready(self.timings),
             "info": _json_ready(self.info),
         }
-        atomic_write(path, lambda file: np.savez_compressed(file, **arrays), overwrite=True)
-        atomic_write(meta_path, lambda file: json.dump(meta, file, indent=2), overwrite=True,
-                     mode="w")
-        return path
+        return [(path, lambda file: np.savez_compressed(file, **arrays), "wb"),
+                (meta_path, lambda file: json.dump(meta, file, indent=2), "w")]
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Explanation:
-        """Read an explanation written by :meth:`save`."""
+        """Read an explanation written by :meth:`save`.
+
+        Raises FileNotFoundError when a file is missing and ValueError naming the file when it
+        is truncated or was not written by :meth:`save`.
+        """
         path = Path(path)
         if path.suffix != ".npz":
             path = path.with_name(path.name + ".npz")
@@ -132,9 +121,26 @@ class Explanation:
         for needed in (path, meta_path):
             if not needed.exists():
                 raise FileNotFoundError(f"{needed} not found (Explanation.save writes .npz + .json)")
-        meta = json.loads(meta_path.read_text())
-        with np.load(path, allow_pickle=False) as data:
-            saliency = data["saliency"]
-            arrays = {name[len("array_"):]: data[name] for name in data.files
-                      if name.startswith("array_")}
-        return cls(saliency=saliency, arrays=arrays, **meta)
+        written_by = "not an Explanation written by Explanation.save"
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise ValueError(f"{meta_path}: {written_by} (unreadable JSON: {error})") from None
+        fields = {"method", "target_class", "parameters", "timings", "info"}
+        if not isinstance(meta, dict) or not {"method", "target_class"} <= set(meta) <= fields:
+            raise ValueError(f"{meta_path}: {written_by} (expected the keys {sorted(fields)})")
+        try:
+            data = np.load(path, allow_pickle=False)
+            if not isinstance(data, np.lib.npyio.NpzFile):
+                raise ValueError("a single array, not an .npz archive")
+            with data:
+                saliency = data["saliency"]
+                arrays = {name[len("array_"):]: data[name] for name in data.files
+                          if name.startswith("array_")}
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+            raise ValueError(f"{path}: {written_by}, or truncated ({type(error).__name__}: "
+                             f"{error})") from None
+        try:
+            return cls(saliency=saliency, arrays=arrays, **meta)
+        except ValueError as error:
+            raise ValueError(f"{path}: {written_by} ({error})") from None

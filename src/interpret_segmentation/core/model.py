@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .validate import check_device, check_finite
+
 OUTPUT_KINDS = ("auto", "logits", "probabilities")
 
 SUPPORTED_OUTPUTS = (
@@ -36,8 +38,9 @@ def evaluation_mode(model: nn.Module) -> Iterator[nn.Module]:
 def as_image_batch(image, name: str = "image") -> torch.Tensor:
     """Validate an image and return it as a float32 batch of one, (1, C, H, W).
 
-    Accepts a numpy array or tensor shaped (H, W), (C, H, W) or (1, C, H, W).
-    Raises ValueError naming ``name`` for other shapes or non-finite values.
+    Accepts a numpy array or tensor shaped (H, W), (C, H, W) or (1, C, H, W) of at least
+    one channel and 1 x 1 pixels. Raises ValueError naming ``name`` for other shapes or
+    non-finite values.
     """
     if isinstance(image, np.ndarray):
         image = torch.from_numpy(np.ascontiguousarray(image))
@@ -51,6 +54,9 @@ def as_image_batch(image, name: str = "image") -> torch.Tensor:
         raise ValueError(
             f"{name}: expected shape (H, W), (C, H, W) or (1, C, H, W), got {tuple(image.shape)}"
         )
+    if image.numel() == 0:
+        raise ValueError(f"{name}: expected at least one channel and 1 x 1 pixels, got shape "
+                         f"{tuple(image.shape)}")
     image = image.detach().float()
     if not torch.isfinite(image).all():
         raise ValueError(f"{name}: contains NaN or inf values")
@@ -73,6 +79,20 @@ def as_mask(mask, shape: tuple[int, int], name: str) -> torch.Tensor:
     if mask.is_floating_point() and not torch.isfinite(mask).all():
         raise ValueError(f"{name}: contains NaN or inf values")
     return mask > 0.5 if mask.is_floating_point() else mask != 0
+
+
+def expected_channels(model: nn.Module) -> tuple[str, int] | None:
+    """The name and ``in_channels`` of the model's first convolution (in registration order),
+    or None when it has none: the number of image channels the model most likely takes."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.modules.conv._ConvNd) and module.in_channels > 0:
+            return name or type(module).__name__, module.in_channels
+    return None
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0] if lines else ''}"
 
 
 def predicted_mask(probabilities: torch.Tensor, class_index: int) -> torch.Tensor:
@@ -109,9 +129,13 @@ class ModelAdapter:
         (and, for several channels, summing to 1) are probabilities, anything else logits.
     device : torch.device or str, optional
         Where inputs are sent; default: the device of the model's first parameter (CPU if none).
+        A device this machine lacks (``"cuda"`` without CUDA) is refused with a ValueError.
 
-    The adapter never changes the model for good: each call runs in eval mode and restores
-    the previous mode of every submodule afterwards.
+    Inputs are cast to the dtype of the model's first floating-point parameter (float64 and
+    bfloat16 models take float32 images), outputs to float32, so maps are float32 whatever the
+    model's precision. An output holding NaN or inf is refused with a ValueError that says
+    where it happened. The adapter never changes the model for good: each call runs in eval
+    mode and restores the previous mode of every submodule afterwards.
     """
 
     def __init__(self, model: nn.Module, output: str = "auto", device=None):
@@ -121,15 +145,26 @@ class ModelAdapter:
             raise ValueError(f"output: expected one of {OUTPUT_KINDS}, got {output!r}")
         self.model = model
         self.output = output
+        parameters = list(model.parameters())
         if device is None:
-            parameter = next(model.parameters(), None)
-            device = parameter.device if parameter is not None else torch.device("cpu")
-        self.device = torch.device(device)
+            device = parameters[0].device if parameters else torch.device("cpu")
+        self.device = check_device(device)
+        floating = [p.dtype for p in parameters if p.is_floating_point()]
+        self.dtype = floating[0] if floating else torch.float32
 
-    def raw(self, inputs: torch.Tensor) -> torch.Tensor:
-        """The model's main output as a tensor (B, C, h, w), before any activation."""
+    def _forward(self, inputs: torch.Tensor):
+        """The model's own output for ``inputs``, sent to its device and dtype."""
         with evaluation_mode(self.model):
-            out = self.model(inputs.to(self.device))
+            return self.model(inputs.to(self.device, self.dtype))
+
+    def raw(self, inputs: torch.Tensor, where: str | None = None) -> torch.Tensor:
+        """The model's main output as a float32 tensor (B, C, h, w), before any activation.
+
+        ``where`` (e.g. "in batch 3") completes the message when the output holds NaN or inf.
+        """
+        return self._read(self._forward(inputs), inputs, where)
+
+    def _read(self, out, inputs: torch.Tensor, where: str | None) -> torch.Tensor:
         if isinstance(out, dict):
             if "out" not in out:
                 raise ValueError(
@@ -153,13 +188,70 @@ class ModelAdapter:
                 f"model output: got shape {tuple(out.shape)} for an input of shape "
                 f"{tuple(inputs.shape)}; supported outputs are {SUPPORTED_OUTPUTS}"
             )
-        if not out.is_floating_point():
-            out = out.float()
+        out = out.float()
+        check_finite(out, "model output" + (f" {where}" if where else ""))
         return out
 
-    def _resized_raw(self, inputs: torch.Tensor) -> torch.Tensor:
-        """:meth:`raw` upsampled to the input's resolution; decides "auto" on first use."""
-        out = self.raw(inputs)
+    def first_pass(self, image: torch.Tensor, name: str = "image") -> torch.Tensor:
+        """Probabilities (1, K, H, W) for the unperturbed ``image`` (1, C, H, W), without gradients.
+
+        When the model fails on the image, the error says why in the library's words, naming
+        ``name``: the image's channels against the first convolution's ``in_channels``, an
+        image too small for the model (with the smallest square side it runs on), or else the
+        model's own error.
+        """
+        try:
+            with torch.no_grad():
+                out = self._forward(image)
+        except (RuntimeError, ValueError, TypeError, IndexError) as error:
+            if "out of memory" in str(error).lower():
+                raise
+            raise self._input_error(image, name, error) from error
+        with torch.no_grad():
+            return self._probabilities(self._sized(self._read(out, image, "on the unperturbed "
+                                                                        "image"), image))
+
+    def _input_error(self, image: torch.Tensor, name: str, error: BaseException) -> ValueError:
+        channels, (height, width) = image.shape[1], image.shape[-2:]
+        said = _first_line(error)
+        conv = expected_channels(self.model)
+        if conv is not None and conv[1] != channels:
+            return ValueError(f"{name}: image has {channels} channel(s); the model's first "
+                              f"convolution ({conv[0]}) expects {conv[1]}; the model said: {said}")
+        side = self._smallest_side(channels, min(height, width))
+        if side is not None:
+            return ValueError(f"{name}: {height} x {width} pixels is too small for the model; "
+                              f"the smallest square it runs on is {side} x {side} pixels (found "
+                              f"with blank images); the model said: {said}")
+        return ValueError(f"{name}: the model failed on an image of shape "
+                          f"{tuple(image.shape)}: {said}")
+
+    def _smallest_side(self, channels: int, side: int, limit: int = 1024) -> int | None:
+        """The smallest square side above ``side`` on which the model runs on blank images
+        (doubling, then bisecting: at most about 2 log2(limit) passes); None when it runs on
+        ``side`` already (size is not the problem) or on no side up to ``limit``."""
+        def runs(size: int) -> bool:
+            try:
+                with torch.no_grad():
+                    self._forward(torch.zeros(1, channels, size, size))
+            except Exception:  # noqa: BLE001 - any failure means it does not run
+                return False
+            return True
+
+        if runs(side):
+            return None
+        low, high = side, 2 * side
+        while not runs(high):
+            low, high = high, 2 * high
+            if high > limit:
+                return None
+        while high - low > 1:
+            middle = (low + high) // 2
+            low, high = (low, middle) if runs(middle) else (middle, high)
+        return high
+
+    def _sized(self, out: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        """``out`` upsampled to the input's resolution; decides "auto" on first use."""
         size = inputs.shape[-2:]
         if out.shape[-2:] != size:
             out = F.interpolate(out, size=size, mode="bilinear", align_corners=False)
@@ -167,22 +259,31 @@ class ModelAdapter:
             self.output = self._guess_kind(out)
         return out
 
-    def scores(self, inputs: torch.Tensor) -> torch.Tensor:
+    def _resized_raw(self, inputs: torch.Tensor, where: str | None = None) -> torch.Tensor:
+        """:meth:`raw` upsampled to the input's resolution; decides "auto" on first use."""
+        return self._sized(self.raw(inputs, where), inputs)
+
+    def scores(self, inputs: torch.Tensor, where: str | None = None) -> torch.Tensor:
         """Per-class scores (B, K, H, W) to differentiate, e.g. for Seg-Grad-CAM.
 
         Logits as the model gives them; for a model that returns probabilities, their logarithm
         (for one channel, the log-odds). A one-channel model's foreground logit z is class 1's
         score and -z class 0's.
         """
-        out = self._resized_raw(inputs)
+        out = self._resized_raw(inputs, where)
         if self.output == "probabilities":
             out = out.clamp(1e-7, 1 - 1e-7)
             out = torch.log(out / (1 - out)) if out.shape[1] == 1 else torch.log(out)
         return torch.cat([-out, out], dim=1) if out.shape[1] == 1 else out
 
-    def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Per-class probabilities (B, K, H, W), K >= 2, at the input's resolution."""
-        out = self._resized_raw(inputs)
+    def __call__(self, inputs: torch.Tensor, where: str | None = None) -> torch.Tensor:
+        """Per-class probabilities (B, K, H, W), K >= 2, at the input's resolution.
+
+        ``where`` (e.g. "in batch 3") completes the message when the output holds NaN or inf.
+        """
+        return self._probabilities(self._resized_raw(inputs, where))
+
+    def _probabilities(self, out: torch.Tensor) -> torch.Tensor:
         if out.shape[1] == 1:
             foreground = torch.sigmoid(out) if self.output == "logits" else out
             return torch.cat([1 - foreground, foreground], dim=1).contiguous()

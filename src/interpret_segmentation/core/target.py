@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from .model import as_mask, predicted_mask
+from .validate import check_class_index
 
 
 @dataclass(frozen=True)
@@ -54,11 +55,8 @@ def resolve_target(target, probabilities: torch.Tensor) -> ResolvedTarget:
     """Check ``target`` against the model's probabilities (1, K, H, W) on the unperturbed image."""
     target = as_target(target)
     classes = probabilities.shape[1]
-    class_index = 1 if target.class_index is None else target.class_index
-    if not 0 <= class_index < classes:
-        raise ValueError(
-            f"target: class index {class_index} is outside the model's classes 0..{classes - 1}"
-        )
+    class_index = check_class_index(1 if target.class_index is None else target.class_index,
+                                    classes, "target")
     if target.region is None:
         pixels = predicted_mask(probabilities, class_index)[0]
         return ResolvedTarget(class_index, pixels.cpu(), from_prediction=True)

@@ -20,6 +20,8 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from ..core.io import atomic_write
+
 __all__ = [
     "SAMPLE_FILES",
     "Sample",
@@ -31,6 +33,7 @@ __all__ = [
     "stored_indices",
     "selected_indices",
     "read_gray",
+    "read_image",
     "save_png",
     "write_sample",
     "replaceable",
@@ -175,8 +178,63 @@ def selected_indices(indices, available: list[int], root) -> list[int]:
 
 
 def read_gray(path: Path) -> np.ndarray:
-    """A PNG as a writable uint8 grayscale array (H, W)."""
-    return np.asarray(Image.open(path).convert("L"), dtype=np.uint8).copy()
+    """A PNG as a writable uint8 grayscale array (H, W) (see :func:`read_image`)."""
+    return np.round(read_image(path, channels=1) * 255).astype(np.uint8)
+
+
+_SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
+
+
+def read_image(path, channels: int | None = 1, name: str = "image") -> np.ndarray:
+    """An image file as a float32 array: the one place the library reads images.
+
+    An ``.npy`` file is loaded as it is (no pickles). Any other file Pillow reads is scaled to
+    [0, 1] by its bit depth: 16-bit images are divided by 65535, 8-bit ones by 255, bilevel
+    ones are 0/1. ``channels`` 1 gives (H, W) (colour turned into luminance), 3 gives
+    (3, H, W) (grey repeated), None keeps what the file holds: (H, W) for grey, (3, H, W) for
+    colour. Alpha is dropped.
+
+    Raises
+    ------
+    FileNotFoundError
+        When ``path`` is not a file.
+    ValueError
+        Naming ``name`` and the file when it is empty, truncated or no image, or when it
+        cannot give ``channels`` channels.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{name}: {path} not found")
+    if path.suffix == ".npy":
+        try:
+            array = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as error:
+            raise ValueError(f"{name}: {path} is not a readable .npy array ({error})") from None
+        if array.dtype.kind not in "biuf":
+            raise ValueError(f"{name}: {path} holds {array.dtype} values, expected numbers")
+        return array.astype(np.float32)
+    if channels not in (None, 1, 3):
+        raise ValueError(f"{name}: the model takes {channels} channels, which an image file "
+                         "cannot give; pass an .npy array (C, H, W)")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if image.mode in _SIXTEEN_BIT or image.mode == "I":
+                gray = np.asarray(image).astype(np.float32)
+                if gray.size and (gray.min() < 0 or gray.max() > 65535):
+                    raise ValueError("32-bit integer values; save it as a 16-bit PNG or .npy")
+                gray /= 65535
+                return gray if channels in (None, 1) else np.repeat(gray[None], 3, axis=0)
+            if image.mode == "F":
+                gray = np.asarray(image, dtype=np.float32)
+                return gray if channels in (None, 1) else np.repeat(gray[None], 3, axis=0)
+            colour = image.mode not in ("1", "L", "LA", "I")
+            if channels == 3 or (channels is None and colour):
+                return np.asarray(image.convert("RGB"), dtype=np.float32).transpose(2, 0, 1) / 255
+            return np.asarray(image.convert("L"), dtype=np.float32) / 255
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise ValueError(f"{name}: {path} is not an image file Pillow can read, or it is "
+                         f"truncated ({error})") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -184,8 +242,13 @@ def read_gray(path: Path) -> np.ndarray:
 
 
 def save_png(array: np.ndarray, path: Path) -> None:
-    """Write a uint8 array as a PNG (grayscale for 2-D arrays)."""
-    Image.fromarray(array).save(path, format="PNG")
+    """Write a uint8 array as a PNG (grayscale for 2-D arrays); an existing file is refused."""
+    atomic_write(path, lambda file: Image.fromarray(array).save(file, format="PNG"), sync=False)
+
+
+def _save_json(value, path: Path) -> None:
+    atomic_write(path, lambda file: file.write(json.dumps(value, indent=1) + "\n"), mode="w",
+                 sync=False)
 
 
 def write_sample(sample: Sample, directory: Path) -> None:
@@ -197,7 +260,7 @@ def write_sample(sample: Sample, directory: Path) -> None:
     save_png(sample.image, directory / "image.png")
     save_png(sample.segment.astype(np.uint8) * 255, directory / "segment.png")
     save_png(sample.context.astype(np.uint8) * 255, directory / "context.png")
-    (directory / "meta.json").write_text(json.dumps(sample.meta, indent=1) + "\n")
+    _save_json(sample.meta, directory / "meta.json")
 
 
 def replaceable(path: Path, info_file: str) -> bool:
@@ -281,7 +344,7 @@ def write_dataset(
         for index in tqdm(range(n), desc=Path(info_file).stem, unit="img", file=sys.stderr,
                           disable=not progress):
             write_sample(make_sample(index), tmp / str(index))
-        (tmp / info_file).write_text(json.dumps(info, indent=1) + "\n")
+        _save_json(info, tmp / info_file)
         if root.exists() or root.is_symlink():
             old = root.with_name(f".{root.name}.old-{token}")
             os.replace(root, old)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ..training import load_checkpoint, save_checkpoint
@@ -11,7 +12,7 @@ def free_path(path: Path) -> Path:
     """``path``, or ``stem-2.suffix``, ``stem-3.suffix``, ... if taken (logs are never
     overwritten; an interrupted run's log stays)."""
     candidate, number = path, 1
-    while candidate.exists():
+    while os.path.lexists(candidate):
         number += 1
         candidate = path.with_name(f"{path.stem}-{number}{path.suffix}")
     return candidate

@@ -27,7 +27,7 @@ import torch
 from scipy import ndimage
 from scipy.stats import spearmanr
 
-from ..core.explanation import atomic_write
+from ..core.io import OutputDirectory, atomic_write
 from ..datasets.dreams import LesionDataset, MarkingDataset, healthy_organ, marking_response
 from ..deepdream import analyze, white_noise
 from ..features import FEATURES, reference_statistics
@@ -181,12 +181,26 @@ def run_deepdream_reproduction(out, quick: bool = False, seed: int = 0, progress
         its p-value), ``shape`` (``round``/``elongated``: ``elongation_final``, its z-score,
         ``dice``), ``intensity`` (``real``/``synthetic``: final mean and RMS intensity inside
         the dreamed mask, z-scores, ``dice``), ``settings`` and ``seconds``.
+
+    ``out`` is an :class:`~interpret_segmentation.core.io.OutputDirectory` whose run manifest
+    holds the settings and seed: a rerun with others is refused instead of reusing models
+    trained differently.
     """
-    started = time.perf_counter()
     settings = dict(SETTINGS["quick" if quick else "full"])
-    out = Path(out)
-    for part in ("models", "results"):
-        (out / part).mkdir(parents=True, exist_ok=True)
+    with OutputDirectory(out, "reproduce deepdream",
+                         settings={"settings": settings, "seed": seed}) as output:
+        output.files("metrics.json", *FIGURES)
+        for part in ("models", "results"):
+            output.directory(part)
+        return _reproduce(output.path, settings, quick, seed, progress, log)
+
+
+FIGURES = ("marking_dreams.png", "marking_summary.png", "lesion_dreams.png", "lesion_curves.png")
+
+
+def _reproduce(out: Path, settings: dict, quick: bool, seed: int, progress: bool, log) -> dict:
+    """The work of :func:`run_deepdream_reproduction`, in ``out`` (its names claimed)."""
+    started = time.perf_counter()
     size, steps = settings["size"], settings["dream_steps"]
     yy, xx = np.mgrid[:size, :size]
     centre = (yy - size // 2) ** 2 + (xx - size // 2) ** 2 <= (size / 10) ** 2

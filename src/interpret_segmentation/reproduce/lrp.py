@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Subset
 
-from ..core.explanation import atomic_write
+from ..core.io import OutputDirectory, atomic_write
 from ..datasets.defects import DefectDataset, defect_split, generate_defect_dataset
 from ..lrp import SEGMENTATION_METHODS, relevance, segment, threshold_sweep
 from ..models import VGG11, UNet, vgg_parameter_groups
@@ -87,12 +87,24 @@ def run_lrp_reproduction(out, quick: bool = False, seed: int = 0, progress: bool
         ``tpr``, ``tnr`` on the test part), ``segmentation`` (``unet`` and every
         ``head/rule_set/method``: ``iou``, ``precision``, ``recall``), ``settings`` and
         ``seconds``.
+
+    ``out`` is an :class:`~interpret_segmentation.core.io.OutputDirectory` whose run manifest
+    holds the settings and seed: a rerun with others is refused instead of reusing data and
+    models made differently.
     """
-    started = time.perf_counter()
     settings = dict(SETTINGS["quick" if quick else "full"])
-    out = Path(out)
-    for part in ("models", "results"):
-        (out / part).mkdir(parents=True, exist_ok=True)
+    with OutputDirectory(out, "reproduce lrp",
+                         settings={"settings": settings, "seed": seed}) as output:
+        output.files("metrics.json", "pr_curves.png", "examples.png")
+        for part in ("models", "results"):
+            output.directory(part)
+        output.directory("data", create=False)  # generated as a whole
+        return _reproduce(output.path, settings, quick, seed, progress, log)
+
+
+def _reproduce(out: Path, settings: dict, quick: bool, seed: int, progress: bool, log) -> dict:
+    """The work of :func:`run_lrp_reproduction`, in ``out`` (its names claimed)."""
+    started = time.perf_counter()
     data = out / "data"
     if not (data / "defects.json").is_file():
         log(f"generating {settings['n']} defect images of {settings['size']} px in {data} ...")
