@@ -134,20 +134,21 @@ def test_train_command_writes_results_and_checkpoints(tmp_path, capsys):
     out = capsys.readouterr().out
     lines = (tmp_path / "ck" / "results" / "tiny.txt").read_text().splitlines()
     assert len(lines) == 2 and all(line in out for line in lines)
-    assert (tmp_path / "ck" / "testnet_1.pth").exists() and (tmp_path / "ck" / "testnet_2.pth").exists()
+    assert (tmp_path / "ck" / "tiny_1.pth").exists() and (tmp_path / "ck" / "tiny_2.pth").exists()
     final = tmp_path / "ck" / "testnet.pth"  # the last epoch, for the other commands
 
     def same_weights(a, b):
         a, b = (torch.load(p, weights_only=True) for p in (a, b))
         return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
-    assert same_weights(final, tmp_path / "ck" / "testnet_2.pth")
+    assert same_weights(final, tmp_path / "ck" / "tiny_2.pth")
     assert main(argv) == 2  # the results file is never overwritten
     assert "never overwritten" in capsys.readouterr().err
     final.write_bytes(b"the user's own model")
     assert main([*argv[:7], "again", *argv[8:]]) == 0  # a new run keeps the existing model
     assert "kept the existing" in capsys.readouterr().out
     assert final.read_bytes() == b"the user's own model"
+    assert (tmp_path / "ck" / "again_2.pth").exists()  # its own epochs, none replaced
     assert main([*argv[:2], "--dataset", str(tmp_path / "none"), "--no-progress"]) == 2
     assert "testnet generate" in capsys.readouterr().err
 
@@ -232,7 +233,7 @@ def test_sweep_writes_the_parameter_tables(tmp_path, checkpoint, capsys):
     assert {v["mask_size"] for v in settings.values()} == {56, 112, 224}
     rows = list(csv.DictReader(open(tmp_path / "sweep" / "per_image.csv")))
     assert {row["method"] for row in rows} == set(settings)
-    assert main([*argv[:7], "3", *argv[8:]]) == 2  # other --iterations: refused, not mixed
+    assert main([*argv[:8], "3", *argv[9:]]) == 2  # other --iterations: refused, not mixed
     assert "iterations: 2 there, 3 now" in capsys.readouterr().err
 
 
@@ -387,6 +388,10 @@ def test_demo_deletes_and_replaces_only_its_own_files(tmp_path, checkpoint, quic
     argv = ["demo", "--dataset", str(dataset), "--checkpoint", str(checkpoint), "--no-progress"]
     assert main([*argv, "--out", str(tmp_path / "new"), "--images", "0"]) == 2
     _one_error_line(capsys, "images")
+    (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
+    assert main([*argv[:3], "--checkpoint", str(tmp_path / "bad.pth"), "--no-progress", "--out",
+                 str(tmp_path / "new")]) == 2
+    _one_error_line(capsys, "bad.pth")
     assert not (tmp_path / "new").exists()  # arguments are checked before anything is written
     work = tmp_path / "work"
     work.mkdir()

@@ -95,7 +95,7 @@ def test_checkpoints_load_weights_only(tmp_path):
     for a, b in zip(model.state_dict().values(), fresh.state_dict().values()):
         assert torch.equal(a, b)
     torch.save({"weights": np.arange(3)}, tmp_path / "pickled.pth")  # not tensors only
-    with pytest.raises(Exception, match="[Ww]eights only"):
+    with pytest.raises(ValueError, match="not a state dict saved with torch.save"):
         load_checkpoint(default_unet(), tmp_path / "pickled.pth")
     with pytest.raises(FileNotFoundError, match="testnet train"):
         load_checkpoint(default_unet(), tmp_path / "missing.pth")
@@ -126,13 +126,15 @@ def test_triangle_is_split_70_30_like_the_paper(tmp_path):
 @pytest.mark.parametrize("settings", [
     dict(width=4, depth=5), dict(width=2, depth=2, global_context=False, norm="group"),
     dict(in_channels=3, out_channels=4, width=3, depth=1, norm="none"),
+    dict(width=2, depth=3, robust_context=True),
 ])
 def test_load_default_model_reads_the_architecture_from_the_checkpoint(tmp_path, settings):
     torch.manual_seed(0)
     model = UNet(**settings).eval()
     path = save_checkpoint(model, tmp_path / "unet.pth")
     loaded = training.load_default_model(path)
-    expected = dict(in_channels=1, out_channels=1, global_context=True, norm="batch") | settings
+    expected = dict(in_channels=1, out_channels=1, global_context=True, norm="batch",
+                    robust_context=False) | settings
     assert training.unet_architecture(torch.load(path, weights_only=True)) == expected
     x = torch.rand(1, settings.get("in_channels", 1), 32, 32)
     with torch.no_grad():
@@ -239,7 +241,8 @@ def test_train_stops_once_the_validation_target_is_held(tmp_path):
     # an unreachable target runs every epoch
     history = train(UNet(width=4, depth=2, global_context=False), *_toy_sets(), epochs=3,
                     lr=0.05, batch_size=4, results_path=tmp_path / "run2.txt",
-                    checkpoint_dir=tmp_path, progress=False, log=lines.append, stop_at=1.5)
+                    checkpoint_dir=tmp_path / "second", progress=False, log=lines.append,
+                    stop_at=1.5)
     assert len(history) == 3
     with pytest.raises(ValueError, match="hold: expected a positive int"):
         train(model, *_toy_sets(), epochs=1, lr=0.05, batch_size=4, hold=0,
@@ -262,3 +265,30 @@ def test_plateau_schedule_warms_up_holds_the_peak_then_decays():
     assert all(rate == pytest.approx(0.5) for rate in rates[9:70])
     assert all(a > b for a, b in zip(rates[70:], rates[71:]))
     assert 0.005 <= rates[-1] < 0.007  # towards lr / 100
+
+
+def test_train_never_overwrites_a_previous_runs_epoch_checkpoints(tmp_path):
+    (tmp_path / "testnet_2.pth").write_bytes(b"a previous run's")
+    with pytest.raises(FileExistsError, match="testnet_2.pth already exists"):
+        train(UNet(width=4, depth=2), *_toy_sets(), epochs=3, lr=0.05, batch_size=4,
+              results_path=tmp_path / "run.txt", checkpoint_dir=tmp_path, progress=False)
+    assert (tmp_path / "testnet_2.pth").read_bytes() == b"a previous run's"
+    assert not (tmp_path / "run.txt").exists()  # refused before anything was written
+
+
+@pytest.mark.parametrize("robust", [False, True])
+def test_robust_context_path_keeps_a_gradient_when_every_hidden_unit_is_off(robust):
+    """The failure that kept demo U-Nets at "both left shapes": the context MLP's hidden ReLUs
+    all off for every input, so its first layer gets no gradient. The robust path's leaky
+    units (and normalised summary) still pass one."""
+    from interpret_segmentation.models import GlobalContext
+
+    torch.manual_seed(0)
+    context = GlobalContext(6, robust=robust)
+    with torch.no_grad():
+        context.mlp[0].bias.fill_(-100.0)  # every hidden pre-activation far below zero
+    features = torch.rand(4, 6, 5, 5)  # non-negative, as after a ReLU
+    context(features).sum().backward()
+    gradient = context.mlp[0].weight.grad.abs().sum()
+    assert (gradient > 0) == robust
+    assert isinstance(context.norm, torch.nn.LayerNorm) == robust

@@ -88,13 +88,16 @@ def _dataset_commands(commands, name: str) -> None:
         "train", help="train a U-Net on the data set",
         description=f"Train the library's U-Net (BCE + Dice loss, {share} split). Each epoch "
                     "prints train/val loss, val Dice and Hausdorff distance, appends them to "
-                    f"<checkpoint-dir>/results/<name>.txt (never overwritten) and saves "
-                    f"<checkpoint-dir>/{name}_<epoch>.pth. The last epoch is also saved as "
+                    f"<checkpoint-dir>/results/<name>.txt and saves <checkpoint-dir>/<name>_<epoch>.pth "
+                    "(neither is ever overwritten). The default settings stop once the "
+                    "validation score has held the target for two epochs. The last epoch is also "
+                    "saved as "
                     f"<checkpoint-dir>/{name}.pth, the model the other commands load, unless "
                     "that file exists (it is never overwritten).")
     train.add_argument("--dataset", default=dataset, help=f"data-set directory (default {dataset})")
     train.add_argument("--name", default=name,
-                       help=f"results file name, without .txt (default {name})")
+                       help=f"name of the run: results/<name>.txt and <name>_<epoch>.pth "
+                            f"(default {name})")
     train.add_argument("--checkpoint-dir", default=directory,
                        help=f"where the checkpoints and results/ go (default {directory})")
     train.add_argument("--epochs", type=int, default=None,
@@ -157,8 +160,10 @@ def _parser() -> argparse.ArgumentParser:
                     "region. Writes the Explanation (.npz + .json) and a figure.")
     for method in (hdm, rise, gradcam, misure):
         method.add_argument("--image", required=True,
-                            help="input: a PNG (scaled to [0, 1]), an .npy array (used as is, "
-                                 "(H, W) or (C, H, W)) or a testnet sample directory")
+                            help="input: a PNG or other image (scaled to [0, 1] by its bit depth, "
+                                 "8 or 16; colour kept for a model taking three channels), an "
+                                 ".npy array (used as is, (H, W) or (C, H, W)) or a testnet "
+                                 "sample directory")
         method.add_argument("--segment", default=None,
                             help="target region as a PNG/.npy mask (default: the predicted mask)")
         method.add_argument("--class", dest="class_index", type=int, default=None,
@@ -194,7 +199,7 @@ def _parser() -> argparse.ArgumentParser:
     misure.add_argument("--tau", type=float, default=0.9,
                         help="stage 1 dilates while the Dice is at most tau (default 0.9)")
     misure.add_argument("--kernel-size", type=int, default=7,
-                        help="side of the circular dilation kernel (default 7)")
+                        help="side of the circular dilation kernel, odd and >= 3 (default 7)")
     misure.add_argument("--mask-size", type=int, default=224,
                         help="side of the optimised mask (default 224)")
     misure.add_argument("--iterations", type=int, default=100,
@@ -443,7 +448,7 @@ def _train(args) -> None:
 
     check_file_name(args.name, "--name")  # the results file stays in --checkpoint-dir
     architecture, settings = training_defaults(args.dataset)
-    for key in ("epochs", "lr", "batch_size", "n_train", "n_val", "augment"):
+    for key in ("epochs", "lr", "batch_size", "n_train", "n_val", "augment"):  # the rest as is
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
     for key in ("width", "depth"):
@@ -455,11 +460,12 @@ def _train(args) -> None:
     directory = Path(args.checkpoint_dir)
     train(model, train_set, val_set, epochs=settings["epochs"], lr=settings["lr"],
           batch_size=settings["batch_size"], results_path=directory / "results" / f"{args.name}.txt",
-          checkpoint_dir=directory, checkpoint_prefix=args.command, seed=args.seed,
-          progress=args.progress, augment=settings["augment"])
+          checkpoint_dir=directory, checkpoint_prefix=args.name, seed=args.seed,
+          progress=args.progress, augment=settings["augment"], schedule=settings["schedule"],
+          stop_at=settings["stop_at"], hold=settings["hold"])
     final = directory / f"{args.command}.pth"
     if final.exists():
-        print(f"kept the existing {final}; the new epochs are {directory}/{args.command}_<epoch>.pth")
+        print(f"kept the existing {final}; the new epochs are {directory}/{args.name}_<epoch>.pth")
     else:
         save_checkpoint(model, final)
         print(f"wrote {final} (the last epoch); every epoch is in {directory}")

@@ -50,6 +50,8 @@ def _check_inputs(dataset: Path, checkpoint: Path) -> None:
         raise ValueError(f"--dataset: expected a data-set directory, got the file {dataset}")
     if checkpoint.exists() and not checkpoint.is_file():
         raise ValueError(f"--checkpoint: expected a checkpoint file, got the directory {checkpoint}")
+    if checkpoint.is_file():
+        load_default_model(checkpoint)  # an unreadable checkpoint is refused before --out is made
 
 
 def prepare_model(dataset: Path, checkpoint: Path, progress: bool, log=print):

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .core import Explainer, Explanation, as_image_batch, evaluation_mode
+from .core import Explainer, Explanation, ModelAdapter, as_image_batch
 from .core.validate import check_finite
 from .models.unet import UNet
 
@@ -47,10 +47,8 @@ def candidate_layers(model: nn.Module, image) -> list[tuple[str, tuple[int, ...]
         for name, module in model.named_modules():
             if name:
                 handles.append(module.register_forward_hook(record(name)))
-        parameter = next(model.parameters(), None)
-        device = parameter.device if parameter is not None else "cpu"
-        with evaluation_mode(model), torch.no_grad():
-            model(batch.to(device))
+        with torch.no_grad():
+            ModelAdapter(model)._forward(batch)  # on the model's device, in its dtype
     finally:
         for handle in handles:
             handle.remove()

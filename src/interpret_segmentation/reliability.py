@@ -135,6 +135,10 @@ def run_reliability(dataset_root, checkpoint, n: int, out, noise: float = 0.08, 
         rows = [row for row in current if all(row[name] != "" for name in FEATURES)]
         features = np.array([[float(row[name]) for name in FEATURES] for row in rows])
         labels = np.array([float(row["prediction_dice"]) >= RELIABLE_DICE for row in rows])
+        if len(rows) < 4:  # two to train the classifier, two to evaluate it
+            raise ValueError(
+                f"n: {len(rows)} of the {len(current)} images had a prediction to explain; the "
+                "reliability classifier needs at least 4; use a larger --n")
         order = np.random.default_rng(seed).permutation(len(rows))
         train, test = order[: len(rows) // 2], order[len(rows) // 2:]
         result = {"images": len(current), "explained": len(rows),

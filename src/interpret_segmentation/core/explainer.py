@@ -24,7 +24,7 @@ class Explainer:
         Any segmentation model (see :class:`ModelAdapter` for the outputs understood).
     output : {"auto", "logits", "probabilities"}, default "auto"
     device : torch.device or str, optional
-        Default: the model's device.
+        Default: the model's device. One this machine lacks is refused (ValueError).
     batch_size : int or "auto", default "auto"
         Perturbed inputs per model pass (perturbation methods only).
     progress : bool, default True
@@ -66,6 +66,13 @@ class Explainer:
         Returns
         -------
         Explanation
+
+        Raises
+        ------
+        ValueError
+            For an image the model cannot take (its channels, its size, or the model's own
+            error, said in the library's words) and for a model output holding NaN or inf,
+            naming the unperturbed image or the first batch of perturbations where it did.
         """
         started = time.perf_counter()
         batch = as_image_batch(image).to(self.model.device)

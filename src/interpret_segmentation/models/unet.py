@@ -57,16 +57,17 @@ class ConvBlock(nn.Sequential):
 class GlobalContext(nn.Module):
     """Feature-wise modulation of a feature map by a summary of the whole map.
 
-    The global average and maximum of each channel (B, 2C), and with ``grid`` > 1 also the
-    average and maximum over each cell of a ``grid`` x ``grid`` partition of the map (a coarse
-    spatial pyramid, as in PSPNet), go through a two-layer MLP that yields a scale ``g`` and a
-    shift ``b`` per channel; the output is ``x * (1 + g) + b`` broadcast over all positions.
-    The cells let the summary say *where* something is: on testnet the right half holds only
-    the deciding shape, so its cells describe that shape undiluted by the two left ones, and
-    the demo U-Net learns the rule for every seed (with the whole-map summary alone, some seeds
-    stayed at "segment both left shapes"). (Starting the MLP at zero, i.e. as the identity, makes the
+    The global average and maximum of each channel (B, 2C) go through a two-layer MLP that
+    yields a scale ``g`` and a shift ``b`` per channel; the output is ``x * (1 + g) + b``
+    broadcast over all positions. (Starting the MLP at zero, i.e. as the identity, makes the
     testnet U-Net much slower to discover the context rule, so it keeps PyTorch's default
     initialisation.)
+
+    With ``robust`` the summary is layer-normalised before the MLP and its hidden layer uses a
+    leaky ReLU. The pooled features are outputs of ReLUs, never negative, and without this the
+    hidden ReLUs of the MLP could all die during training (seen for the demo U-Net: 3 % of them
+    still active for any image): no gradient then reaches the context path, and a testnet model
+    stays at "segment both left shapes" for good.
 
     Parameters
     ----------
@@ -74,28 +75,22 @@ class GlobalContext(nn.Module):
         Number of channels C of the input (B, C, H, W); the output has the same shape.
     hidden : int, optional
         Width of the MLP's hidden layer; default ``channels``.
-    grid : int, default 1
-        Cells per side of the partition pooled besides the whole map; 1 pools the whole map
-        only.
+    robust : bool, default False
+        LayerNorm on the summary and a leaky ReLU (slope 0.1) in the MLP (see above).
     """
 
-    def __init__(self, channels: int, hidden: int | None = None, grid: int = 1):
+    def __init__(self, channels: int, hidden: int | None = None, robust: bool = False):
         super().__init__()
         hidden = channels if hidden is None else hidden
-        self.grid = grid
-        pooled = 1 + (grid * grid if grid > 1 else 0)
+        self.norm = nn.LayerNorm(2 * channels) if robust else nn.Identity()
         self.mlp = nn.Sequential(
-            nn.Linear(2 * channels * pooled, hidden),
-            nn.ReLU(inplace=True),
+            nn.Linear(2 * channels, hidden),
+            nn.LeakyReLU(0.1, inplace=True) if robust else nn.ReLU(inplace=True),
             nn.Linear(hidden, 2 * channels),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        parts = [x.mean(dim=(2, 3)), x.amax(dim=(2, 3))]
-        if self.grid > 1:
-            parts += [F.adaptive_avg_pool2d(x, self.grid).flatten(1),
-                      F.adaptive_max_pool2d(x, self.grid).flatten(1)]
-        summary = torch.cat(parts, dim=1)
+        summary = self.norm(torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1))
         scale, shift = self.mlp(summary)[:, :, None, None].chunk(2, dim=1)
         return x * (1.0 + scale) + shift
 
@@ -109,10 +104,10 @@ class Bottleneck(nn.Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, norm: str = "batch",
-                 global_context: bool = True, context_grid: int = 1):
+                 global_context: bool = True, robust_context: bool = False):
         super().__init__()
         self.block = ConvBlock(in_channels, out_channels, norm)
-        self.context = (GlobalContext(out_channels, grid=context_grid) if global_context
+        self.context = (GlobalContext(out_channels, robust=robust_context) if global_context
                         else nn.Identity())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -138,10 +133,9 @@ class UNet(nn.Module):
         the whole image.
     norm : {"batch", "group", "none"}, default "batch"
         Normalisation after each convolution.
-    context_grid : int, default 1
-        The global-context summary also pools each cell of a ``context_grid`` x
-        ``context_grid`` partition of the bottleneck (see :class:`GlobalContext`); the demo
-        model uses 2.
+    robust_context : bool, default False
+        Layer-normalised summary and leaky ReLU in the global-context MLP
+        (:class:`GlobalContext`), so that its path keeps learning; the demo model uses it.
 
     Attributes
     ----------
@@ -165,10 +159,10 @@ class UNet(nn.Module):
 
     def __init__(self, in_channels: int = 1, out_channels: int = 1, width: int = 8,
                  depth: int = 4, global_context: bool = True, norm: str = "batch",
-                 context_grid: int = 1):
+                 robust_context: bool = False):
         super().__init__()
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels),
-                            ("width", width), ("depth", depth), ("context_grid", context_grid)):
+                            ("width", width), ("depth", depth)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: expected a positive int, got {value!r}")
         if norm not in _NORMS:
@@ -179,7 +173,7 @@ class UNet(nn.Module):
         self.depth = depth
         self.global_context = bool(global_context)
         self.norm = norm
-        self.context_grid = context_grid
+        self.robust_context = bool(robust_context)
 
         channels = [width * 2**i for i in range(depth + 1)]
         self.encoders = nn.ModuleList()
@@ -189,7 +183,7 @@ class UNet(nn.Module):
             previous = c
         self.pool = nn.MaxPool2d(2)
         self.bottleneck = Bottleneck(channels[-2], channels[-1], norm, global_context,
-                                     context_grid)
+                                     self.robust_context)
         self.upsamplers = nn.ModuleList()
         self.decoders = nn.ModuleList()
         for i in reversed(range(depth)):
