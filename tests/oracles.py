@@ -43,6 +43,17 @@ class ThreeClassModel(nn.Module):
         return torch.stack([torch.zeros_like(fg), left, fg], dim=1)
 
 
+class OnlyWhenUnmasked(nn.Module):
+    """Foreground on the left half, but only when no pixel of the image is zero (nothing
+    masked): MiSuRe's stage 1 never reaches tau before its mask covers the image."""
+
+    def forward(self, x):
+        whole = (x > 0).flatten(1).all(1).float()[:, None, None, None]
+        out = torch.full_like(x[:, :1], -5.0)
+        out[..., : x.shape[-1] // 2] = 10 * (2 * whole - 1)
+        return out
+
+
 def patch_image(height=48, width=48, channels=1):
     image = torch.zeros(channels, height, width)
     image[:, 30:38, 30:38] = 1.0

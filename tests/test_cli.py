@@ -530,3 +530,25 @@ def test_demo_says_when_the_model_did_not_learn_the_rule(tmp_path, checkpoint, q
     assert main([*argv, "--out", str(tmp_path / "old")]) == 0
     assert "was not trained with today's default settings" in capsys.readouterr().out
     assert json.loads((tmp_path / "old" / "summary.json").read_text())["model"]["recipe_changed"]
+
+
+def test_demo_keeps_a_foreign_file_beside_the_checkpoint_and_adopts_an_older_demos_output(
+        tmp_path, checkpoint, quick_explainers, capsys):
+    dataset = generate_dataset(tmp_path / "data", n=10, size=48, progress=False)
+    missing = tmp_path / "models" / "demo.pth"
+    missing.parent.mkdir()
+    missing.with_suffix(".json").write_text("the user's notes")
+    assert main(["demo", "--dataset", str(dataset), "--checkpoint", str(missing), "--out",
+                 str(tmp_path / "out"), "--no-progress"]) == 2
+    _one_error_line(capsys, "--checkpoint", "not written by the demo")
+    assert missing.with_suffix(".json").read_text() == "the user's notes"
+    assert not missing.exists() and not (tmp_path / "out").exists()
+    # a directory an older demo made (its marker, no manifest) is the demo's to write into
+    older = tmp_path / "older"
+    older.mkdir()
+    (older / ".interpret-segmentation-demo").write_text("written by `interpret-segmentation demo`")
+    (older / "summary.json").write_text("{}")
+    assert main(["demo", "--dataset", str(dataset), "--checkpoint", str(checkpoint), "--out",
+                 str(older), "--images", "1", "--no-progress"]) == 0
+    assert json.loads((older / "summary.json").read_text())["images"] == 1
+    assert not (older / ".interpret-segmentation-demo").exists()

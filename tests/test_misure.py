@@ -5,7 +5,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from oracles import NonFiniteModel, PatchModel, ThreeClassModel, patch_image
+from oracles import NonFiniteModel, OnlyWhenUnmasked, PatchModel, ThreeClassModel, patch_image
 from scipy import ndimage
 
 from interpret_segmentation import Target
@@ -79,17 +79,8 @@ def test_class_not_predicted_says_there_is_nothing_to_explain():
 
 
 def test_mask_covering_the_image_stops_and_says_so():
-    class Never(torch.nn.Module):
-        """Foreground on the left half, but only when the image is entirely unmasked."""
-
-        def forward(self, x):
-            whole = (x > 0).flatten(1).all(1).float()[:, None, None, None]
-            out = torch.full_like(x[:, :1], -5.0)
-            out[..., : x.shape[-1] // 2] = 10 * (2 * whole - 1)
-            return out
-
     image = torch.rand(1, 20, 20) + 0.1
-    explanation = MiSuRe(Never(), mask_size=20, iterations=2, progress=False).explain(image)
+    explanation = MiSuRe(OnlyWhenUnmasked(), mask_size=20, iterations=2, progress=False).explain(image)
     assert explanation.info["sr_covers_image"]
     assert explanation.arrays["sr_mask"].all() and explanation.info["sr_dice"] == 1.0
 
@@ -136,19 +127,10 @@ def test_kernel_size_is_an_odd_int_of_at_least_three(kernel_size):
 
 def test_stage_one_ends_when_a_dilation_no_longer_grows_the_mask():
     """A 1 x 1 kernel (refused up front, set here behind the check) used to loop forever."""
-    class Never(torch.nn.Module):
-        """Foreground on the left half only when nothing is masked: tau is never reached."""
-
-        def forward(self, x):
-            whole = (x > 0).flatten(1).all(1).float()[:, None, None, None]
-            out = torch.full_like(x[:, :1], -5.0)
-            out[..., : x.shape[-1] // 2] = 10 * (2 * whole - 1)
-            return out
-
     results = []
 
     def explain(batch_size):
-        explainer = MiSuRe(Never(), mask_size=8, iterations=1, batch_size=batch_size,
+        explainer = MiSuRe(OnlyWhenUnmasked(), mask_size=8, iterations=1, batch_size=batch_size,
                            progress=False)
         explainer.kernel_size = 1
         results.append(explainer.explain(torch.rand(1, 12, 12) + 0.1))

@@ -8,6 +8,7 @@ when no checkpoint is cached. Results go to ``out/demo/`` (figures, ``report.md`
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 
 from .core.explanation import Explanation
-from .core.io import OutputDirectory, atomic_write
+from .core.io import MANIFEST, OutputDirectory, atomic_write
 from .datasets.testnet import generate_dataset
 from .evaluation import context_map, explanation_scores
 from .gradcam import SegGradCAM
@@ -38,6 +39,8 @@ DEFAULT_DATASET = Path("examples/testnet/dataset")
 DEFAULT_CHECKPOINT = Path("examples/testnet/testnet.pth")
 DEFAULT_OUT = Path("out/demo")
 CONTEXT_FACTOR = 2.0
+LEGACY_MARKER = ".interpret-segmentation-demo"
+"""What demos before the output manifest left in their output directory."""
 NOT_LEARNED = (
     f"the demo U-Net did not learn testnet's rule (validation Dice {{val_dice:.4f}} < {RULE_DICE}; "
     "a model that segments both left shapes gets about 0.67), so the maps explain a broken "
@@ -52,6 +55,23 @@ def _check_inputs(dataset: Path, checkpoint: Path) -> None:
         raise ValueError(f"--checkpoint: expected a checkpoint file, got the directory {checkpoint}")
     if checkpoint.is_file():
         load_default_model(checkpoint)  # an unreadable checkpoint is refused before --out is made
+    info_path = checkpoint.with_suffix(".json")
+    if not checkpoint.exists() and os.path.lexists(info_path) and _read_info(info_path) is None:
+        raise FileExistsError(
+            f"--checkpoint: {info_path}, where the demo records how it trained {checkpoint}, "
+            "exists and was not written by the demo; move it or choose another --checkpoint")
+
+
+def _read_info(path: Path) -> dict | None:
+    """The training record the demo keeps beside its checkpoint, or None when ``path`` holds
+    something else (or nothing, or a link)."""
+    if path.is_symlink() or not path.is_file():
+        return None
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) and "train_seconds" in info else None
 
 
 def prepare_model(dataset: Path, checkpoint: Path, progress: bool, log=print):
@@ -76,7 +96,7 @@ def prepare_model(dataset: Path, checkpoint: Path, progress: bool, log=print):
         info = {"train_seconds": trained["train_seconds"], "epochs": trained["epochs"],
                 "n_train": trained["n_train"], "results": str(results), **_recipe()}
         atomic_write(info_path, lambda f: json.dump(info, f, indent=2), mode="w", overwrite=True)
-    info = json.loads(info_path.read_text()) if info_path.exists() else {}
+    info = _read_info(info_path) or {}
     # a checkpoint the demo trained has its settings beside it; one from elsewhere has none
     recipe_changed = bool(info) and {key: info.get(key) for key in _recipe()} != _recipe()
     if recipe_changed:
@@ -134,7 +154,13 @@ def run_demo(out=DEFAULT_OUT, dataset=DEFAULT_DATASET, checkpoint=DEFAULT_CHECKP
     if isinstance(images, bool) or not isinstance(images, int) or images <= 0:
         raise ValueError(f"images: expected a positive int, got {images!r}")
     _check_inputs(dataset, checkpoint)
-    with OutputDirectory(out, "demo", force=force) as output:
+    legacy = out / LEGACY_MARKER  # an older demo's output: all of it the demo's own
+    adopted = legacy.is_file() and not legacy.is_symlink() and not (out / MANIFEST).exists()
+    if adopted:
+        log(f"{out} holds an older demo's output; writing the new results over it")
+    with OutputDirectory(out, "demo", force=force or adopted) as output:
+        if adopted:
+            legacy.unlink()
         if output.resumed:
             log(f"replacing the previous results in {out}")
         output.clear()
