@@ -1,6 +1,7 @@
 """Train the testnet U-Net on examples/testnet/dataset/. Each epoch's results go to stdout and
-examples/testnet/results/<name>.txt; the weights to examples/testnet/testnet_<epoch>.pth.
-Rename the epoch you want to testnet.pth for examples/hdm.py and examples/rise.py.
+examples/testnet/results/<name>.txt; the weights to examples/testnet/<name>_<epoch>.pth (name
+"testnet" unless --name), and the last epoch to examples/testnet/testnet.pth, which
+examples/hdm.py and examples/rise.py load, unless that file exists.
 Options: ``python examples/testnet/train.py --help``."""
 
 import sys

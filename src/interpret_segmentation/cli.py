@@ -89,9 +89,10 @@ def _dataset_commands(commands, name: str) -> None:
         description=f"Train the library's U-Net (BCE + Dice loss, {share} split). Each epoch "
                     "prints train/val loss, val Dice and Hausdorff distance, appends them to "
                     f"<checkpoint-dir>/results/<name>.txt and saves <checkpoint-dir>/<name>_<epoch>.pth "
-                    "(neither is ever overwritten). The default settings stop once the "
-                    "validation score has held the target for two epochs. The last epoch is also "
-                    "saved as "
+                    "(neither is ever overwritten). "
+                    + ("By default training stops once the validation Dice has been at least "
+                       "0.97 for two epochs. " if name == "testnet" else "")
+                    + "The last epoch is also saved as "
                     f"<checkpoint-dir>/{name}.pth, the model the other commands load, unless "
                     "that file exists (it is never overwritten).")
     train.add_argument("--dataset", default=dataset, help=f"data-set directory (default {dataset})")
