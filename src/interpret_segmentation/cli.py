@@ -445,7 +445,13 @@ def _train(args) -> None:
 
     from .core.io import check_file_name
     from .models.unet import UNet
-    from .training import dataset_splits, save_checkpoint, train, training_defaults
+    from .training import (
+        dataset_splits,
+        oversampling_weights,
+        save_checkpoint,
+        train,
+        training_defaults,
+    )
 
     check_file_name(args.name, "--name")  # the results file stays in --checkpoint-dir
     architecture, settings = training_defaults(args.dataset)
@@ -463,7 +469,8 @@ def _train(args) -> None:
           batch_size=settings["batch_size"], results_path=directory / "results" / f"{args.name}.txt",
           checkpoint_dir=directory, checkpoint_prefix=args.name, seed=args.seed,
           progress=args.progress, augment=settings["augment"], schedule=settings["schedule"],
-          stop_at=settings["stop_at"], hold=settings["hold"])
+          stop_at=settings["stop_at"], hold=settings["hold"],
+          sample_weights=oversampling_weights(train_set, settings["oversample"]))
     final = directory / f"{args.command}.pth"
     if final.exists():
         print(f"kept the existing {final}; the new epochs are {directory}/{args.name}_<epoch>.pth")

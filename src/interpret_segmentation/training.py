@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Subset, WeightedRandomSampler
 from tqdm.auto import tqdm
 
 from .core.batches import check_positive
@@ -34,6 +34,7 @@ __all__ = [
     "DEFAULT_MODEL",
     "DEFAULT_TRAINING",
     "RULE_DICE",
+    "oversampling_weights",
     "TRIANGLE_MODEL",
     "TRIANGLE_TRAINING",
     "training_defaults",
@@ -57,7 +58,7 @@ TASKS = ("segmentation", "classification")
 """What :func:`train` can train."""
 
 DEFAULT_MODEL = dict(in_channels=1, out_channels=1, width=8, depth=4, global_context=True,
-                     norm="batch", robust_context=True)
+                     norm="batch", robust_context=True, decoder_context=True)
 """Keyword arguments of :class:`~interpret_segmentation.models.UNet` for the demo model."""
 
 RULE_DICE = 0.97
@@ -65,19 +66,22 @@ RULE_DICE = 0.97
 that segments both left shapes reaches about 0.67)."""
 
 DEFAULT_TRAINING = dict(n_train=400, n_val=200, epochs=16, lr=3e-3, batch_size=8, seed=0,
-                        augment=False, schedule="plateau", stop_at=RULE_DICE, hold=2)
+                        augment=False, schedule="plateau", stop_at=RULE_DICE, hold=2,
+                        oversample={"square": 2.0})
 """Training settings for testnet (the demo model): at most 16 epochs, stopped once the
-validation Dice has been at least :data:`RULE_DICE` for two epochs. The model first segments
-both left shapes and learns the rule only afterwards, through its global-context path (kept
-alive by ``robust_context``); the learning rate stays at its peak until 70 % of the steps so
-that the late learners get there (README, "The testnet data set and U-Net")."""
+validation Dice has been at least :data:`RULE_DICE` for two epochs; the learning rate at its peak
+for half the steps, then decaying. A model first segments what needs no context and learns the
+rule afterwards, through its context paths. Drawing images with a square on the right twice as
+often (``oversample``) makes the first step "segment the cross" rather than "segment both left
+shapes": the model then tells the cross from the triangle before it looks at the context, and
+only the context is left to learn (README, "The testnet data set and U-Net")."""
 
-TRIANGLE_MODEL = dict(DEFAULT_MODEL, depth=5, robust_context=False)
+TRIANGLE_MODEL = dict(DEFAULT_MODEL, depth=5, robust_context=False, decoder_context=False)
 """The U-Net for Triangle: one level deeper than the demo model (7 x 7 bottleneck at 224 px), so
 its receptive field spans the distances between the digits it must relate."""
 
 TRIANGLE_TRAINING = dict(n_train=None, n_val=None, epochs=24, lr=3e-3, batch_size=8, seed=0,
-                         augment=True, schedule="one-cycle", stop_at=None, hold=2)
+                         augment=True, schedule="one-cycle", stop_at=None, hold=2, oversample=None)
 """Training settings for Triangle: the whole 70/30 split (1400 / 600 of 2000 images, as seed
 001), None meaning all of a part, with the 8 symmetries of the square as augmentation."""
 
@@ -105,7 +109,7 @@ def default_unet() -> UNet:
 def unet_architecture(state: dict) -> dict:
     """The :class:`~interpret_segmentation.models.UNet` keyword arguments a state dict was made
     with (``in_channels``, ``out_channels``, ``width``, ``depth``, ``global_context``, ``norm``,
-    ``robust_context``),
+    ``robust_context``, ``decoder_context``),
     read from its parameter names and shapes.
 
     Raises ValueError if ``state`` is not a state dict of the library's U-Net.
@@ -125,7 +129,8 @@ def unet_architecture(state: dict) -> dict:
     return dict(in_channels=int(first.shape[1]), out_channels=int(head.shape[0]),
                 width=int(first.shape[0]), depth=depth,
                 global_context=any(k.startswith("bottleneck.context.") for k in state),
-                norm=norm, robust_context="bottleneck.context.norm.weight" in state)
+                norm=norm, robust_context="bottleneck.context.norm.weight" in state,
+                decoder_context="decoder_context.norm.weight" in state)
 
 
 def load_default_model(path) -> UNet:
@@ -419,7 +424,7 @@ def _scheduler(optimizer, schedule: str, steps: int):
             optimizer, max_lr=[group["lr"] for group in optimizer.param_groups],
             total_steps=steps, pct_start=0.15, anneal_strategy="cos", div_factor=10.0,
             final_div_factor=100.0)
-    warm_up, decay_from = max(1, round(0.1 * steps)), round(0.7 * steps)
+    warm_up, decay_from = max(1, round(0.1 * steps)), round(0.5 * steps)
 
     def factor(step: int) -> float:
         if step < warm_up:
@@ -459,6 +464,7 @@ def train(
     augment: bool | Callable = False,
     task: str = "segmentation",
     parameter_groups: list[dict] | None = None,
+    sample_weights=None,
     schedule: str = "one-cycle",
     stop_at: float | None = None,
     hold: int = 2,
@@ -517,12 +523,15 @@ def train(
         Optimiser parameter groups with their own ``lr`` (the peak of each group's schedule),
         e.g. :func:`~interpret_segmentation.models.vgg_parameter_groups`; default all
         parameters at ``lr``.
+    sample_weights : sequence of float, optional
+        One weight per item of ``train_set``: each epoch draws ``len(train_set)`` items with
+        replacement, in proportion to the weights; default every item once, shuffled.
     schedule : {"one-cycle", "plateau"}, default "one-cycle"
         "one-cycle": warm-up to ``lr`` over the first 15 % of the steps, then cosine decay to
-        ``lr / 1000``. "plateau": warm-up over the first 10 %, ``lr`` until 70 % of the steps,
-        cosine decay to ``lr / 100`` in the last 30 %. A long plateau at the peak lets a model
-        leave a plateau of the loss (testnet's "both left shapes") before the rate decays;
-        with ``stop_at`` the decay is only reached by runs that need it.
+        ``lr / 1000``. "plateau": warm-up over the first 10 %, ``lr`` until half the steps,
+        cosine decay to ``lr / 100`` in the second half. The peak lets a model leave a plateau
+        of the loss (testnet's "both left shapes"); the decay steadies a model whose
+        validation score still swings (BatchNorm statistics at a high rate).
     stop_at : float, optional
         Stop once the validation score (Dice for segmentation, balanced accuracy for
         classification) has been at least ``stop_at`` for ``hold`` epochs in a row.
@@ -553,6 +562,12 @@ def train(
     check_positive(hold, "hold")
     if stop_at is not None:
         check_positive(stop_at, "stop_at", float)
+    if sample_weights is not None:
+        sample_weights = torch.as_tensor(sample_weights, dtype=torch.float64)
+        if (sample_weights.shape != (len(train_set),) or not torch.isfinite(sample_weights).all()
+                or (sample_weights < 0).any() or not sample_weights.sum() > 0):
+            raise ValueError(f"sample_weights: expected {len(train_set)} finite non-negative "
+                             f"weights, not all zero, got shape {tuple(sample_weights.shape)}")
     check_positive(epochs, "epochs")
     check_positive(batch_size, "batch_size")
     check_positive(lr, "lr", float)
@@ -587,8 +602,12 @@ def train(
     try:
         torch.manual_seed(seed)
         generator = torch.Generator().manual_seed(seed)
-        loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, drop_last=False,
-                            generator=generator)
+        if sample_weights is None:
+            loader = DataLoader(train_set, batch_size=batch_size, shuffle=True, drop_last=False,
+                                generator=generator)
+        else:
+            sampler = WeightedRandomSampler(sample_weights, len(train_set), generator=generator)
+            loader = DataLoader(train_set, batch_size=batch_size, sampler=sampler, drop_last=False)
         model.to(device)
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
         model.to(memory_format=memory_format)
@@ -702,6 +721,20 @@ def dataset_splits(dataset_root, n_train: int | None = None,
     return Subset(full, train_pos[:n_train]), Subset(full, val_pos[:n_val])
 
 
+def oversampling_weights(train_set: Subset, oversample: dict | None):
+    """Per-item weights for :func:`train`'s ``sample_weights``: ``oversample[right_shape]``
+    for a testnet item whose right-hand shape is named there, 1 for the others; None when
+    ``oversample`` is None or empty.
+
+    ``train_set`` is a part of a testnet data set as :func:`dataset_splits` gives it.
+    """
+    if not oversample:
+        return None
+    full = train_set.dataset
+    return [float(oversample.get(full.meta(position).get("right_shape"), 1.0))
+            for position in train_set.indices]
+
+
 def train_default_model(
     dataset_root,
     out_checkpoint,
@@ -713,6 +746,7 @@ def train_default_model(
     lr: float = DEFAULT_TRAINING["lr"],
     batch_size: int = DEFAULT_TRAINING["batch_size"],
     seed: int = DEFAULT_TRAINING["seed"],
+    oversample: dict | None = DEFAULT_TRAINING["oversample"],
     schedule: str = DEFAULT_TRAINING["schedule"],
     stop_at: float | None = DEFAULT_TRAINING["stop_at"],
     hold: int = DEFAULT_TRAINING["hold"],
@@ -745,6 +779,9 @@ def train_default_model(
     batch_size : int, default 8
     seed : int, default 0
         Seeds the model initialisation and the shuffling.
+    oversample : dict or None, default {"square": 2.0}
+        Draw training images whose right-hand shape is a square twice as often as the others
+        (:func:`oversampling_weights`); see :data:`DEFAULT_TRAINING`.
     schedule : str, default "plateau"
     stop_at : float or None, default 0.97 (:data:`RULE_DICE`)
     hold : int, default 2
@@ -795,6 +832,7 @@ def train_default_model(
             results_path=results_path, checkpoint_dir=directory, checkpoint_prefix="testnet",
             seed=seed, progress=progress, time_limit=time_limit, log=log,
             num_threads=num_threads, schedule=schedule, stop_at=stop_at, hold=hold,
+            sample_weights=oversampling_weights(train_set, oversample),
         )
         seconds = time.perf_counter() - start
     if out_checkpoint.exists():

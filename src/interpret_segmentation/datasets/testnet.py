@@ -359,6 +359,15 @@ class TestnetDataset(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
+    def meta(self, item: int) -> dict:
+        """The meta data (``meta.json``) of position ``item``, without reading its images."""
+        path = self.root / str(self.indices[item]) / "meta.json"
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError as error:
+            raise FileNotFoundError(f"testnet sample {self.indices[item]} in {self.root} is "
+                                    f"incomplete (no meta.json); {_HOW_TO_GENERATE}") from error
+
     def sample(self, item: int) -> TestnetSample:
         """The full :class:`TestnetSample` (with context and meta) of position ``item``."""
         return load_sample(self.root, self.indices[item])

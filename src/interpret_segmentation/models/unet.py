@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["UNet", "ConvBlock", "GlobalContext", "Bottleneck"]
+__all__ = ["UNet", "ConvBlock", "GlobalContext", "Bottleneck", "DecoderContext"]
 
 _NORMS = ("batch", "group", "none")
 _PRIOR = 0.05  # initial foreground probability of one-channel models
@@ -95,6 +95,42 @@ class GlobalContext(nn.Module):
         return x * (1.0 + scale) + shift
 
 
+class DecoderContext(nn.Module):
+    """A scale and a shift for every decoder level, from a summary of the bottleneck.
+
+    The channel means and maxima of the bottleneck output (B, 2C), layer-normalised, go through
+    a hidden layer (leaky ReLU) and one linear map per decoder level to a scale ``g`` and a
+    shift ``b`` per channel of that level; the U-Net turns each decoder block's output ``x``
+    into ``x * (1 + g) + b``. The summary of the whole image thus reaches the last layers
+    directly: with context at the bottleneck only, the decoder could segment from the skip
+    connections alone, pass hardly any gradient back to the context path (1e-4 of the output
+    layer's) and leave a testnet model at "segment both left shapes".
+
+    Parameters
+    ----------
+    channels : int
+        Channels C of the bottleneck (B, C, h, w).
+    level_channels : sequence of int
+        Channels of each decoder level, in the order the decoder runs.
+    hidden : int, optional
+        Width of the hidden layer; default ``channels``.
+    """
+
+    def __init__(self, channels: int, level_channels, hidden: int | None = None):
+        super().__init__()
+        hidden = channels if hidden is None else hidden
+        self.norm = nn.LayerNorm(2 * channels)
+        self.hidden = nn.Sequential(nn.Linear(2 * channels, hidden),
+                                    nn.LeakyReLU(0.1, inplace=True))
+        self.levels = nn.ModuleList(nn.Linear(hidden, 2 * c) for c in level_channels)
+
+    def forward(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(scale, shift), each (B, C_level, 1, 1), per decoder level."""
+        summary = self.norm(torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1))
+        hidden = self.hidden(summary)
+        return [level(hidden)[:, :, None, None].chunk(2, dim=1) for level in self.levels]
+
+
 class Bottleneck(nn.Module):
     """The U-Net's lowest level: a :class:`ConvBlock`, then :class:`GlobalContext` (optional).
 
@@ -136,6 +172,9 @@ class UNet(nn.Module):
     robust_context : bool, default False
         Layer-normalised summary and leaky ReLU in the global-context MLP
         (:class:`GlobalContext`), so that its path keeps learning; the demo model uses it.
+    decoder_context : bool, default False
+        Also scale and shift every decoder level from a summary of the bottleneck
+        (:class:`DecoderContext`); the demo model uses it.
 
     Attributes
     ----------
@@ -159,7 +198,7 @@ class UNet(nn.Module):
 
     def __init__(self, in_channels: int = 1, out_channels: int = 1, width: int = 8,
                  depth: int = 4, global_context: bool = True, norm: str = "batch",
-                 robust_context: bool = False):
+                 robust_context: bool = False, decoder_context: bool = False):
         super().__init__()
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels),
                             ("width", width), ("depth", depth)):
@@ -189,6 +228,8 @@ class UNet(nn.Module):
         for i in reversed(range(depth)):
             self.upsamplers.append(nn.ConvTranspose2d(channels[i + 1], channels[i], 2, stride=2))
             self.decoders.append(ConvBlock(2 * channels[i], channels[i], norm))
+        self.decoder_context = (DecoderContext(channels[-1], channels[-2::-1]) if decoder_context
+                                else None)
         self.head = nn.Conv2d(channels[0], out_channels, 1)
         if out_channels == 1:
             # start from a small foreground probability: segments are a few % of the image
@@ -210,8 +251,13 @@ class UNet(nn.Module):
             skips.append(x)
             x = self.pool(x)
         x = self.bottleneck(x)
-        for upsample, decoder, skip in zip(self.upsamplers, self.decoders, reversed(skips),
-                                           strict=True):
+        modulations = ([None] * self.depth if self.decoder_context is None
+                       else self.decoder_context(x))
+        for upsample, decoder, skip, modulation in zip(self.upsamplers, self.decoders,
+                                                       reversed(skips), modulations, strict=True):
             x = decoder(torch.cat([upsample(x), skip], dim=1))
+            if modulation is not None:
+                scale, shift = modulation
+                x = x * (1.0 + scale) + shift
         x = self.head(x)
         return x[..., :height, :width]
