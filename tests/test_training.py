@@ -310,7 +310,7 @@ def test_decoder_context_reaches_every_decoder_level():
     model(changed).sum().backward()
     last = model.decoder_context.levels[-1].weight.grad.abs().sum()
     head = model.head.weight.grad.abs().sum()
-    assert last > 1e-3 * head  # not the 1e-4 the bottleneck-only path got on a stuck model
+    assert last > 0.1 * head  # a stuck bottleneck-only model's context got 1/150 of the head's
 
 
 def test_sample_weights_decide_which_items_an_epoch_draws(tmp_path):

@@ -103,8 +103,9 @@ class DecoderContext(nn.Module):
     shift ``b`` per channel of that level; the U-Net turns each decoder block's output ``x``
     into ``x * (1 + g) + b``. The summary of the whole image thus reaches the last layers
     directly: with context at the bottleneck only, the decoder could segment from the skip
-    connections alone, pass hardly any gradient back to the context path (1e-4 of the output
-    layer's) and leave a testnet model at "segment both left shapes".
+    connections alone, pass hardly any gradient back to the context path (norms of about 1e-4
+    against 1e-2 for the output layer) and leave a testnet model at "segment both left
+    shapes".
 
     Parameters
     ----------
