@@ -47,7 +47,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .core import ModelAdapter, as_image_batch, as_mask, explanation_mode, predicted_mask
-from .core.batches import check_positive
+from .core.validate import check_positive
 
 __all__ = ["DreamPath", "analyze", "plot_curves", "plot_path", "white_noise"]
 

@@ -17,6 +17,7 @@ import torch
 
 from .core.explanation import Explanation
 from .core.io import MANIFEST, OutputDirectory, atomic_write
+from .core.validate import check_positive
 from .datasets.testnet import generate_dataset
 from .evaluation import context_map, explanation_scores
 from .gradcam import SegGradCAM
@@ -151,8 +152,7 @@ def run_demo(out=DEFAULT_OUT, dataset=DEFAULT_DATASET, checkpoint=DEFAULT_CHECKP
     """
     started = time.perf_counter()
     out, dataset, checkpoint = Path(out), Path(dataset), Path(checkpoint)
-    if isinstance(images, bool) or not isinstance(images, int) or images <= 0:
-        raise ValueError(f"images: expected a positive int, got {images!r}")
+    check_positive(images, "images")
     _check_inputs(dataset, checkpoint)
     legacy = out / LEGACY_MARKER  # an older demo's output: all of it the demo's own
     adopted = legacy.is_file() and not legacy.is_symlink() and not (out / MANIFEST).exists()

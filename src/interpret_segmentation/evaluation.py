@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from .core import Explanation
-from .core.io import OutputDirectory, RowFile, file_sha256  # noqa: F401  (RowFile: older imports)
+from .core.io import OutputDirectory, RowFile, file_sha256
+from .core.validate import check_positive
 from .metrics import PAPER_THRESHOLDS, binarize, dice_explained, perturbation_ratio
 
 
@@ -193,8 +194,7 @@ def run_evaluation(dataset_root, checkpoint, methods, n: int, out, progress: boo
     from .training import load_default_model
     from .viz import save_figure, scatter_figure
 
-    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
-        raise ValueError(f"n: expected a positive int, got {n!r}")
+    check_positive(n, "n")
     known = ("misure", "rise", "gradcam", "hdm")
     unknown = [m for m in methods if m not in known]
     if unknown or not methods:
@@ -260,8 +260,7 @@ def run_sweep(dataset_root, checkpoint, n: int, out, iterations: int = 100,
     from .misure import MiSuRe
     from .training import load_default_model
 
-    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
-        raise ValueError(f"n: expected a positive int, got {n!r}")
+    check_positive(n, "n")
     model = load_default_model(checkpoint)
     settings = sweep_settings(iterations)
     explainers = {name: MiSuRe(model, progress=progress, **values)

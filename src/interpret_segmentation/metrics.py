@@ -289,10 +289,9 @@ def deletion_insertion(model, image, saliency, class_index: int = 1, steps: int 
     """
     from .core.batches import evaluate_perturbations
     from .core.model import ModelAdapter, as_image_batch, predicted_mask
-    from .core.validate import check_class_index
+    from .core.validate import check_class_index, check_positive
 
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps: expected a positive int, got {steps!r}")
+    check_positive(steps, "steps")
     adapter = model if isinstance(model, ModelAdapter) else ModelAdapter(model)
     batch = as_image_batch(image).to(adapter.device)
     height, width = batch.shape[-2:]

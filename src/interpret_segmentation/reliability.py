@@ -94,14 +94,14 @@ def run_reliability(dataset_root, checkpoint, n: int, out, noise: float = 0.08, 
     import torch
 
     from .core.io import OutputDirectory, RowFile, atomic_write
+    from .core.validate import check_int
     from .evaluation import study_settings, validation_samples
     from .metrics import dice
     from .misure import MiSuRe
     from .training import load_default_model
     from .viz import save_figure, scatter_figure
 
-    if isinstance(n, bool) or not isinstance(n, int) or n < 4:
-        raise ValueError(f"n: expected an int of at least 4, got {n!r}")
+    check_int(n, "n", minimum=4)
     if not 0 <= noise <= 5:
         raise ValueError(f"noise: expected a standard deviation in [0, 5], got {noise!r}")
     explainer = MiSuRe(load_default_model(checkpoint), progress=progress)

@@ -24,9 +24,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset, WeightedRandomSampler
 from tqdm.auto import tqdm
 
-from .core.batches import check_positive
 from .core.io import append_text, atomic_write
 from .core.model import evaluation_mode
+from .core.validate import check_positive
 from .metrics import dice, hausdorff_distance
 from .models.unet import UNet
 

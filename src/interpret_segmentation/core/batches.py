@@ -17,7 +17,6 @@ import torch
 from tqdm.auto import tqdm
 
 from .model import ModelAdapter
-from .validate import check_positive  # noqa: F401  (re-exported: older imports use it)
 
 MakeBatch = Callable[[int, int], torch.Tensor]
 Consume = Callable[[int, int, torch.Tensor], None]
