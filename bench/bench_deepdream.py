@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from interpret_segmentation.core import explanation_mode
-from interpret_segmentation.deepdream import analyze, white_noise
+from interpret_segmentation.methods.deepdream import analyze, white_noise
 from interpret_segmentation.training import load_default_model
 
 CHECKPOINT = Path(__file__).resolve().parent.parent / "examples/testnet/testnet.pth"

@@ -16,7 +16,7 @@ from functools import partial
 
 import torch
 
-from interpret_segmentation.lrp import relevance
+from interpret_segmentation.methods.lrp import relevance
 from interpret_segmentation.models import VGG11
 
 

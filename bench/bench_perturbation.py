@@ -31,9 +31,9 @@ from skimage.metrics import hausdorff_distance as skimage_hausdorff
 from interpret_segmentation import HDM, RISE, SegmentationRISE
 from interpret_segmentation.core import ModelAdapter, explanation_mode, time_model_passes
 from interpret_segmentation.datasets import load_sample
-from interpret_segmentation.gradcam import SegGradCAM
-from interpret_segmentation.hdm import CircleGrid, occlusion_masks
-from interpret_segmentation.misure import MiSuRe
+from interpret_segmentation.methods.gradcam import SegGradCAM
+from interpret_segmentation.methods.hdm import CircleGrid, occlusion_masks
+from interpret_segmentation.methods.misure import MiSuRe
 from interpret_segmentation.training import load_default_model
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -220,7 +220,7 @@ def test_evaluate_writes_table_and_resumes(tmp_path, checkpoint, capsys):
 def test_sweep_writes_the_parameter_tables(tmp_path, checkpoint, capsys):
     import csv
 
-    from interpret_segmentation.evaluation import sweep_settings
+    from interpret_segmentation.studies.evaluation import sweep_settings
 
     dataset = generate_dataset(tmp_path / "data", n=10, size=48, progress=False)
     argv = ["sweep", "--dataset", str(dataset), "--checkpoint", str(checkpoint), "--n", "1",
@@ -365,9 +365,9 @@ def test_explain_reads_16_bit_and_colour_pngs_as_they_are(tmp_path, capsys):
 @pytest.fixture
 def quick_explainers(monkeypatch):
     """Seg-Grad-CAM and a RISE of 8 masks instead of the demo's four explainers."""
-    from interpret_segmentation import demo
-    from interpret_segmentation.gradcam import SegGradCAM
-    from interpret_segmentation.rise import RISE
+    from interpret_segmentation.methods.gradcam import SegGradCAM
+    from interpret_segmentation.methods.rise import RISE
+    from interpret_segmentation.studies import demo
 
     monkeypatch.setattr(demo, "build_explainers", lambda model, progress: {
         "gradcam": SegGradCAM(model, progress=False),
@@ -506,7 +506,7 @@ def test_studies_key_rows_by_their_settings_resume_and_lock(tmp_path, checkpoint
 
 def test_demo_says_when_the_model_did_not_learn_the_rule(tmp_path, checkpoint, quick_explainers,
                                                           capsys, monkeypatch):
-    from interpret_segmentation import demo
+    from interpret_segmentation.studies import demo
 
     dataset = generate_dataset(tmp_path / "data", n=10, size=48, progress=False)
     argv = ["demo", "--dataset", str(dataset), "--checkpoint", str(checkpoint), "--images", "1",

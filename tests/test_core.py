@@ -28,8 +28,8 @@ from interpret_segmentation.core.validate import (
     check_number,
     check_positive,
 )
-from interpret_segmentation.gradcam import SegGradCAM
-from interpret_segmentation.misure import MiSuRe
+from interpret_segmentation.methods.gradcam import SegGradCAM
+from interpret_segmentation.methods.misure import MiSuRe
 
 
 class Fixed(nn.Module):

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import nn
 
-from interpret_segmentation.deepdream import DreamPath, analyze, plot_curves, plot_path, white_noise
+from interpret_segmentation.methods.deepdream import DreamPath, analyze, plot_curves, plot_path, white_noise
 from interpret_segmentation.models.unet import UNet
 
 SIZE = 24
@@ -414,7 +414,7 @@ def test_record_images_off_and_json_summary():
 
 
 def test_default_features_and_reference():
-    features = pytest.importorskip("interpret_segmentation.features")
+    features = pytest.importorskip("interpret_segmentation.analysis.features")
     path = run(LinearModel(bias=0.5), white_noise((SIZE, SIZE), seed=0), features=None, steps=3)
     names = set(features.resolve_features(None))
     assert set(path.features) == names

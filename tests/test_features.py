@@ -9,8 +9,8 @@ import torch
 from skimage import measure
 from torch.utils.data import Dataset
 
-from interpret_segmentation import features as F
-from interpret_segmentation.features import (
+from interpret_segmentation.analysis import features as F
+from interpret_segmentation.analysis.features import (
     FEATURES,
     SHAPE_FEATURES,
     FeatureReference,

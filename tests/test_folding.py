@@ -3,8 +3,8 @@ import torch
 from torch import nn
 
 from interpret_segmentation.core import explanation_mode, folded_batchnorm
-from interpret_segmentation.gradcam import SegGradCAM
-from interpret_segmentation.misure import MiSuRe
+from interpret_segmentation.methods.gradcam import SegGradCAM
+from interpret_segmentation.methods.misure import MiSuRe
 
 
 def _normalised_net(seed: int = 0) -> nn.Module:

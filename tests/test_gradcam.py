@@ -5,7 +5,7 @@ from oracles import patch_image
 from torch import nn
 
 from interpret_segmentation import Target
-from interpret_segmentation.gradcam import SegGradCAM, candidate_layers
+from interpret_segmentation.methods.gradcam import SegGradCAM, candidate_layers
 from interpret_segmentation.models import UNet
 
 

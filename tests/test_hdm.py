@@ -12,9 +12,9 @@ from skimage.metrics import hausdorff_distance as skimage_hausdorff
 from torch import nn
 
 from interpret_segmentation import HDM, hdm
+from interpret_segmentation.analysis.metrics import hausdorff_distance
 from interpret_segmentation.core import ModelAdapter
-from interpret_segmentation.hdm import CircleGrid, HDMResult, occlusion_masks
-from interpret_segmentation.metrics import hausdorff_distance
+from interpret_segmentation.methods.hdm import CircleGrid, HDMResult, occlusion_masks
 
 CPU = torch.device("cpu")
 

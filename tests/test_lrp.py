@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from interpret_segmentation.lrp import (
+from interpret_segmentation.methods.lrp import (
     RULE_SETS,
     AlphaBeta,
     Epsilon,

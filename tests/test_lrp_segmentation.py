@@ -5,7 +5,7 @@ import pytest
 import torch
 from scipy import ndimage, stats
 
-from interpret_segmentation.lrp.segmentation import (
+from interpret_segmentation.methods.lrp.segmentation import (
     SEGMENTATION_METHODS,
     BetaMixtureFit,
     bmm_segmentation,

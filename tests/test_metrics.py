@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from oracles import PatchModel, patch_image
 
-from interpret_segmentation.metrics import (
+from interpret_segmentation.analysis.metrics import (
     binarize,
     deletion_insertion,
     dice,
@@ -78,8 +78,8 @@ def test_dice_of_hand_masks():
 
 def test_explanation_scores_per_paper_threshold_and_for_misure():
     from interpret_segmentation import RISE
-    from interpret_segmentation.evaluation import explanation_scores
-    from interpret_segmentation.misure import MiSuRe
+    from interpret_segmentation.methods.misure import MiSuRe
+    from interpret_segmentation.studies.evaluation import explanation_scores
 
     model, image = PatchModel(), patch_image()
     rise = RISE(model, n_masks=40, s=6, progress=False).explain(image)

@@ -9,7 +9,7 @@ from oracles import NonFiniteModel, OnlyWhenUnmasked, PatchModel, ThreeClassMode
 from scipy import ndimage
 
 from interpret_segmentation import Target
-from interpret_segmentation.misure import MiSuRe, dilate, disk_kernel, soft_dice, total_variation
+from interpret_segmentation.methods.misure import MiSuRe, dilate, disk_kernel, soft_dice, total_variation
 
 
 def test_disk_dilation_and_loss_terms_by_hand():

@@ -3,8 +3,8 @@ import pytest
 from oracles import PatchModel, patch_image
 
 from interpret_segmentation import RISE
-from interpret_segmentation.misure import MiSuRe
-from interpret_segmentation.reliability import ReliabilityClassifier, reliability_features
+from interpret_segmentation.methods.misure import MiSuRe
+from interpret_segmentation.studies.reliability import ReliabilityClassifier, reliability_features
 
 
 def synthetic(n, seed):
@@ -54,8 +54,9 @@ def test_reliability_study_counts_the_current_n_and_refuses_other_settings(tmp_p
 
     import torch
 
-    from interpret_segmentation import misure, reliability
     from interpret_segmentation.datasets import generate_dataset
+    from interpret_segmentation.methods import misure
+    from interpret_segmentation.studies import reliability
     from interpret_segmentation.training import default_unet, save_checkpoint
 
     monkeypatch.setattr(misure, "MiSuRe", partial(misure.MiSuRe, iterations=2, mask_size=16))

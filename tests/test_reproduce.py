@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from interpret_segmentation import reproduce
+from interpret_segmentation.studies import reproduce
 from interpret_segmentation.training import load_checkpoint
 
 
@@ -47,7 +47,7 @@ def test_pooled_scores_by_hand():
 
 
 def test_deepdream_reproduction_writes_metrics_and_figures_and_resumes(tmp_path, monkeypatch):
-    from interpret_segmentation.reproduce import deepdream
+    from interpret_segmentation.studies.reproduce import deepdream
 
     # fine-tuning at a vanishing learning rate leaves every G_p at G_0's weights
     tiny = dict(size=32, n_train=8, n_val=4, n_test=4, epochs=1, width=2, depth=2,
@@ -87,7 +87,7 @@ def test_deepdream_reproduction_writes_metrics_and_figures_and_resumes(tmp_path,
 
 
 def test_rank_correlation_by_hand_and_when_undefined():
-    from interpret_segmentation.reproduce.deepdream import _rank_correlation
+    from interpret_segmentation.studies.reproduce.deepdream import _rank_correlation
 
     rows = [{"dice_unmarked": d, "characteristic_final": c}
             for d, c in ((0.9, 0.1), (0.8, 0.3), (0.5, 0.2), (0.3, 0.9))]
@@ -97,7 +97,7 @@ def test_rank_correlation_by_hand_and_when_undefined():
 
 
 def test_mean_curve_skips_nan_and_extends_stopped_paths():
-    from interpret_segmentation.reproduce.deepdream import _nanmean
+    from interpret_segmentation.studies.reproduce.deepdream import _nanmean
 
     nan = float("nan")
     mean = _nanmean([[1.0, 2.0, 3.0], [3.0, nan, 5.0], [5.0]])  # the last path stopped early
@@ -106,7 +106,7 @@ def test_mean_curve_skips_nan_and_extends_stopped_paths():
 
 
 def test_dreamed_lesion_is_the_component_most_inside_the_region():
-    from interpret_segmentation.reproduce.deepdream import dreamed_lesion
+    from interpret_segmentation.studies.reproduce.deepdream import dreamed_lesion
 
     mask = np.zeros((20, 20), dtype=bool)
     mask[2:4, 2:4] = True          # a speck away from the region

@@ -5,9 +5,10 @@ from oracles import PatchModel, ThreeClassModel, patch_image
 from torch import nn
 
 from interpret_segmentation import RISE, SegmentationRISE, rise
+from interpret_segmentation.analysis.metrics import dice
 from interpret_segmentation.core import ModelAdapter
-from interpret_segmentation.metrics import dice
-from interpret_segmentation.rise import RandomMasks, load_masks
+from interpret_segmentation.methods import rise as rise_method
+from interpret_segmentation.methods.rise import RandomMasks, load_masks
 
 CPU = torch.device("cpu")
 
@@ -90,9 +91,9 @@ def test_per_pixel_maps_are_streamed_in_chunks_and_pixels_can_be_chosen(patch_mo
     explainer.generate_masks(N=30, s=5, p1=0.5, seed=2)
     whole = explainer(patch_image())
     expected_max, expected_mean = whole.saliencies.amax(0), whole.saliencies.mean(0)
-    monkeypatch.setattr(rise, "MASKS_PER_CHUNK", 7)
-    monkeypatch.setattr(rise, "PIXELS_PER_CHUNK", 9)
-    monkeypatch.setattr(rise, "MAP_CHUNK_BYTES", 4 * 48 * 48 * 10)  # masks made in chunks
+    monkeypatch.setattr(rise_method, "MASKS_PER_CHUNK", 7)
+    monkeypatch.setattr(rise_method, "PIXELS_PER_CHUNK", 9)
+    monkeypatch.setattr(rise_method, "MAP_CHUNK_BYTES", 4 * 48 * 48 * 10)  # masks made in chunks
     chunked = explainer(patch_image())
     assert chunked.scores.shape == (30, 100)
     assert np.allclose(chunked.max(), expected_max.numpy(), atol=1e-6)
@@ -218,9 +219,9 @@ def _bad_mask_files(tmp_path):
     cases["other_npz"] = (tmp_path / "other.npz", "expected the recipe")
     for name, recipe in (("nan_recipe", [5, 4, np.nan, 8, 8, 0]), ("short_recipe", [5, 4, 0.5]),
                          ("fractional_recipe", [5.5, 4, 0.5, 8, 8, 0])):
-        np.savez(tmp_path / f"{name}.npz", **{rise.RECIPE_KEY: np.array(recipe)})
+        np.savez(tmp_path / f"{name}.npz", **{rise_method.RECIPE_KEY: np.array(recipe)})
         cases[name] = (tmp_path / f"{name}.npz", "expected the recipe")
-    np.savez(tmp_path / "zero_height.npz", **{rise.RECIPE_KEY: np.array([5, 4, 0.5, 0, 8, 0])})
+    np.savez(tmp_path / "zero_height.npz", **{rise_method.RECIPE_KEY: np.array([5, 4, 0.5, 0, 8, 0])})
     cases["zero_height"] = (tmp_path / "zero_height.npz", "height: expected a positive int")
     return cases
 

@@ -163,7 +163,7 @@ def test_dihedral_augment_turns_image_and_target_alike():
 
 
 def test_classification_scores_by_hand():
-    from interpret_segmentation.metrics import classification_scores
+    from interpret_segmentation.analysis.metrics import classification_scores
 
     labels = [1, 1, 1, 1, 0, 0]
     predictions = [1, 1, 1, 0, 0, 1]

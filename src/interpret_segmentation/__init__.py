@@ -6,10 +6,11 @@ Every explainer is built from a model and its options and has
 core.
 """
 
-from . import hdm, metrics, rise
+from . import hdm, rise
+from .analysis import metrics
 from .core import Explainer, Explanation, ModelAdapter, Target, evaluation_mode
-from .hdm import HDM, HausdorffDistanceMasks, HDMResult
-from .rise import RISE, RISEResult, SegmentationRISE
+from .methods.hdm import HDM, HausdorffDistanceMasks, HDMResult
+from .methods.rise import RISE, RISEResult, SegmentationRISE
 
 __version__ = "0.1.0"
 

@@ -1,6 +1,5 @@
 """The mechanism every method shares: model adapter, target, batching, result object."""
 
-from .batches import BatchRun, changed_items, evaluate_perturbations, time_model_passes
 from .explainer import Explainer
 from .explanation import Explanation, atomic_write
 from .folding import explanation_mode, folded_batchnorm
@@ -13,6 +12,7 @@ from .model import (
     expected_channels,
     predicted_mask,
 )
+from .perturb import BatchRun, changed_items, evaluate_perturbations, time_model_passes
 from .target import ResolvedTarget, Target, as_target, resolve_target
 from .validate import ClassIndexError
 

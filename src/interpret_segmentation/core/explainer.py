@@ -8,10 +8,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .batches import check_batch_size
 from .explanation import Explanation
 from .folding import explanation_mode
 from .model import ModelAdapter, as_image_batch
+from .perturb import check_batch_size
 from .target import ResolvedTarget, resolve_target
 
 

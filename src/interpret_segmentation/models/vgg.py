@@ -12,7 +12,7 @@ classes with it, with two heads:
 - ``"onefc"``: the last max-pooling output flattened straight into the output layer.
 
 The layers are named as in the paper's Table 1 (``conv1_1`` ... ``conv5_2``, ``fc1`` ...) so
-that LRP rule sets (:mod:`interpret_segmentation.lrp`) can address them, and the forward pass
+that LRP rule sets (:mod:`interpret_segmentation.methods.lrp`) can address them, and the forward pass
 is ``classifier(features(x))``: every leaf module is applied once, in registration order,
 which is what the LRP engine needs.
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..training import load_checkpoint, save_checkpoint
+from ...training import load_checkpoint, save_checkpoint
 
 
 def free_path(path: Path) -> Path:

@@ -1,7 +1,7 @@
 """Scores of an explanation as seed 001 evaluates them: Dice explained and perturbation ratio.
 
 Continuous maps (RISE, Seg-Grad-CAM) are normalised to [0, 1] and binarised at the paper's
-thresholds (:data:`~interpret_segmentation.metrics.PAPER_THRESHOLDS`); MiSuRe's minimally
+thresholds (:data:`~interpret_segmentation.analysis.metrics.PAPER_THRESHOLDS`); MiSuRe's minimally
 sufficient region is used as it is (its mask is the explanation, X_MSR = X_SR * M_MSR).
 """
 
@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .core import Explanation
-from .core.io import OutputDirectory, RowFile, file_sha256
-from .core.validate import check_positive
-from .metrics import PAPER_THRESHOLDS, binarize, dice_explained, perturbation_ratio
+from ..analysis.metrics import PAPER_THRESHOLDS, binarize, dice_explained, perturbation_ratio
+from ..core import Explanation
+from ..core.io import OutputDirectory, RowFile, file_sha256
+from ..core.validate import check_positive
 
 
 def explanation_scores(model, image, explanation: Explanation) -> dict:
@@ -65,7 +65,7 @@ def validation_samples(dataset_root, n: int):
     """(index, sample) of the first ``n`` validation samples (the training's split, see
     :func:`~interpret_segmentation.training.dataset_splits`), read one at a time; the data set
     is checked at once."""
-    from .training import dataset_splits
+    from ..training import dataset_splits
 
     validation = dataset_splits(dataset_root, n_val=n)[1]
     return ((validation.dataset.indices[position], validation.dataset.sample(position))
@@ -114,7 +114,7 @@ def evaluate_samples(model, samples, explainers: dict, rows_path, log=print) -> 
     """
     import torch
 
-    from .metrics import context_hit
+    from ..analysis.metrics import context_hit
 
     seen = set()
     with RowFile(rows_path, ROW_FIELDS) as rows:
@@ -189,10 +189,10 @@ def run_evaluation(dataset_root, checkpoint, methods, n: int, out, progress: boo
     """
     import io
 
-    from .core.io import atomic_write
+    from ..analysis.figures import save_figure, scatter_figure
+    from ..core.io import atomic_write
+    from ..training import load_default_model
     from .demo import build_explainers
-    from .training import load_default_model
-    from .viz import save_figure, scatter_figure
 
     check_positive(n, "n")
     known = ("misure", "rise", "gradcam", "hdm")
@@ -256,9 +256,9 @@ def run_sweep(dataset_root, checkpoint, n: int, out, iterations: int = 100,
     perturbation ratio. Returns ``{setting name: {"dice_explained": ..., "perturbation_ratio":
     ...}}``.
     """
-    from .core.io import atomic_write
-    from .misure import MiSuRe
-    from .training import load_default_model
+    from ..core.io import atomic_write
+    from ..methods.misure import MiSuRe
+    from ..training import load_default_model
 
     check_positive(n, "n")
     model = load_default_model(checkpoint)

@@ -12,7 +12,7 @@ Every feature is a function ``f(image, mask) -> float`` of
 * ``image``: a real 2-D array (H, W), or a single channel (1, H, W); numpy or torch
   (tensors are detached and copied to the CPU);
 * ``mask``: an array of the same (H, W) shape, or (1, H, W); non-zero means inside, as in
-  :mod:`interpret_segmentation.metrics`.
+  :mod:`interpret_segmentation.analysis.metrics`.
 
 Only pixels inside the mask influence a feature: the values outside the mask never matter.
 An empty mask gives ``nan`` for every feature except :func:`area`, which gives ``0.0``.

@@ -324,7 +324,7 @@ def _parser() -> argparse.ArgumentParser:
 def _load_array(path: Path, name: str, channels: int | None = 1) -> np.ndarray:
     """``path`` as :func:`~interpret_segmentation.datasets.files.read_image` reads it, and one
     line saying what was read (shape, dtype, value range)."""
-    from .datasets.files import read_image
+    from ..datasets.files import read_image
 
     array = read_image(path, channels, name)
     values = f"values {array.min():.4g}..{array.max():.4g}" if array.size else "no values"
@@ -337,7 +337,7 @@ def _build_model(spec: str | None, checkpoint: str):
 
     from torch import nn
 
-    from .training import load_checkpoint, load_default_model
+    from ..training import load_checkpoint, load_default_model
 
     if spec is None:
         return load_default_model(checkpoint)
@@ -370,13 +370,13 @@ def _build_model(spec: str | None, checkpoint: str):
 def _explain(args) -> None:
     import torch
 
-    from . import hdm, rise
-    from .core import Target, expected_channels
-    from .core.io import OutputDirectory, write_files
-    from .core.validate import check_device
-    from .gradcam import SegGradCAM
-    from .misure import MiSuRe
-    from .viz import explanation_figure, figure_png
+    from ..analysis.figures import explanation_figure, figure_png
+    from ..core import Target, expected_channels
+    from ..core.io import OutputDirectory, write_files
+    from ..core.validate import check_device
+    from ..methods import hdm, rise
+    from ..methods.gradcam import SegGradCAM
+    from ..methods.misure import MiSuRe
 
     image_path = Path(args.image)
     stem = image_path.stem
@@ -443,9 +443,9 @@ def _explain(args) -> None:
 def _train(args) -> None:
     import torch
 
-    from .core.io import check_file_name
-    from .models.unet import UNet
-    from .training import (
+    from ..core.io import check_file_name
+    from ..models.unet import UNet
+    from ..training import (
         dataset_splits,
         oversampling_weights,
         save_checkpoint,
@@ -483,7 +483,7 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command in DATASETS and args.step == "generate":
-            from .datasets import generate_dataset, generate_triangle_dataset
+            from ..datasets import generate_dataset, generate_triangle_dataset
 
             write = generate_dataset if args.command == "testnet" else generate_triangle_dataset
             path = write(args.out, n=args.n, seed=args.seed, size=args.size, force=args.force,
@@ -494,28 +494,28 @@ def main(argv=None) -> int:
         elif args.command == "explain":
             _explain(args)
         elif args.command == "reproduce":
-            from .reproduce import run_deepdream_reproduction, run_lrp_reproduction
+            from ..studies.reproduce import run_deepdream_reproduction, run_lrp_reproduction
 
             run = run_lrp_reproduction if args.study == "lrp" else run_deepdream_reproduction
             run(args.out, quick=args.quick, seed=args.seed, progress=args.progress)
         elif args.command == "reliability":
-            from .reliability import run_reliability
+            from ..studies.reliability import run_reliability
 
             run_reliability(_dataset_path(args), _checkpoint_path(args), args.n, args.out,
                             noise=args.noise, seed=args.seed, progress=args.progress)
         elif args.command == "sweep":
-            from .evaluation import run_sweep
+            from ..studies.evaluation import run_sweep
 
             run_sweep(_dataset_path(args), _checkpoint_path(args),
                       args.n, args.out, iterations=args.iterations, progress=args.progress)
         elif args.command == "evaluate":
-            from .evaluation import run_evaluation
+            from ..studies.evaluation import run_evaluation
 
             run_evaluation(_dataset_path(args), _checkpoint_path(args), args.methods.split(","),
                            args.n, args.out, progress=args.progress,
                            dataset_name=args.dataset if args.dataset in DATASETS else None)
         else:
-            from .demo import RuleNotLearnedError, run_demo
+            from ..studies.demo import RuleNotLearnedError, run_demo
 
             try:
                 run_demo(args.out, args.dataset, args.checkpoint, images=args.images,

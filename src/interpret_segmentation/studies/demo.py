@@ -15,17 +15,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .core.explanation import Explanation
-from .core.io import MANIFEST, OutputDirectory, atomic_write
-from .core.validate import check_positive
-from .datasets.testnet import generate_dataset
-from .evaluation import context_map, explanation_scores
-from .gradcam import SegGradCAM
-from .hdm import HDM
-from .metrics import context_ratio, dice
-from .misure import MiSuRe
-from .rise import RISE
-from .training import (
+from ..analysis.figures import explanation_figure, save_figure
+from ..analysis.metrics import context_ratio, dice
+from ..core.explanation import Explanation
+from ..core.io import MANIFEST, OutputDirectory, atomic_write
+from ..core.validate import check_positive
+from ..datasets.testnet import generate_dataset
+from ..methods.gradcam import SegGradCAM
+from ..methods.hdm import HDM
+from ..methods.misure import MiSuRe
+from ..methods.rise import RISE
+from ..training import (
     DEFAULT_MODEL,
     DEFAULT_TRAINING,
     RULE_DICE,
@@ -34,7 +34,7 @@ from .training import (
     load_default_model,
     train_default_model,
 )
-from .viz import explanation_figure, save_figure
+from .evaluation import context_map, explanation_scores
 
 DEFAULT_DATASET = Path("examples/testnet/dataset")
 DEFAULT_CHECKPOINT = Path("examples/testnet/testnet.pth")

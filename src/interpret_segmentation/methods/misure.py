@@ -29,10 +29,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .core import Explainer, Explanation, as_image_batch, resolve_target
-from .core.model import predicted_mask
-from .core.validate import check_finite, check_number, check_positive, is_int
-from .metrics import batch_dice
+from ..analysis.metrics import batch_dice
+from ..core import Explainer, Explanation, as_image_batch, resolve_target
+from ..core.model import predicted_mask
+from ..core.validate import check_finite, check_number, check_positive, is_int
 
 
 def disk_kernel(size: int) -> torch.Tensor:

@@ -211,7 +211,7 @@ def binarize(saliency, threshold: float) -> np.ndarray:
 
     Returns a bool array (H, W). ``threshold`` must lie in [0, 1).
     """
-    from .core.validate import check_number
+    from ..core.validate import check_number
 
     threshold = check_number(threshold, "threshold", 0, 1, open_high=True)
     return normalize_map(saliency) > threshold
@@ -249,8 +249,8 @@ def dice_explained(model, image, kept, class_index: int = 1) -> float:
     :class:`~interpret_segmentation.core.ClassIndexError` (an IndexError) for a class index
     out of range.
     """
-    from .core.model import ModelAdapter, as_image_batch, predicted_mask
-    from .core.validate import check_class_index
+    from ..core.model import ModelAdapter, as_image_batch, predicted_mask
+    from ..core.validate import check_class_index
 
     adapter = model if isinstance(model, ModelAdapter) else ModelAdapter(model)
     batch = as_image_batch(image).to(adapter.device)
@@ -287,9 +287,9 @@ def deletion_insertion(model, image, saliency, class_index: int = 1, steps: int 
     ClassIndexError
         (an IndexError) when ``class_index`` is negative or not one of the model's classes.
     """
-    from .core.batches import evaluate_perturbations
-    from .core.model import ModelAdapter, as_image_batch, predicted_mask
-    from .core.validate import check_class_index, check_positive
+    from ..core.model import ModelAdapter, as_image_batch, predicted_mask
+    from ..core.perturb import evaluate_perturbations
+    from ..core.validate import check_class_index, check_positive
 
     check_positive(steps, "steps")
     adapter = model if isinstance(model, ModelAdapter) else ModelAdapter(model)

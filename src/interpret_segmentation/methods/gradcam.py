@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .core import Explainer, Explanation, ModelAdapter, as_image_batch
-from .core.validate import check_finite
-from .models.unet import UNet
+from ..core import Explainer, Explanation, ModelAdapter, as_image_batch
+from ..core.validate import check_finite
+from ..models.unet import UNet
 
 
 def candidate_layers(model: nn.Module, image) -> list[tuple[str, tuple[int, ...]]]:
@@ -67,7 +67,7 @@ def resolve_layer(model: nn.Module, layer) -> tuple[str, nn.Module]:
             return "bottleneck", model.bottleneck
         raise ValueError(
             "layer: no default for a model that is not the library's UNet; pass a module or a "
-            "dotted name (interpret_segmentation.gradcam.candidate_layers(model, image) lists "
+            "dotted name (interpret_segmentation.methods.gradcam.candidate_layers(model, image) lists "
             "them)")
     if isinstance(layer, str):
         modules = dict(model.named_modules())

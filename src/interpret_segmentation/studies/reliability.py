@@ -14,7 +14,7 @@ from sklearn.metrics import accuracy_score, roc_auc_score, roc_curve
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from .core import Explanation
+from ..core import Explanation
 
 FEATURES = ("dilations", "dice_explained", "perturbation_ratio")
 RELIABLE_DICE = 0.9
@@ -84,7 +84,7 @@ def run_reliability(dataset_root, checkpoint, n: int, out, noise: float = 0.08, 
     noise of a standard deviation drawn from [0, ``noise``] per image. Each noisy image is
     predicted, its prediction's Dice with the ground truth recorded, and explained with MiSuRe;
     rows go to ``out/features.csv`` as they are made (a rerun with the same settings resumes;
-    other settings are refused, see :func:`~interpret_segmentation.evaluation.study_settings`).
+    other settings are refused, see :func:`~interpret_segmentation.studies.evaluation.study_settings`).
     Half the images train
     the classifier, the other half evaluate it: ``out/reliability.json`` (share of predictions
     below Dice 0.9, accuracy, ROC AUC) and ``out/roc.png``.
@@ -93,13 +93,13 @@ def run_reliability(dataset_root, checkpoint, n: int, out, noise: float = 0.08, 
 
     import torch
 
-    from .core.io import OutputDirectory, RowFile, atomic_write
-    from .core.validate import check_int
+    from ..analysis.figures import save_figure, scatter_figure
+    from ..analysis.metrics import dice
+    from ..core.io import OutputDirectory, RowFile, atomic_write
+    from ..core.validate import check_int
+    from ..methods.misure import MiSuRe
+    from ..training import load_default_model
     from .evaluation import study_settings, validation_samples
-    from .metrics import dice
-    from .misure import MiSuRe
-    from .training import load_default_model
-    from .viz import save_figure, scatter_figure
 
     check_int(n, "n", minimum=4)
     if not 0 <= noise <= 5:

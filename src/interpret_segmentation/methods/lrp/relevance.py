@@ -58,8 +58,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..core.folding import folded_batchnorm
-from ..core.model import evaluation_mode
+from ...core.folding import folded_batchnorm
+from ...core.model import evaluation_mode
 from .rules import RULE_SETS, Rule, Zero, _redistribute
 
 __all__ = ["SUPPORTED_LAYERS", "layer_rules", "relevance"]
@@ -167,8 +167,8 @@ def layer_rules(model: nn.Module, rule_set: str | Mapping = "montavon") -> dict[
     model : nn.Module
         A network of the supported leaf modules (see the module docstring).
     rule_set : str or Mapping, default "montavon"
-        A name in :data:`~interpret_segmentation.lrp.rules.RULE_SETS` or a mapping from layer
-        names or ``nn.Module`` types to :class:`~interpret_segmentation.lrp.rules.Rule`
+        A name in :data:`~interpret_segmentation.methods.lrp.rules.RULE_SETS` or a mapping from layer
+        names or ``nn.Module`` types to :class:`~interpret_segmentation.methods.lrp.rules.Rule`
         instances. A layer is matched first by name, its full dotted name (``"features.conv1_1"``)
         before its last component (``"conv1_1"``), then by type (its own class before its
         base classes); layers left unmatched get LRP-0.
@@ -451,7 +451,7 @@ def relevance(model: nn.Module, x: torch.Tensor, target, rule_set: str | Mapping
         The class to explain: one index for every image, or B indices (a sequence, a (B,)
         integer tensor or array), each in ``[0, K)``.
     rule_set : str or Mapping, default "montavon"
-        ``"montavon"`` or ``"seibold"`` (:data:`~interpret_segmentation.lrp.rules.RULE_SETS`,
+        ``"montavon"`` or ``"seibold"`` (:data:`~interpret_segmentation.methods.lrp.rules.RULE_SETS`,
         for the layer names of :class:`~interpret_segmentation.models.vgg.VGG11`), or a
         mapping from layer names or types to rules, e.g. ``{"conv1_1": ZBox(), nn.Linear:
         Epsilon()}``; see :func:`layer_rules` for the matching. ``{}`` is LRP-0 everywhere.

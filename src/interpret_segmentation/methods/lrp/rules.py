@@ -22,7 +22,7 @@ Every rule has the form ``R_j = sum_m t_mj sum_k w^(m)_jk s^(m)_k`` for a few (i
 weight ``w^(m)``) pairs, with ``s^(m) = c_m R / z'``, and is computed exactly that way: the
 layer's linear map with the modified weights gives the denominators ``z'`` (LRP-0 and
 LRP-epsilon reuse the pre-activation ``z`` of the forward pass when :func:`relevance
-<interpret_segmentation.lrp.relevance>` hands it over, so they run no convolution forward),
+<interpret_segmentation.methods.lrp.relevance>` hands it over, so they run no convolution forward),
 and the transposed map (``F.conv_transpose2d`` for a ``Conv2d`` with zero padding, any
 stride, dilation and groups; ``s @ W`` for a ``Linear``) gives ``sum_k w_jk s_k``. Several
 weight sets of one rule are stacked into one convolution: ``[w^+; w^-]`` along the output
@@ -270,7 +270,7 @@ class Rule:
 
     A rule holds only its parameters; :meth:`propagate` does the work, so one instance can
     serve several layers and calls. A subclass may leave out the ``output`` argument; then
-    :func:`~interpret_segmentation.lrp.relevance` calls it without.
+    :func:`~interpret_segmentation.methods.lrp.relevance` calls it without.
     """
 
     def propagate(self, layer: nn.Module, inputs: torch.Tensor, relevance: torch.Tensor,
@@ -287,7 +287,7 @@ class Rule:
             Relevance ``R`` of the layer's outputs, the shape of ``layer(inputs)``.
         output : torch.Tensor, optional
             The layer's pre-activation ``z = layer(inputs)`` (its own weights and bias), when
-            already known (the forward pass of :func:`~interpret_segmentation.lrp.relevance`
+            already known (the forward pass of :func:`~interpret_segmentation.methods.lrp.relevance`
             records it); rules that need ``z`` then do not recompute it. Default: computed.
 
         Returns
@@ -305,7 +305,7 @@ class Rule:
 
     def _reads_output(self) -> bool:
         """Whether :meth:`propagate` uses a given ``output``; :func:`relevance
-        <interpret_segmentation.lrp.relevance>` keeps the layer's pre-activation only then."""
+        <interpret_segmentation.methods.lrp.relevance>` keeps the layer's pre-activation only then."""
         return True
 
     def __repr__(self) -> str:

@@ -27,12 +27,12 @@ import torch
 from scipy import ndimage
 from scipy.stats import spearmanr
 
-from ..core.io import OutputDirectory, atomic_write
-from ..datasets.dreams import LesionDataset, MarkingDataset, healthy_organ, marking_response
-from ..deepdream import analyze, white_noise
-from ..features import FEATURES, reference_statistics
-from ..models import UNet
-from ..training import evaluate, noise_augment, train
+from ...analysis.features import FEATURES, reference_statistics
+from ...core.io import OutputDirectory, atomic_write
+from ...datasets.dreams import LesionDataset, MarkingDataset, healthy_organ, marking_response
+from ...methods.deepdream import analyze, white_noise
+from ...models import UNet
+from ...training import evaluate, noise_augment, train
 from .common import free_path, train_or_load
 
 MARKING_PROBABILITIES = (0.0, 0.2, 0.5, 0.8, 0.9, 1.0)
@@ -315,7 +315,7 @@ def _figures(out: Path, marking_paths: dict, characteristic_curves: dict, metric
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..viz import save_figure
+    from ...analysis.figures import save_figure
 
     save_figure(_dream_grid({f"p={p:.1f}": path for p, path in marking_paths.items()},
                             "DeepDreams of the networks G_p from one white-noise start "

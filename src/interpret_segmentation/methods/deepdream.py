@@ -13,7 +13,7 @@ over a region. Then, for ``j = 0, 1, ...``:
 The path ``j -> f_k(X_j, M_j)`` shows which properties of an object the network reacts to
 most: by following the steepest ascent of its own decision, the network "draws" what makes
 it say "object". Curves are easiest to read normalised by the statistics of real objects
-(a :class:`~interpret_segmentation.features.FeatureReference`): a value inside [-1, 1] is
+(a :class:`~interpret_segmentation.analysis.features.FeatureReference`): a value inside [-1, 1] is
 within one standard deviation of what the validation data shows.
 
 The step is the paper's ``alpha * dA/dX`` with the gradient divided by its largest absolute
@@ -46,8 +46,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .core import ModelAdapter, as_image_batch, as_mask, explanation_mode, predicted_mask
-from .core.validate import check_positive
+from ..core import ModelAdapter, as_image_batch, as_mask, explanation_mode, predicted_mask
+from ..core.validate import check_positive
 
 __all__ = ["DreamPath", "analyze", "plot_curves", "plot_path", "white_noise"]
 
@@ -225,7 +225,7 @@ def _feature_functions(features, reference) -> dict[str, Callable]:
     """The features as a dict name -> callable (empty for an empty sequence or dict), and the
     reference checked to cover them all."""
     # features.py holds the radiomic-style features and the reference statistics
-    from .features import FeatureReference, resolve_features
+    from ..analysis.features import FeatureReference, resolve_features
 
     if reference is not None and not isinstance(reference, FeatureReference):
         raise TypeError(f"reference: expected a FeatureReference or None, got "
@@ -291,10 +291,10 @@ def analyze(model: nn.Module, image, *, neuron=None, region=None, class_index: i
         a spiky gradient's many smaller entries further and grows fuller patterns.
     features : None, sequence or dict, optional
         Features ``f(image (H, W), mask (H, W) bool) -> float`` computed on the first channel
-        of each ``X_j`` and ``M_j`` (by :func:`~interpret_segmentation.features.compute_features`,
+        of each ``X_j`` and ``M_j`` (by :func:`~interpret_segmentation.analysis.features.compute_features`,
         so user callables get float64 and bool arrays): None for all default features, names
         and/or callables, or a dict name -> callable (see
-        :func:`~interpret_segmentation.features.resolve_features`). An empty list or dict: no
+        :func:`~interpret_segmentation.analysis.features.resolve_features`). An empty list or dict: no
         features (activations, masks and images only).
     reference : FeatureReference, optional
         Statistics of the features on real objects (it must cover every feature); the curves
@@ -352,7 +352,7 @@ def analyze(model: nn.Module, image, *, neuron=None, region=None, class_index: i
         region_pixels = region_pixels.to(adapter.device)
     class_index = 1 if class_index is None else class_index
     functions = _feature_functions(features, reference)
-    from .features import compute_features
+    from ..analysis.features import compute_features
 
     activations: list[float] = []
     masks: list[np.ndarray] = []
@@ -509,7 +509,7 @@ def plot_path(path: DreamPath, n_columns: int = 6, path_png=None, *, overwrite: 
     -------
     matplotlib.figure.Figure
     """
-    from .viz import plt, save_figure
+    from ..analysis.figures import plt, save_figure
 
     if not isinstance(path, DreamPath):
         raise TypeError(f"path: expected a DreamPath, got {type(path).__name__}")
@@ -560,7 +560,7 @@ def plot_curves(path: DreamPath, names=None, normalised: bool = True, path_png=N
     -------
     matplotlib.figure.Figure
     """
-    from .viz import plt, save_figure
+    from ..analysis.figures import plt, save_figure
 
     if not isinstance(path, DreamPath):
         raise TypeError(f"path: expected a DreamPath, got {type(path).__name__}")

@@ -20,11 +20,11 @@ import numpy as np
 import torch
 from torch.utils.data import Subset
 
-from ..core.io import OutputDirectory, atomic_write
-from ..datasets.defects import DefectDataset, defect_split, generate_defect_dataset
-from ..lrp import SEGMENTATION_METHODS, relevance, segment, threshold_sweep
-from ..models import VGG11, UNet, vgg_parameter_groups
-from ..training import (
+from ...core.io import OutputDirectory, atomic_write
+from ...datasets.defects import DefectDataset, defect_split, generate_defect_dataset
+from ...methods.lrp import SEGMENTATION_METHODS, relevance, segment, threshold_sweep
+from ...models import VGG11, UNet, vgg_parameter_groups
+from ...training import (
     affine_elastic_augment,
     evaluate_classifier,
     train,
@@ -199,7 +199,7 @@ def _figures(out: Path, curves, metrics, images, truths, unet_masks, best, best_
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..viz import save_figure
+    from ...analysis.figures import save_figure
 
     figure, axis = plt.subplots(figsize=(5.5, 4.5))
     for name, (recall, precision) in curves.items():

@@ -24,11 +24,11 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset, WeightedRandomSampler
 from tqdm.auto import tqdm
 
-from .core.io import append_text, atomic_write
-from .core.model import evaluation_mode
-from .core.validate import check_positive
-from .metrics import dice, hausdorff_distance
-from .models.unet import UNet
+from ..analysis.metrics import dice, hausdorff_distance
+from ..core.io import append_text, atomic_write
+from ..core.model import evaluation_mode
+from ..core.validate import check_positive
+from ..models.unet import UNet
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -273,7 +273,7 @@ def evaluate(model: nn.Module, dataset: Dataset, batch_size: int = 16,
     """Mean loss, Dice and Hausdorff distance of ``model`` on ``dataset``.
 
     Prediction is ``sigmoid(logits) > 0.5``; Dice and Hausdorff distance come from
-    :mod:`interpret_segmentation.metrics` (an empty prediction against a non-empty segment
+    :mod:`interpret_segmentation.analysis.metrics` (an empty prediction against a non-empty segment
     counts as the image diagonal). The model's training mode is restored afterwards.
 
     Returns
@@ -307,7 +307,7 @@ def evaluate_classifier(model: nn.Module, dataset: Dataset, batch_size: int = 16
     """Mean cross-entropy, balanced accuracy, TPR and TNR of a classifier on ``dataset``.
 
     Items are ``(image, label)``; the prediction is the arg-max logit; class 1 is positive
-    (see :func:`~interpret_segmentation.metrics.classification_scores`). The model's training
+    (see :func:`~interpret_segmentation.analysis.metrics.classification_scores`). The model's training
     mode is restored afterwards.
 
     Returns
@@ -315,7 +315,7 @@ def evaluate_classifier(model: nn.Module, dataset: Dataset, batch_size: int = 16
     dict
         ``loss``, ``balanced_accuracy``, ``tpr``, ``tnr`` and ``n``.
     """
-    from .metrics import classification_scores
+    from ..analysis.metrics import classification_scores
 
     device = torch.device("cpu") if device is None else torch.device(device)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
@@ -699,8 +699,8 @@ def dataset_splits(dataset_root, n_train: int | None = None,
     (Subset, Subset)
         Training and validation sets of a :class:`TestnetDataset` (which reads either layout).
     """
-    from .datasets.testnet import TestnetDataset, list_indices, split_indices
-    from .datasets.triangle import triangle_split
+    from ..datasets.testnet import TestnetDataset, list_indices, split_indices
+    from ..datasets.triangle import triangle_split
 
     for name, value in (("n_train", n_train), ("n_val", n_val)):
         if value is not None:

@@ -1,0 +1,1 @@
+"""Explanation methods: one module per method, and the registry that knows them all."""
