@@ -13,10 +13,10 @@ from interpret_segmentation.core import (
     ClassIndexError,
     Explanation,
     ModelAdapter,
+    Perturbations,
     Target,
     as_image_batch,
     changed_items,
-    evaluate_perturbations,
     evaluation_mode,
     predicted_mask,
     resolve_target,
@@ -143,14 +143,13 @@ def _run(batch_size, count=23):
     base = torch.rand(1, 1, 6, 6)
     seen = torch.zeros(count, 2, 6, 6)
 
-    def make_batch(start, stop):
-        return base * torch.arange(start, stop, dtype=torch.float32)[:, None, None, None]
+    def make(start, stop):
+        return slice(start, stop), base * torch.arange(start, stop,
+                                                       dtype=torch.float32)[:, None, None, None]
 
-    def consume(start, stop, probabilities):
-        seen[start:stop] = probabilities
-
-    run = evaluate_perturbations(adapter, count, make_batch, consume, batch_size=batch_size,
-                                 progress=False)
+    run = Perturbations(adapter, count, make, batch_size=batch_size, progress=False)
+    for items, probabilities in run:
+        seen[items] = probabilities
     return seen, run
 
 
@@ -176,14 +175,14 @@ def test_auto_batch_size_backs_off_on_out_of_memory():
                 raise RuntimeError("CUDA out of memory. Tried to allocate 2 GiB")
             return x
 
-    sizes = []
-    run = evaluate_perturbations(
-        ModelAdapter(Picky()), 40, lambda a, b: torch.rand(b - a, 1, 3, 3),
-        lambda a, b, p: sizes.append(b - a), batch_size="auto", progress=False)
-    assert run.passes == 40 and max(sizes) <= 4
+    def make(start, stop):
+        return stop - start, torch.rand(stop - start, 1, 3, 3)
+
+    run = Perturbations(ModelAdapter(Picky()), 40, make, batch_size="auto", progress=False)
+    sizes = [size for size, _ in run]
+    assert run.passes == 40 and sum(sizes) == 40 and max(sizes) <= 4
     with pytest.raises(RuntimeError, match="out of memory"):
-        evaluate_perturbations(ModelAdapter(Picky()), 40, lambda a, b: torch.rand(b - a, 1, 3, 3),
-                               lambda a, b, p: None, batch_size=8, progress=False)
+        list(Perturbations(ModelAdapter(Picky()), 40, make, batch_size=8, progress=False))
 
 
 def test_changed_items_finds_the_perturbations_that_alter_the_input():
@@ -194,15 +193,15 @@ def test_changed_items_finds_the_perturbations_that_alter_the_input():
         for row, item in enumerate(range(start, stop)):
             if item % 3 == 0:
                 inputs[row, 0, item % 4, 0] = 1.0
-        return inputs
+        return None, inputs
 
     assert changed_items(20, make, reference, chunk=7).tolist() == list(range(0, 20, 3))
     assert changed_items(0, make, reference).tolist() == []
-    with pytest.raises(ValueError, match=r"perturbed inputs: expected a tensor \(3, C, H, W\)"):
-        changed_items(3, lambda a, b: reference, reference)
+    with pytest.raises(ValueError, match=r"perturbed inputs: expected \(payload, a tensor \(3, C, "):
+        changed_items(3, lambda a, b: (None, reference), reference)
     with pytest.raises(ValueError, match="perturbed inputs"):
-        evaluate_perturbations(ModelAdapter(nn.Identity()), 3, lambda a, b: reference,
-                               lambda a, b, p: None, batch_size=3, progress=False)
+        list(Perturbations(ModelAdapter(nn.Identity()), 3, lambda a, b: reference,
+                           batch_size=3, progress=False))
 
 
 def test_explanation_save_load_round_trip(tmp_path):
@@ -325,9 +324,10 @@ def test_nan_or_inf_model_output_names_the_first_batch_where_it_happened():
     seen = []
     with pytest.raises(ValueError, match=r"^model output in batch 2 \(tests 4:6 of 10\): 9 of "
                                          r"18 values are NaN or inf$"):
-        evaluate_perturbations(ModelAdapter(Fixed(spoil_item_5)), 10,
-                               lambda a, b: inputs[a:b], lambda a, b, p: seen.append(a),
-                               batch_size=2, progress=False, description="tests")
+        for start, _ in Perturbations(ModelAdapter(Fixed(spoil_item_5)), 10,
+                                      lambda a, b: (a, inputs[a:b]), batch_size=2,
+                                      progress=False, description="tests"):
+            seen.append(start)
     assert seen == [0, 2]  # nothing after the spoilt batch was consumed
     adapter = ModelAdapter(Fixed(lambda x: torch.full_like(x, -float("inf"))))
     with pytest.raises(ValueError, match="model output on the unperturbed image: 9 of 9"):

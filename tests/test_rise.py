@@ -4,7 +4,7 @@ import torch
 from oracles import PatchModel, ThreeClassModel, patch_image
 from torch import nn
 
-from interpret_segmentation import RISE, SegmentationRISE, rise
+from interpret_segmentation import RISE, SegmentationRISE
 from interpret_segmentation.analysis.metrics import dice
 from interpret_segmentation.core import ModelAdapter
 from interpret_segmentation.methods import rise as rise_method

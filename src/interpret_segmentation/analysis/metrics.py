@@ -288,7 +288,7 @@ def deletion_insertion(model, image, saliency, class_index: int = 1, steps: int 
         (an IndexError) when ``class_index`` is negative or not one of the model's classes.
     """
     from ..core.model import ModelAdapter, as_image_batch, predicted_mask
-    from ..core.perturb import evaluate_perturbations
+    from ..core.perturb import Perturbations
     from ..core.validate import check_class_index, check_positive
 
     check_positive(steps, "steps")
@@ -309,22 +309,20 @@ def deletion_insertion(model, image, saliency, class_index: int = 1, steps: int 
     class_index = check_class_index(class_index, probabilities.shape[1])
     reference = predicted_mask(probabilities, class_index)[0]
 
-    def make_batch(start: int, stop: int) -> torch.Tensor:
+    def make(start: int, stop: int) -> tuple[slice, torch.Tensor]:
         inputs = []
         for item in range(start, stop):
             top = rank < counts[item % (steps + 1)]  # the highest-ranked pixels
             keep = ~top if item <= steps else top  # deletion first, then insertion
             inputs.append(batch[0] * keep)
-        return torch.stack(inputs)
+        return slice(start, stop), torch.stack(inputs)
 
     scores = np.empty(2 * (steps + 1))
-
-    def consume(start: int, stop: int, probabilities: torch.Tensor) -> None:
-        scores[start:stop] = batch_dice(predicted_mask(probabilities, class_index).flatten(1),
-                                        reference.flatten()).cpu().numpy()
-
-    evaluate_perturbations(adapter, 2 * (steps + 1), make_batch, consume, batch_size=batch_size,
-                           progress=progress, description="deletion/insertion")
+    for items, probabilities in Perturbations(adapter, 2 * (steps + 1), make,
+                                              batch_size=batch_size, progress=progress,
+                                              description="deletion/insertion"):
+        scores[items] = batch_dice(predicted_mask(probabilities, class_index).flatten(1),
+                                   reference.flatten()).cpu().numpy()
     fractions = np.array(counts) / (height * width)
     deletion, insertion = scores[:steps + 1], scores[steps + 1:]
     return {"fractions": fractions, "deletion": deletion, "insertion": insertion,

@@ -1,6 +1,6 @@
 """The mechanism every method shares: model adapter, target, batching, result object."""
 
-from .explainer import Explainer
+from .explainer import Explainer, Item
 from .explanation import Explanation, atomic_write
 from .folding import explanation_mode, folded_batchnorm
 from .io import OutputDirectory, RowFile, write_files
@@ -12,17 +12,19 @@ from .model import (
     expected_channels,
     predicted_mask,
 )
-from .perturb import BatchRun, changed_items, evaluate_perturbations, time_model_passes
+from .perturb import BatchSize, Perturbations, changed_items, time_model_passes
 from .target import ResolvedTarget, Target, as_target, resolve_target
 from .validate import ClassIndexError
 
 __all__ = [
-    "BatchRun",
+    "BatchSize",
     "ClassIndexError",
     "Explainer",
     "Explanation",
+    "Item",
     "ModelAdapter",
     "OutputDirectory",
+    "Perturbations",
     "ResolvedTarget",
     "RowFile",
     "Target",
@@ -31,7 +33,8 @@ __all__ = [
     "as_mask",
     "as_target",
     "atomic_write",
-    "evaluate_perturbations",
+    "Item",
+    "Perturbations",
     "evaluation_mode",
     "expected_channels",
     "explanation_mode",

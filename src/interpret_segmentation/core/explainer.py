@@ -1,8 +1,10 @@
-"""The base class of every explainer: one entry point, ``explain(image, target)``."""
+"""The base class of every explainer: ``explain(image, target)`` and ``explain_batch``."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -11,12 +13,22 @@ from torch import nn
 from .explanation import Explanation
 from .folding import explanation_mode
 from .model import ModelAdapter, as_image_batch
-from .perturb import check_batch_size
+from .perturb import Make, Perturbations, check_batch_size
 from .target import ResolvedTarget, resolve_target
 
 
+@dataclass(frozen=True)
+class Item:
+    """One thing to explain, checked: image (1, C, H, W) on the model's device, its resolved
+    target and the model's probabilities (1, K, H, W) on the unperturbed image."""
+
+    image: torch.Tensor
+    target: ResolvedTarget
+    probabilities: torch.Tensor
+
+
 class Explainer:
-    """Template for all methods: validate, resolve the target, run, time.
+    """Template for all methods: validate, resolve the target, run the method, time it.
 
     Parameters
     ----------
@@ -26,7 +38,7 @@ class Explainer:
     device : torch.device or str, optional
         Default: the model's device. One this machine lacks is refused (ValueError).
     batch_size : int or "auto", default "auto"
-        Perturbed inputs per model pass (perturbation methods only).
+        Inputs per model pass (perturbations, dilation steps, ...); results do not depend on it.
     progress : bool, default True
         Show a progress bar on stderr for long work.
     fold_batchnorm : bool, default True
@@ -35,7 +47,9 @@ class Explainer:
         to float rounding, about a quarter less time per pass for the library's U-Net. The
         model is restored afterwards.
 
-    Subclasses set ``method`` and implement :meth:`_explain`.
+    A method sets ``method``, lists its own parameters in :meth:`settings` and implements
+    :meth:`_explain` (one item) or, when items gain from being run together,
+    :meth:`_explain_items`.
     """
 
     method = "explainer"
@@ -43,11 +57,14 @@ class Explainer:
     def __init__(self, model: nn.Module, *, output: str = "auto", device=None,
                  batch_size: int | str = "auto", progress: bool = True,
                  fold_batchnorm: bool = True):
-        check_batch_size(batch_size)
+        self.batch_size = check_batch_size(batch_size)
         self.model = ModelAdapter(model, output=output, device=device)
-        self.batch_size = batch_size
-        self.progress = progress
+        self.progress = bool(progress)
         self.fold_batchnorm = bool(fold_batchnorm)
+
+    def settings(self) -> dict:
+        """The method's own parameters (JSON values), as recorded in each Explanation."""
+        return {}
 
     def prepared_model(self):
         """Context: :func:`~interpret_segmentation.core.folding.explanation_mode` of the model."""
@@ -74,18 +91,82 @@ class Explainer:
             error, said in the library's words) and for a model output holding NaN or inf,
             naming the unperturbed image or the first batch of perturbations where it did.
         """
-        started = time.perf_counter()
-        batch = as_image_batch(image).to(self.model.device)
-        with self.prepared_model():
-            probabilities = self.model.first_pass(batch)
-            resolved = resolve_target(target, probabilities)
-            explanation = self._explain(batch, resolved, probabilities)
-        explanation.timings["total"] = time.perf_counter() - started
-        explanation.arrays.setdefault("target_pixels", resolved.pixels.numpy().astype(np.uint8))
-        explanation.info.setdefault("target_from_prediction", resolved.from_prediction)
-        return explanation
+        return self._explain_all([image], [target], single=True)[0]
 
-    def _explain(self, image: torch.Tensor, target: ResolvedTarget,
-                 probabilities: torch.Tensor) -> Explanation:
-        """Method-specific work: image (1, C, H, W), probabilities (1, K, H, W)."""
+    def explain_batch(self, images, targets: Sequence | None = None) -> list[Explanation]:
+        """Explain several (image, target) pairs; the same Explanations as one at a time.
+
+        Parameters
+        ----------
+        images : sequence of images (each as for :meth:`explain`, all of one size), or one
+            image to explain for every target
+        targets : sequence of targets, optional
+            One per image; default ``None`` for each.
+
+        Returns
+        -------
+        list of Explanation, in the order given. ``timings["batch_total"]`` is the time of
+        the whole call and ``timings["total"]`` its share per item.
+        """
+        one_image = isinstance(images, (np.ndarray, torch.Tensor))
+        if targets is None:
+            if one_image:
+                raise ValueError("targets: expected a sequence of targets when images is one "
+                                 "image")
+            images = list(images)
+            targets = [None] * len(images)
+        targets = list(targets)
+        images = [images] * len(targets) if one_image else list(images)
+        if len(images) != len(targets) or not images:
+            raise ValueError(f"images and targets: expected the same positive number of each, "
+                             f"got {len(images)} and {len(targets)}")
+        return self._explain_all(images, targets, single=False)
+
+    def _explain_all(self, images: list, targets: list, single: bool) -> list[Explanation]:
+        started = time.perf_counter()
+        names = ["image"] if single else [f"images[{i}]" for i in range(len(images))]
+        batches = [as_image_batch(image, name).to(self.model.device)
+                   for image, name in zip(images, names)]
+        if len({tuple(batch.shape) for batch in batches}) > 1:
+            raise ValueError(f"images: expected one shape for all, got "
+                             f"{sorted({tuple(b.shape) for b in batches})}")
+        with self.prepared_model():
+            items = []
+            for batch, target, name in zip(batches, targets, names):
+                probabilities = self.model.first_pass(batch, name)
+                items.append(Item(batch, resolve_target(target, probabilities), probabilities))
+            explanations = self._explain_items(items)
+        seconds = time.perf_counter() - started
+        for explanation, item in zip(explanations, items):
+            explanation.arrays.setdefault("target_pixels",
+                                          item.target.pixels.numpy().astype(np.uint8))
+            explanation.info.setdefault("target_from_prediction", item.target.from_prediction)
+            explanation.timings["total"] = seconds / len(items)
+            if not single:
+                explanation.timings["batch_total"] = seconds
+        return explanations
+
+    def _explain_items(self, items: list[Item]) -> list[Explanation]:
+        """Explain checked items; by default one at a time with :meth:`_explain`."""
+        return [self._explain(item) for item in items]
+
+    def _explain(self, item: Item) -> Explanation:
+        """Method-specific work for one item."""
         raise NotImplementedError
+
+    def explanation(self, item: Item, saliency, **fields) -> Explanation:
+        """An Explanation of ``item`` with this method's name and settings.
+
+        ``saliency`` (H, W) is stored as float32; ``fields`` are Explanation's ``timings``,
+        ``arrays`` and ``info``.
+        """
+        if isinstance(saliency, torch.Tensor):
+            saliency = saliency.detach().cpu().numpy()
+        return Explanation(saliency=np.asarray(saliency, dtype=np.float32), method=self.method,
+                           target_class=item.target.class_index, parameters=self.settings(),
+                           **fields)
+
+    def perturbations(self, count: int, make: Make, description: str) -> Perturbations:
+        """:class:`Perturbations` of ``count`` inputs at this explainer's batch size and progress."""
+        return Perturbations(self.model, count, make, batch_size=self.batch_size,
+                             progress=self.progress, description=description)

@@ -112,7 +112,8 @@ class SegGradCAM(Explainer):
         super().__init__(model, **options, fold_batchnorm=False)
         self.layer_name, self.layer = resolve_layer(model, layer)
 
-    def _explain(self, image, target, probabilities) -> Explanation:
+    def _explain(self, item) -> Explanation:
+        image, target = item.image, item.target
         started = time.perf_counter()
         captured = {}
 

@@ -33,7 +33,7 @@ from scipy import ndimage
 from ..analysis.metrics import HausdorffToReference
 from ..core import Explainer, Explanation, ModelAdapter, as_image_batch, as_mask
 from ..core.folding import explanation_mode
-from ..core.perturb import BatchRun, changed_items, check_batch_size, evaluate_perturbations
+from ..core.perturb import Perturbations, changed_items, check_batch_size
 from ..core.validate import check_int, check_number, check_positive
 
 RAW = 1
@@ -177,7 +177,8 @@ class _HDMComputation:
         if not self.skip_unchanged:
             return torch.arange(len(grid))
         if type(self).apply_mask is not _HDMComputation.apply_mask:
-            return changed_items(len(grid), lambda a, b: occlude(torch.arange(a, b)), image)
+            return changed_items(len(grid), lambda a, b: (None, occlude(torch.arange(a, b))),
+                                 image)
         fill = -1.0 if normalize else 0.0
         occluded = image[0] if channel == -1 else image[0, channel:channel + 1]
         above = (occluded > fill).any(0).cpu().numpy()
@@ -187,7 +188,7 @@ class _HDMComputation:
 
     def _run(self, model: ModelAdapter, image: torch.Tensor, segment: torch.Tensor,
              class_index: int, grid: CircleGrid, normalize: bool, channel: int,
-             batch_size, progress: bool) -> tuple[np.ndarray, float, BatchRun, float]:
+             batch_size, progress: bool) -> tuple[np.ndarray, float, Perturbations, float]:
         """Distances (rows, cols), baseline distance, the batch run and seconds spent measuring."""
         if not -1 <= channel < image.shape[1]:
             raise ValueError(
@@ -225,17 +226,14 @@ class _HDMComputation:
 
         to_run = self._circles_to_run(grid, image, normalize, channel, occlude)
         distances = np.full(len(grid), baseline, dtype=np.float64)
-        seconds = [0.0]
-
-        def consume(start: int, stop: int, probabilities: torch.Tensor) -> None:
+        measuring = 0.0
+        run = Perturbations(model, len(to_run), lambda a, b: (to_run[a:b], occlude(to_run[a:b])),
+                            batch_size=batch_size, progress=progress, description="HDM masks")
+        for circles, probabilities in run:
             tick = time.perf_counter()
-            distances[to_run[start:stop].numpy()] = measure(probabilities[:, class_index])
-            seconds[0] += time.perf_counter() - tick
-
-        run = evaluate_perturbations(model, len(to_run), lambda a, b: occlude(to_run[a:b]),
-                                     consume, batch_size=batch_size, progress=progress,
-                                     description="HDM masks")
-        return distances.reshape(grid.rows, grid.cols), baseline, run, seconds[0]
+            distances[circles.numpy()] = measure(probabilities[:, class_index])
+            measuring += time.perf_counter() - tick
+        return distances.reshape(grid.rows, grid.cols), baseline, run, measuring
 
 
 class HDMResult:
@@ -410,7 +408,8 @@ class HDM(Explainer, _HDMComputation):
         self.channel = check_int(channel, "channel", minimum=-1)
         self.skip_unchanged = bool(skip_unchanged)
 
-    def _explain(self, image, target, probabilities) -> Explanation:
+    def _explain(self, item) -> Explanation:
+        image, target = item.image, item.target
         started = time.perf_counter()
         height, width = image.shape[-2:]
         grid = CircleGrid(height, width, self.circle_size, self.offset)
@@ -434,7 +433,7 @@ class HDM(Explainer, _HDMComputation):
                          explanation.parameters["offset"])
 
 
-def _explanation(result: HDMResult, class_index: int, parameters: dict, run: BatchRun,
+def _explanation(result: HDMResult, class_index: int, parameters: dict, run: Perturbations,
                  distance_seconds: float, seconds: float) -> Explanation:
     change = result.distances(RAW) - result.baseline
     worse = np.nan_to_num(result.saliency_map(WORSE_ONLY, reduce="max"))

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from ..analysis.metrics import batch_dice
-from ..core import Explainer, Explanation, as_image_batch, resolve_target
+from ..core import Explainer, Explanation
 from ..core.model import predicted_mask
 from ..core.validate import check_finite, check_number, check_positive, is_int
 
@@ -133,42 +133,6 @@ class MiSuRe(Explainer):
 
     # -- entry points ---------------------------------------------------------------------
 
-    def _explain(self, image, target, probabilities) -> Explanation:
-        return self._explain_items([(image, target, probabilities)])[0]
-
-    def explain_batch(self, images, targets) -> list[Explanation]:
-        """Explain several (image, target) pairs with one batched optimisation.
-
-        ``images``: a sequence of images (each as for :meth:`explain`, all of one size), or
-        one image repeated for every target; ``targets``: a sequence of targets. Gives the
-        same Explanations as explaining the pairs one at a time.
-        """
-        targets = list(targets)
-        if isinstance(images, (np.ndarray, torch.Tensor)) and len(targets) > 0:
-            images = [images] * len(targets)
-        images = list(images)
-        if len(images) != len(targets) or not images:
-            raise ValueError(f"images and targets: expected the same positive number of each, "
-                             f"got {len(images)} and {len(targets)}")
-        started = time.perf_counter()
-        batches = [as_image_batch(image, f"images[{i}]").to(self.model.device)
-                   for i, image in enumerate(images)]
-        if len({tuple(batch.shape) for batch in batches}) > 1:
-            raise ValueError(f"images: expected one shape for all, got "
-                             f"{sorted({tuple(b.shape) for b in batches})}")
-        with self.prepared_model():
-            items = []
-            for i, (batch, target) in enumerate(zip(batches, targets)):
-                probabilities = self.model.first_pass(batch, f"images[{i}]")
-                items.append((batch, resolve_target(target, probabilities), probabilities))
-            explanations = self._explain_items(items)
-        for explanation, (_, target, _) in zip(explanations, items):
-            explanation.arrays.setdefault("target_pixels", target.pixels.numpy().astype(np.uint8))
-            explanation.info.setdefault("target_from_prediction", target.from_prediction)
-            explanation.timings["batch_total"] = time.perf_counter() - started
-            explanation.timings["total"] = explanation.timings["batch_total"] / len(items)
-        return explanations
-
     # -- the two stages -------------------------------------------------------------------
 
     def sufficient_region(self, image: torch.Tensor, class_index: int, start: torch.Tensor,
@@ -210,7 +174,8 @@ class MiSuRe(Explainer):
             dilations += len(candidates)
 
     def _explain_items(self, items) -> list[Explanation]:
-        """Both stages for items (image (1, C, H, W), ResolvedTarget, probabilities)."""
+        """Both stages for all items; stage 2 optimises their masks together."""
+        items = [(item.image, item.target, item.probabilities) for item in items]
         started = time.perf_counter()
         stage1 = []
         for image, target, probabilities in items:

@@ -33,7 +33,7 @@ from ..analysis.metrics import batch_dice
 from ..core import Explainer, Explanation, ModelAdapter, as_image_batch, as_mask, atomic_write
 from ..core.folding import explanation_mode
 from ..core.model import predicted_mask
-from ..core.perturb import check_batch_size, evaluate_perturbations
+from ..core.perturb import Perturbations, check_batch_size
 from ..core.validate import check_number, check_positive
 
 RECIPE_KEY = "rise_mask_recipe"
@@ -166,6 +166,12 @@ def load_masks(path) -> RandomMasks | StoredMasks:
         raise ValueError(f"{path}: a RISE mask recipe with a bad value ({error})") from None
 
 
+def _masked(image: torch.Tensor, masks, start: int, stop: int, device):
+    """((start, stop, masks start:stop), the image under them)."""
+    batch_masks = masks.batch(start, stop, device)
+    return (start, stop, batch_masks), image * batch_masks
+
+
 def _rise_pass(model: ModelAdapter, image: torch.Tensor, masks, class_index: int,
                pixels: torch.Tensor, weighting: str, batch_size, progress: bool):
     """Run every mask; return (map (H, W) or per-pixel scores (N, P), BatchRun).
@@ -185,18 +191,13 @@ def _rise_pass(model: ModelAdapter, image: torch.Tensor, masks, class_index: int
         scores = torch.zeros(len(masks), len(pixel_index), device=device)
     else:
         total = torch.zeros(1, height * width, dtype=torch.float64, device=device)
-    current = {}
-
-    def make_batch(start: int, stop: int) -> torch.Tensor:
-        current["masks"] = masks.batch(start, stop, device)
-        return image * current["masks"]
-
-    def consume(start: int, stop: int, probabilities: torch.Tensor) -> None:
-        flat_masks = current.pop("masks").flatten(1)
+    run = Perturbations(model, len(masks), lambda a, b: _masked(image, masks, a, b, device),
+                        batch_size=batch_size, progress=progress, description="RISE masks")
+    for (start, stop, batch_masks), probabilities in run:
         class_probability = probabilities[:, class_index].flatten(1)
         if weighting == "per_pixel":
             scores[start:stop] = class_probability[:, pixel_index]
-            return
+            continue
         if weighting == "dice":
             predicted = predicted_mask(probabilities, class_index).flatten(1)
             weights = batch_dice(predicted, flat_pixels)
@@ -204,10 +205,7 @@ def _rise_pass(model: ModelAdapter, image: torch.Tensor, masks, class_index: int
             weights = class_probability[:, pixel_index].mean(1)
         else:
             weights = class_probability.new_zeros(stop - start)
-        total.add_(weights[None].double() @ flat_masks.double())
-
-    run = evaluate_perturbations(model, len(masks), make_batch, consume, batch_size=batch_size,
-                                 progress=progress, description="RISE masks")
+        total.add_(weights[None].double() @ batch_masks.flatten(1).double())
     if weighting == "per_pixel":
         return scores, run
     return (total / (len(masks) * masks.p1)).float().reshape(height, width), run
@@ -403,7 +401,8 @@ class RISE(Explainer):
         self.n_masks, self.s, self.p1 = int(n_masks), int(s), float(p1)
         self.weighting, self.seed = weighting, int(seed)
 
-    def _explain(self, image, target, probabilities) -> Explanation:
+    def _explain(self, item) -> Explanation:
+        image, target = item.image, item.target
         started = time.perf_counter()
         masks = RandomMasks(self.n_masks, self.s, self.p1, *image.shape[-2:], seed=self.seed)
         saliency, run = _rise_pass(self.model, image, masks, target.class_index, target.pixels,
