@@ -123,7 +123,7 @@ class MiSuRe(Explainer):
         self.beta = check_positive(beta, "beta", float)
         self.zero_below = check_number(zero_below, "zero_below", 0, 1, open_high=True)
 
-    def parameters(self) -> dict:
+    def settings(self) -> dict:
         """The method's parameters, as recorded in each Explanation."""
         return {"tau": self.tau, "kernel_size": self.kernel_size, "mask_size": self.mask_size,
                 "iterations": self.iterations, "lr": self.lr, "lam": self.lam,
@@ -261,7 +261,7 @@ class MiSuRe(Explainer):
             saliency=msr_mask.cpu().numpy(),
             method=self.method,
             target_class=target.class_index,
-            parameters=self.parameters(),
+            parameters=self.settings(),
             timings={},
             arrays={"sr_mask": sr_mask.cpu().numpy().astype(np.uint8),
                     "msr_mask": msr_mask.cpu().numpy().astype(np.float32),
@@ -276,7 +276,7 @@ class MiSuRe(Explainer):
         zeros = np.zeros(tuple(image.shape[-2:]), dtype=np.float32)
         return Explanation(
             saliency=zeros, method=self.method, target_class=target.class_index,
-            parameters=self.parameters(), timings={},
+            parameters=self.settings(), timings={},
             info={"nothing_to_explain": True,
                   "reason": f"the target region of class {target.class_index} is empty (the "
                             "model does not predict it in this image)"},

@@ -258,7 +258,7 @@ def explainer_parameters(explainer) -> dict:
         return {"layer": explainer.layer_name}
     if isinstance(explainer, MiSuRe):
         chosen = ("tau", "iterations", "lr", "lam", "gamma", "beta", "mask_size")
-        return {key: value for key, value in explainer.parameters().items() if key in chosen}
+        return {key: value for key, value in explainer.settings().items() if key in chosen}
     return {"n_masks": explainer.n_masks, "s": explainer.s, "p1": explainer.p1,
             "weighting": explainer.weighting}
 
