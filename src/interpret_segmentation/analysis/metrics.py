@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from ..core.explanation import normalize_map  # noqa: F401  (one normaliser; metrics users import it here)
+
 
 def _as_numpy(array, name: str) -> np.ndarray:
     """A numpy or torch map as a 2-D numpy array (ValueError naming ``name`` otherwise)."""
@@ -163,17 +165,6 @@ def classification_scores(predictions, labels, positive: int = 1) -> dict:
     return {"balanced_accuracy": float(np.mean(recalls)),
             "tpr": share(truth == positive, predicted == positive),
             "tnr": share(truth != positive, predicted != positive)}
-
-
-def normalize_map(saliency) -> np.ndarray:
-    """Min-max scale a map to [0, 1] (all zeros when it is constant; NaN counts as the minimum)."""
-    saliency = np.nan_to_num(np.asarray(saliency, dtype=np.float64), nan=-np.inf)
-    finite = saliency[np.isfinite(saliency)]
-    if finite.size == 0:
-        return np.zeros(saliency.shape)
-    low, high = finite.min(), finite.max()
-    saliency = np.where(np.isfinite(saliency), saliency, low)
-    return (saliency - low) / (high - low) if high > low else np.zeros(saliency.shape)
 
 
 def context_ratio(saliency, context, background) -> float:

@@ -1,9 +1,9 @@
 """The mechanism every method shares: model adapter, target, batching, result object."""
 
 from .explainer import Explainer, Item
-from .explanation import Explanation, atomic_write
+from .explanation import Explanation, normalize_map
 from .folding import explanation_mode, folded_batchnorm
-from .io import OutputDirectory, RowFile, write_files
+from .io import OutputDirectory, RowFile, atomic_write, json_ready, write_files
 from .model import (
     ModelAdapter,
     as_image_batch,
@@ -33,6 +33,8 @@ __all__ = [
     "as_mask",
     "as_target",
     "atomic_write",
+    "json_ready",
+    "normalize_map",
     "Item",
     "Perturbations",
     "evaluation_mode",

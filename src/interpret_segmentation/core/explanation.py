@@ -11,22 +11,19 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import atomic_write, write_files  # noqa: F401  (atomic_write: older imports use it)
+from .io import json_ready, write_files
 
 
-def _json_ready(value):
-    """Numpy scalars and arrays, tuples and paths -> plain JSON values."""
-    if isinstance(value, dict):
-        return {str(key): _json_ready(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(item) for item in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    return value
+def normalize_map(saliency) -> np.ndarray:
+    """Min-max scale a map to [0, 1]: float64, all zeros when it is constant; NaN and
+    infinities count as the minimum."""
+    saliency = np.nan_to_num(np.asarray(saliency, dtype=np.float64), nan=-np.inf)
+    finite = saliency[np.isfinite(saliency)]
+    if finite.size == 0:
+        return np.zeros(saliency.shape)
+    low, high = finite.min(), finite.max()
+    saliency = np.where(np.isfinite(saliency), saliency, low)
+    return (saliency - low) / (high - low) if high > low else np.zeros(saliency.shape)
 
 
 @dataclass
@@ -68,10 +65,7 @@ class Explanation:
 
     def normalized(self) -> np.ndarray:
         """The map min-max scaled to [0, 1] (all zeros when the map is constant)."""
-        low, high = float(self.saliency.min()), float(self.saliency.max())
-        if high <= low:
-            return np.zeros_like(self.saliency)
-        return (self.saliency - low) / (high - low)
+        return normalize_map(self.saliency).astype(np.float32)
 
     def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
         """Write ``path`` (.npz: saliency and arrays) and ``path`` with suffix .json (the rest).
@@ -100,9 +94,9 @@ class Explanation:
         meta = {
             "method": self.method,
             "target_class": self.target_class,
-            "parameters": _json_ready(self.parameters),
-            "timings": _json_ready(self.timings),
-            "info": _json_ready(self.info),
+            "parameters": json_ready(self.parameters),
+            "timings": json_ready(self.timings),
+            "info": json_ready(self.info),
         }
         return [(path, lambda file: np.savez_compressed(file, **arrays), "wb"),
                 (meta_path, lambda file: json.dump(meta, file, indent=2), "w")]

@@ -17,6 +17,7 @@ import csv
 import hashlib
 import io
 import json
+import math
 import os
 import socket
 import sys
@@ -26,6 +27,8 @@ import time
 import uuid
 from pathlib import Path
 
+import numpy as np
+
 from .validate import check_writable
 
 MANIFEST = ".interpret-segmentation.json"
@@ -34,6 +37,24 @@ LOCK = ".interpret-segmentation.lock"
 """Held by the run writing into an output directory (pid, host, start time, command)."""
 
 _UMASK_LOCK = threading.Lock()
+
+
+def json_ready(value):
+    """``value`` as plain JSON: numpy scalars and arrays, tuples and paths converted, NaN and
+    infinities as None (strict JSON has neither)."""
+    if isinstance(value, dict):
+        return {str(key): json_ready(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(item) for item in value]
+    if isinstance(value, np.ndarray):
+        return json_ready(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def current_umask() -> int:

@@ -47,6 +47,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..core import ModelAdapter, as_image_batch, as_mask, explanation_mode, predicted_mask
+from ..core.io import json_ready
 from ..core.validate import check_positive
 
 __all__ = ["DreamPath", "analyze", "plot_curves", "plot_path", "white_noise"]
@@ -57,21 +58,6 @@ GRADIENT_NORMALISATIONS = ("max", "mean")
 
 
 # -- the result -------------------------------------------------------------------------------
-
-
-def _json_value(value):
-    """Plain JSON values; NaN and infinities become None."""
-    if isinstance(value, dict):
-        return {str(key): _json_value(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_value(item) for item in value]
-    if isinstance(value, np.ndarray):
-        return _json_value(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 @dataclass
@@ -126,7 +112,7 @@ class DreamPath:
     def to_dict(self) -> dict:
         """JSON-ready summary (no images or masks; NaN becomes None): activations, feature
         curves, normalised curves, mask areas, steps taken, stop reason, parameters, seconds."""
-        return _json_value({
+        return json_ready({
             "activations": self.activations,
             "features": self.features,
             "normalised": self.normalised,

@@ -28,7 +28,7 @@ from scipy import ndimage
 from scipy.stats import spearmanr
 
 from ...analysis.features import FEATURES, reference_statistics
-from ...core.io import OutputDirectory, atomic_write
+from ...core.io import OutputDirectory, atomic_write, json_ready
 from ...datasets.dreams import LesionDataset, MarkingDataset, healthy_organ, marking_response
 from ...methods.deepdream import analyze, white_noise
 from ...models import UNet
@@ -124,17 +124,6 @@ def _rank_correlation(rows) -> dict:
         return {"spearman_rho": None, "p_value": None}
     rho, p_value = spearmanr(dice, characteristic)
     return {"spearman_rho": float(rho), "p_value": float(p_value)}
-
-
-def _json_ready(value):
-    """``value`` with every NaN or infinite float replaced by None (strict JSON)."""
-    if isinstance(value, dict):
-        return {k: _json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
 
 
 def _unet(settings: dict, seed: int) -> UNet:
@@ -283,7 +272,7 @@ def _reproduce(out: Path, settings: dict, quick: bool, seed: int, progress: bool
     metrics["seconds"] = time.perf_counter() - started
     _figures(out, marking_paths, characteristic_curves, metrics, lesion_paths, lesion_curves)
     atomic_write(out / "metrics.json",
-                 lambda f: f.write(json.dumps(_json_ready(metrics), indent=1,
+                 lambda f: f.write(json.dumps(json_ready(metrics), indent=1,
                                               allow_nan=False) + "\n"),
                  mode="w", overwrite=True)
     log(f"results: {out / 'metrics.json'} and figures in {out} ({metrics['seconds']:.0f} s)")
