@@ -1,4 +1,5 @@
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -7,7 +8,15 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import nn
 
-from interpret_segmentation.methods.deepdream import DreamPath, analyze, plot_curves, plot_path, white_noise
+from interpret_segmentation.core import Target
+from interpret_segmentation.methods.deepdream import (
+    AscentSettings,
+    DreamPath,
+    analyze,
+    plot_curves,
+    plot_path,
+    white_noise,
+)
 from interpret_segmentation.models.unet import UNet
 
 SIZE = 24
@@ -116,9 +125,17 @@ def flat_image(value=0.5):
     return np.full((SIZE, SIZE), value, dtype=np.float32)
 
 
-def run(model, image=None, **options):
+def run(model, image=None, target=None, **options):
     options = {"steps": 10, "step_size": 0.05, "features": {}, "progress": False, **options}
-    return analyze(model, flat_image() if image is None else image, **options)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)  # only the current names here
+        return analyze(model, flat_image() if image is None else image, target, **options)
+
+
+def one_pixel(y, x, size=SIZE):
+    region = np.zeros((size, size), dtype=bool)
+    region[y, x] = True
+    return region
 
 
 # -- oracles ---------------------------------------------------------------------------------
@@ -135,7 +152,7 @@ def pattern_response(y, x):
 def test_dream_grows_the_known_pattern_around_the_neuron():
     neuron = (9, 14)
     start = white_noise((SIZE, SIZE), seed=3)
-    path = run(PatternModel(), start, neuron=neuron, steps=40, step_size=0.02,
+    path = run(PatternModel(), start, pixel=neuron, steps=40, step_size=0.02,
                features={"pattern": pattern_response(*neuron)})
     assert path.steps_taken == 40 and path.stop_reason == "steps"
     change = path.images[-1, 0] - path.images[0, 0]
@@ -152,10 +169,10 @@ def test_dream_grows_the_known_pattern_around_the_neuron():
     assert not path.masks[0].any() and path.masks[-1][neuron]
 
 
-def test_one_step_of_a_linear_model_is_the_normalised_gradient():
+def test_one_step_of_a_linear_model_is_the_scaled_gradient():
     start = white_noise((SIZE, SIZE), seed=1)
     neuron = (5, 17)
-    path = run(LinearModel(), start, neuron=neuron, steps=1, step_size=0.03)
+    path = run(LinearModel(), start, pixel=neuron, steps=1, step_size=0.03)
     gradient = placed(pattern_kernel(), *neuron)
     expected = start + 0.03 * gradient / np.abs(gradient).max()
     np.testing.assert_allclose(path.images[1, 0], expected, atol=1e-5)
@@ -163,17 +180,17 @@ def test_one_step_of_a_linear_model_is_the_normalised_gradient():
     logit = F.conv2d(torch.from_numpy(start)[None, None], pattern_kernel()[None, None],
                      padding=2)[0, 0] - 3.0
     assert path.activations[0] == pytest.approx(float(logit[neuron]), abs=1e-5)
-    assert path.parameters["gradient_normalisation"] == "max"
+    assert path.parameters["gradient_scaling"] == "max"
 
 
-def test_mean_normalisation_scales_by_the_mean_absolute_gradient():
+def test_mean_scaling_divides_by_the_mean_absolute_gradient():
     start = white_noise((SIZE, SIZE), seed=1)
     neuron = (9, 12)
-    path = run(LinearModel(), start, neuron=neuron, steps=1, step_size=0.001, normalise="mean")
+    path = run(LinearModel(), start, pixel=neuron, steps=1, step_size=0.001, gradient_scaling="mean")
     gradient = placed(pattern_kernel(), *neuron)
     expected = start + 0.001 * gradient / np.abs(gradient).mean()
     np.testing.assert_allclose(path.images[1, 0], expected, atol=1e-5)
-    assert path.parameters["gradient_normalisation"] == "mean"
+    assert path.parameters["gradient_scaling"] == "mean"
 
 
 def test_region_uses_the_sum_of_the_pixel_gradients():
@@ -181,7 +198,7 @@ def test_region_uses_the_sum_of_the_pixel_gradients():
     region = np.zeros((SIZE, SIZE), dtype=bool)
     region[4:8, 10:13] = True
     region[15, 3] = True
-    path = run(LinearModel(), start, region=region, steps=1, step_size=0.02)
+    path = run(LinearModel(), start, Target(region=region), steps=1, step_size=0.02)
     gradient = sum(placed(pattern_kernel(), y, x) for y, x in zip(*np.nonzero(region)))
     expected = start + 0.02 * gradient / np.abs(gradient).max()
     np.testing.assert_allclose(path.images[1, 0], expected, atol=1e-5)
@@ -189,12 +206,13 @@ def test_region_uses_the_sum_of_the_pixel_gradients():
                       padding=2)[0, 0] - 3.0
     assert path.activations[0] == pytest.approx(float(logits[torch.from_numpy(region)].sum()),
                                                 abs=1e-4)
-    assert path.parameters["target"] == "region" and path.parameters["region_pixels"] == 13
+    assert path.parameters["pixel"] is None and path.parameters["region_pixels"] == 13
+    np.testing.assert_array_equal(path.region, region)
 
 
-def test_default_neuron_is_the_centre_and_value_range_clamps():
+def test_default_pixel_is_the_centre_and_value_range_clamps():
     path = run(LinearModel(), steps=5, step_size=0.5, value_range=(0.0, 1.0))
-    assert path.parameters["neuron"] == list(CENTRE)
+    assert path.parameters["pixel"] == list(CENTRE) and path.parameters["class_index"] == 1
     assert path.images.min() >= 0.0 and path.images.max() <= 1.0
     assert path.images.min() == 0.0 and path.images.max() == 1.0  # the range was reached
     free = run(LinearModel(), steps=5, step_size=0.5)
@@ -203,14 +221,14 @@ def test_default_neuron_is_the_centre_and_value_range_clamps():
 
 def test_pixels_pinned_at_a_bound_do_not_shrink_the_step_of_the_others():
     # the kernel's weights +1 (diagonal) and -1 (top row) meet a start pinned at the top and
-    # the bottom of the range there; the step is then normalised by the largest gradient of
+    # the bottom of the range there; the step is then scaled by the largest gradient of
     # the free pixels (0.5), not by 1
     neuron = (10, 10)
     start = np.full((SIZE, SIZE), 0.5, dtype=np.float32)
     gradient = placed(pattern_kernel(), *neuron)
     start[gradient == gradient.max()] = 1.0
     start[gradient == gradient.min()] = 0.0
-    path = run(LinearModel(), start, neuron=neuron, steps=1, step_size=0.1,
+    path = run(LinearModel(), start, pixel=neuron, steps=1, step_size=0.1,
                value_range=(0.0, 1.0))
     free = np.where((start >= 1.0) | (start <= 0.0), 0.0, gradient)
     expected = np.clip(start + 0.1 * free / np.abs(free).max(), 0.0, 1.0)
@@ -231,7 +249,7 @@ def test_masks_follow_the_models_decision():
 
 def test_background_class_of_a_one_channel_model_is_the_negated_logit():
     model = LinearModel(bias=-1.0)
-    path = run(model, steps=3, class_index=0, neuron=(8, 8))
+    path = run(model, steps=3, target=0, pixel=(8, 8))
     with torch.no_grad():
         logits = model(torch.from_numpy(path.images))[:, 0, 8, 8].numpy()
     np.testing.assert_allclose(path.activations, -logits, atol=1e-5)
@@ -243,7 +261,7 @@ def test_background_class_of_a_one_channel_model_is_the_negated_logit():
 
 def test_multi_class_model_uses_the_class_channel_and_argmax():
     model = ThreeClass()
-    path = run(model, steps=8, class_index=2, neuron=(6, 6), step_size=0.1)
+    path = run(model, steps=8, target=2, pixel=(6, 6), step_size=0.1)
     with torch.no_grad():
         outputs = model(torch.from_numpy(path.images)).numpy()
     np.testing.assert_allclose(path.activations, outputs[:, 2, 6, 6], atol=1e-5)
@@ -398,7 +416,7 @@ def test_features_are_recorded_on_the_first_channel_and_mask():
     assert seen[0] == ((SIZE, SIZE), np.dtype(bool))
     assert path.final_features() == {"area": path.features["area"][-1],
                                      "top": pytest.approx(path.features["top"][-1])}
-    assert path.normalised is None
+    assert path.zscores is None
 
 
 def test_record_images_off_and_json_summary():
@@ -425,11 +443,11 @@ def test_default_features_and_reference():
         count={name: 10 for name in names})
     scored = run(LinearModel(bias=0.5), white_noise((SIZE, SIZE), seed=0), features=None,
                  steps=3, reference=reference)
-    expected = reference.normalise(scored.features)
-    assert set(scored.normalised) == names
-    for name in names:
-        np.testing.assert_allclose(scored.normalised[name], expected[name])
-    assert scored.final_features(normalised=True).keys() == names
+    for name in names:  # z-scores: (value - mean) / std
+        np.testing.assert_allclose(scored.zscores[name], (scored.features[name] - 1.0) / 2.0)
+    assert scored.final_features(zscores=True).keys() == names
+    with pytest.raises(ValueError, match="zscores"):
+        path.final_features(zscores=True)
 
 
 def test_progress_bar_can_be_turned_off(capsys):
@@ -470,15 +488,15 @@ def test_plots_return_figures_and_write_pngs(tmp_path):
     assert isinstance(plot_path(no_images), Figure)
 
 
-def test_curves_show_normalised_values_with_a_band():
+def test_curves_show_zscores_with_a_band():
     path = run(LinearModel(bias=0.5), steps=4,
                features={"area": lambda image, mask: float(mask.sum())})
-    scored = DreamPath(**{**path.__dict__, "normalised": {"area": (path.features["area"] - 2) / 4}})
+    scored = DreamPath(**{**path.__dict__, "zscores": {"area": (path.features["area"] - 2) / 4}})
     figure = plot_curves(scored)
     axis = figure.axes[1]
     assert axis.get_title() == "area (z-score)" and axis.patches  # the [-1, 1] band
-    np.testing.assert_allclose(axis.lines[-1].get_ydata(), scored.normalised["area"])
-    raw = plot_curves(scored, normalised=False).axes[1]
+    np.testing.assert_allclose(axis.lines[-1].get_ydata(), scored.zscores["area"])
+    raw = plot_curves(scored, zscores=False).axes[1]
     np.testing.assert_allclose(raw.lines[-1].get_ydata(), path.features["area"])
     assert not raw.patches
 
@@ -492,18 +510,23 @@ def test_curves_show_normalised_values_with_a_band():
     ({"step_size": 0.0}, ValueError, "step_size"),
     ({"step_size": -0.1}, ValueError, "step_size"),
     ({"step_size": float("nan")}, ValueError, "step_size"),
-    ({"neuron": (SIZE, 3)}, ValueError, rf"neuron.*{SIZE} x {SIZE}"),
-    ({"neuron": (-1, 3)}, ValueError, "neuron"),
-    ({"neuron": (1.5, 3)}, TypeError, "neuron"),
-    ({"neuron": (1, 2, 3)}, TypeError, "neuron"),
-    ({"region": np.ones((SIZE, SIZE + 1), bool)}, ValueError, "region"),
-    ({"region": np.zeros((SIZE, SIZE), bool)}, ValueError, "region"),
-    ({"neuron": (3, 3), "region": np.ones((SIZE, SIZE), bool)}, ValueError, "neuron and region"),
-    ({"class_index": 2}, ValueError, r"class_index.*\[0, 2\)"),
-    ({"class_index": -1}, ValueError, "class_index"),
-    ({"class_index": 1.0}, TypeError, "class_index"),
+    ({"pixel": (SIZE, 3)}, ValueError, rf"pixel.*{SIZE} x {SIZE}"),
+    ({"pixel": (-1, 3)}, ValueError, "pixel"),
+    ({"pixel": (1.5, 3)}, TypeError, "pixel"),
+    ({"pixel": (1, 2, 3)}, TypeError, "pixel"),
+    ({"target": Target(1, np.ones((SIZE, SIZE + 1), bool))}, ValueError, r"target\.region"),
+    ({"target": Target(1, np.zeros((SIZE, SIZE), bool))}, ValueError, r"target\.region.*empty"),
+    ({"target": Target(region=[[True]])}, TypeError, r"target\.region"),
+    ({"pixel": (3, 3), "target": Target(1, np.ones((SIZE, SIZE), bool))}, ValueError,
+     r"pixel and target\.region"),
+    ({"target": 2}, ValueError, r"target: expected a class index in 0\.\.1 .*got 2"),
+    ({"target": Target(2)}, ValueError, r"target\.class_index: expected a class index .*got 2"),
+    ({"target": -1}, ValueError, "target"),
+    ({"target": 1.0}, TypeError, "target"),
+    ({"target": Target(1.0)}, TypeError, r"target\.class_index"),
+    ({"target": "foreground"}, TypeError, "target"),
     ({"value_range": (1.0, 0.0)}, ValueError, "value_range"),
-    ({"normalise": "l2"}, ValueError, "normalise"),
+    ({"gradient_scaling": "l2"}, ValueError, "gradient_scaling"),
     ({"tolerance": -1.0}, ValueError, "tolerance"),
     ({"patience": 0}, ValueError, "patience"),
     ({"reference": {"mean": {}}}, TypeError, "reference"),
@@ -514,5 +537,232 @@ def test_bad_input_is_rejected_naming_the_argument(options, error, words):
 
 
 def test_class_index_out_of_range_for_a_multi_class_model():
-    with pytest.raises(ValueError, match=r"class_index.*\[0, 3\).*got 3"):
-        run(ThreeClass(), class_index=3)
+    with pytest.raises(IndexError, match=r"target: expected a class index in 0\.\.2 .*got 3"):
+        run(ThreeClass(), target=3)
+
+
+# -- the target vocabulary ---------------------------------------------------------------------
+
+
+class PixelwiseModel(nn.Module):
+    """Three classes, a 1x1 convolution: class k's logit at each pixel is w_k * x + b_k, so the
+    gradient of a sum over a region R is w_k on R and 0 elsewhere."""
+
+    WEIGHTS = (0.5, -2.0, 3.0)
+    BIASES = (0.0, 0.1, -0.2)
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 3, 1)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.tensor(self.WEIGHTS)[:, None, None, None])
+            self.conv.bias.copy_(torch.tensor(self.BIASES))
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+def expected_first_step(start, class_index, region, step_size, scaling="max"):
+    """The activation at X_0 and the image X_1 for :class:`PixelwiseModel`, by hand."""
+    weight, bias = PixelwiseModel.WEIGHTS[class_index], PixelwiseModel.BIASES[class_index]
+    activation = float((weight * start[region].astype(np.float64) + bias).sum())
+    moved = step_size if scaling == "max" else step_size * region.size / region.sum()
+    after = start.copy()
+    after[region] += np.float32(np.sign(weight) * moved)
+    return activation, after
+
+
+@pytest.mark.parametrize("target, pixel, class_index, region", [
+    (None, None, 1, one_pixel(*CENTRE)),                    # default: class 1 at the centre
+    (2, None, 2, one_pixel(*CENTRE)),                       # an int: that class, the centre
+    (0, (3, 20), 0, one_pixel(3, 20)),                      # an int and a pixel
+    (Target(2), (7, 1), 2, one_pixel(7, 1)),                # a Target without region, a pixel
+    (Target(None, one_pixel(5, 6)), None, 1, one_pixel(5, 6)),  # a one-pixel region
+    (Target(2, np.pad(np.ones((3, 4), bool), ((2, 19), (9, 11)))), None, 2,
+     np.pad(np.ones((3, 4), bool), ((2, 19), (9, 11)))),    # a region of 12 pixels
+])
+@pytest.mark.parametrize("scaling", ["max", "mean"])
+def test_target_vocabulary_gives_the_hand_computed_objective(target, pixel, class_index, region,
+                                                             scaling):
+    start = white_noise((SIZE, SIZE), seed=5)
+    path = run(PixelwiseModel(), start, target, pixel=pixel, steps=1, step_size=0.01,
+               gradient_scaling=scaling)
+    activation, after = expected_first_step(start, class_index, region, 0.01, scaling)
+    assert path.activations[0] == pytest.approx(activation, rel=1e-6, abs=1e-6)
+    np.testing.assert_allclose(path.images[1, 0], after, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(path.images[1, 0][~region], start[~region])  # nothing else
+    np.testing.assert_array_equal(path.region, region)
+    single = region.sum() == 1
+    assert path.parameters["class_index"] == class_index
+    assert path.parameters["pixel"] == (np.argwhere(region)[0].tolist() if single else None)
+    assert path.parameters["region_pixels"] == region.sum()
+    # the mask recorded is the analysed class's arg-max
+    with torch.no_grad():
+        outputs = PixelwiseModel()(torch.from_numpy(path.images)).numpy()
+    np.testing.assert_array_equal(path.masks, outputs.argmax(1) == class_index)
+
+
+def test_a_pixel_and_a_one_pixel_region_are_the_same_target():
+    start = white_noise((SIZE, SIZE), seed=6)
+    by_pixel = run(PatternModel(), start, 1, pixel=(9, 14), steps=6)
+    by_region = run(PatternModel(), start, Target(1, one_pixel(9, 14)), steps=6)
+    by_tensor = run(PatternModel(), start, Target(1, torch.from_numpy(one_pixel(9, 14))), steps=6)
+    for other in (by_region, by_tensor):
+        np.testing.assert_array_equal(by_pixel.images, other.images)
+        np.testing.assert_array_equal(by_pixel.activations, other.activations)
+        assert by_pixel.parameters == other.parameters
+    assert by_pixel.parameters["pixel"] == [9, 14]
+
+
+def reference_ascent(model, start, class_index, region, steps, step_size, scaling, value_range):
+    """A plain loop of the rule, written out: forward, gradient of the summed logit, zero where
+    pinned at a bound, scale, step, clamp."""
+    x = torch.from_numpy(start)[None, None]
+    images, activations = [x[0].numpy().copy()], []
+    pixels = torch.from_numpy(region)
+    for _ in range(steps):
+        x = x.detach().requires_grad_(True)
+        logits = model(x)[0, 0]
+        logit = logits if class_index == 1 else -logits
+        activation = logit[pixels].sum()
+        activations.append(float(activation.detach()))
+        gradient, = torch.autograd.grad(activation, x)
+        low, high = value_range
+        gradient = gradient.masked_fill(((x <= low) & (gradient < 0)) | ((x >= high) & (gradient > 0)), 0)
+        scale = gradient.abs().max() if scaling == "max" else gradient.abs().mean()
+        x = (x.detach() + (step_size / scale) * gradient).clamp_(low, high)
+        images.append(x[0].detach().numpy().copy())
+    return np.stack(images), np.asarray(activations)
+
+
+@pytest.mark.parametrize("scaling", ["max", "mean"])
+def test_the_ascent_is_the_plain_rule_bit_for_bit(scaling):
+    model = PatternModel().eval()  # eval: BatchNorm with running statistics, as folded
+    region = np.zeros((SIZE, SIZE), dtype=bool)
+    region[10:13, 8:15] = True
+    start = white_noise((SIZE, SIZE), seed=8)
+    step_size = 0.004 if scaling == "max" else 0.0004
+    path = run(model, start, Target(1, region), steps=12, step_size=step_size,
+               gradient_scaling=scaling, value_range=(0.35, 0.65))
+    assert path.stop_reason == "steps"
+    assert ((path.images[-1] == 0.35) | (path.images[-1] == 0.65)).any()  # some pixels pinned
+    images, activations = reference_ascent(model, start, 1, region, 12, step_size, scaling,
+                                           (0.35, 0.65))
+    # BatchNorm folded into the convolution rounds differently: equal to float32 precision
+    np.testing.assert_allclose(path.images, images, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(path.activations[:-1], activations, rtol=1e-5, atol=1e-5)
+    linear = LinearModel()
+    path = run(linear, start, Target(0, region), steps=12, step_size=step_size,
+               gradient_scaling=scaling, value_range=(0.35, 0.65))
+    assert path.stop_reason == "steps"
+    images, activations = reference_ascent(linear, start, 0, region, 12, step_size, scaling,
+                                           (0.35, 0.65))
+    np.testing.assert_array_equal(path.images, images)  # nothing to fold: the same operations
+    np.testing.assert_array_equal(path.activations[:-1], activations)
+
+
+# -- conflicting and deprecated arguments ------------------------------------------------------
+
+
+def old_run(model, image=None, **options):
+    options = {"steps": 4, "step_size": 0.05, "features": {}, "progress": False, **options}
+    return analyze(model, flat_image() if image is None else image, **options)
+
+
+@pytest.mark.parametrize("options, words", [
+    ({"neuron": (3, 3), "pixel": (3, 3)}, "neuron and pixel"),
+    ({"region": one_pixel(2, 2), "target": Target(1, one_pixel(2, 2))}, r"region and target\.region"),
+    ({"class_index": 1, "target": 1}, "class_index and target"),
+    ({"class_index": 0, "target": Target(1, one_pixel(2, 2))}, "class_index and target"),
+    ({"neuron": (3, 3), "region": one_pixel(2, 2)}, "neuron and region"),
+    ({"normalise": "mean", "gradient_scaling": "max"}, None),  # same meaning: accepted
+    ({"normalise": "max", "gradient_scaling": "mean"}, "gradient_scaling and normalise"),
+    ({"normalise": "l2"}, "normalise: expected one of"),
+])
+def test_conflicting_deprecated_arguments_are_refused(options, words):
+    with pytest.warns(DeprecationWarning):
+        if words is None:
+            assert old_run(LinearModel(), **options).parameters["gradient_scaling"] == "mean"
+            return
+        with pytest.raises(ValueError, match=words):
+            old_run(LinearModel(), **options)
+
+
+def test_a_pixel_with_a_region_target_is_refused():
+    with pytest.raises(ValueError, match=r"pixel and target\.region: expected at most one"):
+        run(LinearModel(), target=Target(1, one_pixel(2, 2)), pixel=(3, 3))
+
+
+def test_deprecated_names_warn_at_the_callers_line_and_give_the_same_path():
+    start = white_noise((SIZE, SIZE), seed=9)
+    region = one_pixel(4, 4) | one_pixel(9, 17)
+    new = run(ThreeClass(), start, 2, pixel=(6, 6), steps=4, gradient_scaling="mean",
+              step_size=0.001)
+    with pytest.warns(DeprecationWarning) as caught:
+        old = old_run(ThreeClass(), start, class_index=2, neuron=(6, 6), normalise="mean",
+                      step_size=0.001)
+    assert {str(w.message).split(" is deprecated")[0] for w in caught} == {
+        "class_index=", "neuron=", "normalise="}
+    assert all(w.filename == __file__ for w in caught)
+    np.testing.assert_array_equal(new.images, old.images)
+    assert new.parameters == old.parameters
+    with pytest.warns(DeprecationWarning) as caught:
+        old = old_run(ThreeClass(), start, region=region, class_index=2)
+    assert {str(w.message).split(" is deprecated")[0] for w in caught} == {"class_index=", "region="}
+    new = run(ThreeClass(), start, Target(2, region), steps=4)
+    np.testing.assert_array_equal(new.images, old.images)
+
+
+def test_deprecated_zscore_names_warn_and_still_work():
+    path = run(LinearModel(bias=0.5), steps=3, features={"area": lambda image, mask: float(mask.sum())})
+    scored = DreamPath(**{**path.__dict__, "zscores": {"area": path.features["area"] / 10}})
+    with pytest.warns(DeprecationWarning, match="zscores") as caught:
+        assert scored.normalised is scored.zscores
+    assert caught[0].filename == __file__
+    with pytest.warns(DeprecationWarning, match="final_features"):
+        assert scored.final_features(normalised=True) == scored.final_features(zscores=True)
+    with pytest.warns(DeprecationWarning, match="plot_curves"):
+        raw = plot_curves(scored, normalised=False).axes[1]
+    assert raw.get_title() == "area" and not raw.patches
+    assert "zscores" in scored.to_dict() and "normalised" not in scored.to_dict()
+
+
+# -- settings, figures ---------------------------------------------------------------------------
+
+
+def test_ascent_settings_are_checked_frozen_and_know_convergence():
+    settings = AscentSettings(steps=np.int64(7), step_size=1, tolerance=0, patience=2,
+                              value_range=[0, 1])
+    assert settings.steps == 7 and type(settings.steps) is int
+    assert settings.step_size == 1.0 and type(settings.step_size) is float
+    assert settings.value_range == (0.0, 1.0) and settings.tolerance == 0.0
+    with pytest.raises(AttributeError):
+        settings.steps = 3
+    # tolerance 0: converged once the activation fell in each of the last 2 steps
+    assert not settings.converged([1.0, 2.0, 1.9])
+    assert settings.converged([1.0, 2.0, 1.9, 1.5])
+    assert not settings.converged([1.0, 2.0, 2.0, 1.5])  # no rise is not "less than 0"
+    assert not settings.converged([2.0, 1.0, 3.0])
+    assert not AscentSettings().converged([1.0] * 50)  # no tolerance: never
+    loose = AscentSettings(tolerance=0.1, patience=1)
+    assert loose.converged([10.0, 10.9]) and not loose.converged([10.0, 11.1])  # 0.1 * |a|
+    assert loose.converged([0.0, 0.09]) and not loose.converged([0.0, 0.11])    # 0.1 * 1
+    with pytest.raises(ValueError, match="gradient_scaling"):
+        AscentSettings(gradient_scaling="normalise")
+    with pytest.raises(ValueError, match="tolerance"):
+        AscentSettings(tolerance=float("inf"))
+
+
+def test_figures_touch_no_pyplot_state_and_outline_a_region(tmp_path):
+    import matplotlib.pyplot as plt
+
+    before = plt.get_fignums()
+    region = np.zeros((SIZE, SIZE), dtype=bool)
+    region[5:9, 5:12] = True
+    path = run(LinearModel(bias=0.5), steps=3, target=Target(1, region),
+               features={"area": lambda image, mask: float(mask.sum())})
+    figure = plot_path(path, path_png=tmp_path / "path.png")
+    assert figure.axes[0].collections  # the region's outline
+    assert not figure.axes[0].lines    # and no cross
+    plot_curves(path, path_png=tmp_path / "curves.png")
+    assert plt.get_fignums() == before

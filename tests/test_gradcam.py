@@ -1,10 +1,11 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from oracles import patch_image
 from torch import nn
 
-from interpret_segmentation import Target
+from interpret_segmentation import Target, methods
 from interpret_segmentation.methods.gradcam import SegGradCAM, candidate_layers
 from interpret_segmentation.models import UNet
 
@@ -36,6 +37,89 @@ def test_equals_hand_computation_on_a_tiny_conv_net():
     background = SegGradCAM(model, model[0], progress=False).explain(image, Target(0, region))
     assert np.allclose(background.saliency, np.maximum(-(weights[:, None, None] * features).sum(0),
                                                        0), atol=1e-5)
+
+
+def test_signed_map_equals_hand_computation_and_relu_is_its_positive_part():
+    model = tiny_net()
+    image = torch.rand(1, 12, 10, generator=torch.Generator().manual_seed(1))
+    region = np.zeros((12, 10), bool)
+    region[2:9, 1:7] = True
+    with torch.no_grad():
+        features = model[0](image[None])[0].numpy()
+    w2 = model[2].weight.detach().numpy()[0, :, 0, 0]
+    weights = (w2[:, None, None] * (features > 0) * region[None]).mean(axis=(1, 2))
+    signed = (weights[:, None, None] * features).sum(0)
+    assert (signed < -1e-3).any() and (signed > 1e-3).any()  # a map with both signs
+    explainer = SegGradCAM(model, "0", relu=False, progress=False)
+    got = explainer.explain(image, Target(1, region))
+    assert np.allclose(got.saliency, signed, atol=1e-5)
+    assert np.allclose(got.arrays["layer_map"], signed, atol=1e-5)
+    assert got.parameters == {"layer": "0", "relu": False} == explainer.settings()
+    paper = SegGradCAM(model, "0", progress=False).explain(image, Target(1, region))
+    assert paper.parameters == {"layer": "0", "relu": True}
+    assert np.allclose(paper.saliency, np.maximum(got.saliency, 0), atol=1e-6)
+
+
+class DownsamplingNet(nn.Module):
+    """Two-class logits at full size from a half-size feature map."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(2)
+        self.features = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.Tanh(), nn.AvgPool2d(2))
+        self.head = nn.Conv2d(4, 2, 3, padding=1)
+
+    def forward(self, x):
+        return F.interpolate(self.head(self.features(x)), size=x.shape[-2:], mode="bilinear",
+                             align_corners=False)
+
+
+def captum_like_layer_gradcam(model, layer, image, class_index, region, relu):
+    """Captum's LayerGradCam recipe: the layer's output and the gradient of the target's
+    score with respect to it, weights = the gradient's mean over the spatial dimensions,
+    the weighted sum over channels, optionally through ReLU; at the layer's resolution."""
+    captured = {}
+    handle = layer.register_forward_hook(lambda module, inputs, output: captured.update(a=output))
+    try:
+        score = (model(image[None])[0, class_index] * torch.from_numpy(region)).sum()
+        gradient, = torch.autograd.grad(score, captured["a"])
+    finally:
+        handle.remove()
+    weights = gradient.mean(dim=(2, 3), keepdim=True)
+    attribution = (weights * captured["a"]).sum(1, keepdim=True).detach()
+    return torch.relu(attribution) if relu else attribution
+
+
+@pytest.mark.parametrize("relu", [True, False])
+@pytest.mark.parametrize("class_index", [0, 1])
+def test_equals_captum_recipe_on_a_downsampling_layer(relu, class_index):
+    model = DownsamplingNet()
+    image = torch.rand(2, 16, 12, generator=torch.Generator().manual_seed(4))
+    region = np.zeros((16, 12), bool)
+    region[3:11, 2:9] = True
+    expected = captum_like_layer_gradcam(model, model.features, image, class_index, region, relu)
+    got = SegGradCAM(model, "features", relu=relu, progress=False).explain(
+        image, Target(class_index, region))
+    assert got.arrays["layer_map"].shape == (8, 6)
+    assert np.allclose(got.arrays["layer_map"], expected[0, 0].numpy(), atol=1e-6)
+    upsampled = F.interpolate(expected, size=(16, 12), mode="bilinear", align_corners=False)
+    assert np.allclose(got.saliency, upsampled[0, 0].numpy(), atol=1e-6)
+    assert relu or (got.saliency < 0).any()
+
+
+def test_registry_option_signed_turns_relu_off():
+    method = methods.get("gradcam")
+    option = {option.name: option for option in method.options}["relu"]
+    assert option.type is bool and option.cli_flag == "--signed"
+    assert method.defaults()["relu"] is True
+    explainer = method.build(tiny_net(), layer="0", relu=False, progress=False)
+    assert explainer.relu is False and explainer.settings()["relu"] is False
+
+
+@pytest.mark.parametrize("relu", [1, 0, "yes", None])
+def test_relu_must_be_a_bool(relu):
+    with pytest.raises(TypeError, match=rf"^relu: expected True or False, got {relu!r}$"):
+        SegGradCAM(tiny_net(), "0", relu=relu)
 
 
 def test_unet_default_layer_is_the_bottleneck_and_map_is_upsampled():
@@ -84,7 +168,7 @@ def test_bad_input():
         SegGradCAM(model)
     with pytest.raises(ValueError, match="not part of the model"):
         SegGradCAM(model, nn.Conv2d(1, 1, 1))
-    with pytest.raises(ValueError, match="target: class index 3"):
+    with pytest.raises(ValueError, match=r"^target: expected a class index in 0\.\.1 .*got 3$"):
         SegGradCAM(model, "0", progress=False).explain(patch_image(), 3)
 
 

@@ -9,7 +9,16 @@ from oracles import NonFiniteModel, OnlyWhenUnmasked, PatchModel, ThreeClassMode
 from scipy import ndimage
 
 from interpret_segmentation import Target
-from interpret_segmentation.methods.misure import MiSuRe, dilate, disk_kernel, soft_dice, total_variation
+from interpret_segmentation.methods.misure import (
+    DilationSteps,
+    MiSuRe,
+    dilate,
+    disk_kernel,
+    mask_loss,
+    soft_dice,
+    stop_reason,
+    total_variation,
+)
 
 
 def test_disk_dilation_and_loss_terms_by_hand():
@@ -48,10 +57,120 @@ def test_patch_oracle_sufficient_region_contains_it_and_minimal_region_keeps_it(
     assert set(explanation.timings) >= {"stage1", "stage2", "total"}
 
 
-def test_stage_one_is_the_same_for_any_number_of_steps_per_pass():
-    counts = {batch: patch_explainer(iterations=1, batch_size=batch).explain(patch_image())
-              .info["dilations"] for batch in (1, 2, 7)}
-    assert len(set(counts.values())) == 1
+def test_same_results_for_batch_sizes_1_2_7_and_auto():
+    image = patch_image()
+    results = [patch_explainer(iterations=10, kernel_size=3, batch_size=batch).explain(image)
+               for batch in (1, 2, 7, "auto")]
+    first = results[0]
+    assert first.info["dilations"] > 7  # stage 1 spans several passes at every batch size
+    for other in results[1:]:
+        assert other.info["dilations"] == first.info["dilations"]
+        assert other.info["sr_stop"] == first.info["sr_stop"]
+        assert other.info["sr_dice"] == first.info["sr_dice"]
+        assert np.array_equal(other.arrays["sr_mask"], first.arrays["sr_mask"])
+        assert np.array_equal(other.saliency, first.saliency)
+    assert [r.info["batch_size"] for r in results[:3]] == [1, 2, 7]
+    # the steps run: all up to the one that ends stage 1, and the rest of its batch
+    dilations = first.info["dilations"]
+    for result, batch in zip(results[:3], (1, 2, 7)):
+        assert result.info["stage1_passes"] == -(-(dilations + 1) // batch) * batch
+
+
+def naive_stage_one(model, image, kernel_size, tau):
+    """Seed 001's Algorithm 1, one dilation per model pass, with scipy's binary dilation:
+    (M_SR, dilations, why it ended) for class 1 of a one-channel logit model."""
+    with torch.no_grad():
+        reference = (model(image[None])[0, 0] > 0).numpy()
+    radius = kernel_size // 2
+    offsets = np.arange(kernel_size) - radius
+    disk = offsets[:, None] ** 2 + offsets[None, :] ** 2 <= radius ** 2
+    mask, dilations = reference.copy(), 0
+    while True:
+        with torch.no_grad():
+            kept = (model((image * torch.from_numpy(mask))[None])[0, 0] > 0).numpy()
+        dice = 2 * (kept & reference).sum() / (kept.sum() + reference.sum())
+        if mask.all():
+            return mask, dilations, "covers_image"
+        if dice > tau:
+            return mask, dilations, "tau"
+        grown = ndimage.binary_dilation(mask, structure=disk)
+        if np.array_equal(grown, mask):
+            return mask, dilations, "no_growth"
+        mask, dilations = grown, dilations + 1
+
+
+@pytest.mark.parametrize("model, image, kernel_size, tau", [
+    (PatchModel(), patch_image(), 3, 0.9),
+    (PatchModel(), patch_image(), 5, 0.5),
+    (PatchModel(), patch_image(40, 56), 7, 0.9),
+    (PatchModel(in_box=(0, 4, 0, 4), out_box=(30, 40, 36, 46)), torch.ones(1, 48, 48), 7, 0.9),
+    (OnlyWhenUnmasked(), torch.rand(1, 20, 17, generator=torch.Generator().manual_seed(0)) + 0.1,
+     3, 0.9),
+])
+@pytest.mark.parametrize("batch_size", [1, 3, "auto"])
+def test_stage_one_equals_a_naive_one_step_loop(model, image, kernel_size, tau, batch_size):
+    mask, dilations, stop = naive_stage_one(model, image, kernel_size, tau)
+    explainer = MiSuRe(model, kernel_size=kernel_size, tau=tau, mask_size=8, iterations=1,
+                       batch_size=batch_size, progress=False)
+    explanation = explainer.explain(image)
+    assert explanation.info["dilations"] == dilations and explanation.info["sr_stop"] == stop
+    assert np.array_equal(explanation.arrays["sr_mask"].astype(bool), mask)
+
+
+def test_dilation_steps_equal_repeated_dilation_in_any_request_order():
+    kernel = disk_kernel(5)
+    start = torch.zeros(30, 24, dtype=torch.bool)
+    start[4, 20] = start[25, 3] = True
+    naive = [start.float()[None, None]]
+    for _ in range(12):
+        naive.append(dilate(naive[-1], kernel))
+    steps = DilationSteps(start, kernel)
+    # in order, a retried batch (as after an out-of-memory error), a jump back to the start
+    for first, last in [(0, 3), (3, 7), (3, 5), (5, 9), (0, 2), (2, 12)]:
+        assert torch.equal(steps.masks(first, last), torch.cat(naive[first:last + 1]))
+
+
+@given(st.integers(1, 25), st.integers(1, 25), st.sampled_from([3, 5, 7, 9]), st.integers(0, 10 ** 6))
+@settings(max_examples=60, deadline=None)
+def test_dilation_count_bounds_the_steps_to_cover_the_image(height, width, kernel_size, seed):
+    generator = torch.Generator().manual_seed(seed)
+    start = torch.zeros(height, width, dtype=torch.bool)
+    start.view(-1)[torch.randint(0, height * width, (1,), generator=generator)] = True
+    steps = DilationSteps(start, disk_kernel(kernel_size))
+    assert steps.masks(0, steps.count - 1)[-1].all()
+
+
+def test_stop_reason_order():
+    full, partial = torch.ones(1, 3, 3), torch.eye(3)[None]
+    assert stop_reason(full, 0.0, False, 0.9) == "covers_image"
+    assert stop_reason(partial, 0.95, False, 0.9) == "tau"
+    assert stop_reason(partial, 0.9, False, 0.9) == "no_growth"
+    assert stop_reason(partial, 0.9, True, 0.9) is None
+
+
+def test_mask_loss_by_hand():
+    mask = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]]], [[[0.5, 0.5], [0.5, 0.5]]]])
+    probabilities = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]], [[0.0, 1.0], [1.0, 1.0]]],
+                                  [[[0.5, 0.5], [0.5, 0.5]], [[0.5, 0.5], [0.5, 0.5]]]])
+    reference = torch.tensor([[[[1.0, 1.0], [0.0, 0.0]], [[0.0, 0.0], [1.0, 1.0]]]] * 2)
+    weights = {"lam": 0.5, "gamma": 2.0, "beta": 1.0, "alpha_background": 1.0,
+               "alpha_class": 3.0}
+    loss = mask_loss(mask, probabilities, reference, torch.tensor([1, 0]), **weights)
+    # item 0, class 1: mean|M| = 1/4, TV = (1 + 1) / 4, softDice_0 = 3/4, softDice_1 = 5/6
+    first = 0.5 * 0.25 + 2.0 * 0.5 + 1 - 0.75 - 3.0 * 5 / 6
+    # item 1, class 0: mean|M| = 1/2, TV = 0, the background term left out, softDice_0 = 3/5
+    second = 0.5 * 0.5 + 1 - 3.0 * 3 / 5
+    assert loss.tolist() == pytest.approx([first, second])
+
+
+@pytest.mark.parametrize("progress", [True, False])
+def test_progress_bars_on_stderr_only_when_asked(capsys, progress):
+    MiSuRe(PatchModel(), mask_size=16, iterations=3, batch_size=2, progress=progress).explain(
+        patch_image())
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    for stage in ("MiSuRe stage 1 dilations", "MiSuRe stage 2"):
+        assert (stage in captured.err) == progress
 
 
 def test_batched_equals_one_at_a_time():
@@ -101,7 +220,7 @@ def test_bad_input():
         with pytest.raises(ValueError, match=name):
             MiSuRe(model, **kwargs)
     explainer = MiSuRe(model, mask_size=16, iterations=2, progress=False)
-    with pytest.raises(ValueError, match="target: class index 2"):
+    with pytest.raises(ValueError, match=r"^target: expected a class index in 0\.\.1 .*got 2$"):
         explainer.explain(patch_image(), 2)
     with pytest.raises(ValueError, match="image: expected shape"):
         explainer.explain(torch.zeros(2, 2, 1, 4, 4))

@@ -1,8 +1,9 @@
 """DeepDream analysis of a segmentation network (seed 004, Couteaux et al., section 2.2).
 
 Start from an image ``X_0`` in which the network sees no object (a healthy scan, white noise)
-and pick one output neuron ``i``: the logit of class ``l`` at a pixel, or that logit summed
-over a region. Then, for ``j = 0, 1, ...``:
+and pick what to maximise, in the library's target vocabulary: the logit of a class summed
+over a region of output pixels, often a single pixel (:class:`~interpret_segmentation.core.Target`,
+or ``pixel=(y, x)``). Then, for ``j = 0, 1, ...``:
 
 1. forward ``X_j`` and read the activation ``a_j`` and the predicted mask ``M_j = S(X_j)``;
 2. compute the features ``f_k(X_j, M_j)``;
@@ -12,7 +13,7 @@ over a region. Then, for ``j = 0, 1, ...``:
 
 The path ``j -> f_k(X_j, M_j)`` shows which properties of an object the network reacts to
 most: by following the steepest ascent of its own decision, the network "draws" what makes
-it say "object". Curves are easiest to read normalised by the statistics of real objects
+it say "object". Curves are easiest to read as z-scores against the statistics of real objects
 (a :class:`~interpret_segmentation.analysis.features.FeatureReference`): a value inside [-1, 1] is
 within one standard deviation of what the validation data shows.
 
@@ -21,15 +22,20 @@ value: the pixel with the steepest gradient changes by exactly ``step_size`` at 
 (before clamping to ``value_range``), every other pixel by less, whatever the scale of the
 network's gradients and the size of the image. So one ``step_size`` (in the image's intensity
 units) suits very different models, and the path neither stalls where the gradient is small
-nor explodes where it is large. (``normalise="mean"`` divides by the *mean* absolute value instead, as classic
-DeepDream does: the pixels of a single neuron's receptive field then move by up to
-``step_size * H * W / field size`` per step, which depends on the image size, but the many
-smaller entries of a spiky gradient move further.)
+nor explodes where it is large. (``gradient_scaling="mean"`` divides by the *mean* absolute
+value instead, as classic DeepDream does: the pixels of a single neuron's receptive field then
+move by up to ``step_size * H * W / field size`` per step, which depends on the image size, but
+the many smaller entries of a spiky gradient move further.)
 
 Each step costs one forward and one backward pass (to the input only; nothing accumulates in
 the parameters' ``.grad``). The forward pass that gives the gradient also gives the mask, and
-the features are computed on numpy copies, so the analysis costs little more than the model's
-passes themselves.
+the features are computed on numpy copies once the passes are done, so the analysis costs
+little more than the model's passes themselves.
+
+The code follows the algorithm's parts: :class:`AscentSettings` (the checked settings of the
+climb), the goal (what is maximised, from the target vocabulary), :func:`_climb` (the loop; one
+step is :func:`_ascent_step`), :class:`_Recorder` (what is kept along the path) and
+:meth:`_Recorder.path` (the :class:`DreamPath`).
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ import math
 import operator
 import sys
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -46,15 +53,32 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..core import ModelAdapter, as_image_batch, as_mask, explanation_mode, predicted_mask
+from ..analysis.features import FeatureReference, compute_features, resolve_features
+from ..core import (
+    ModelAdapter,
+    ResolvedTarget,
+    Target,
+    as_image_batch,
+    as_mask,
+    as_target,
+    explanation_mode,
+    predicted_mask,
+    resolve_target,
+)
 from ..core.io import json_ready
-from ..core.validate import check_positive
+from ..core.validate import check_class_index, check_number, check_positive, is_int
 
 __all__ = ["DreamPath", "analyze", "plot_curves", "plot_path", "white_noise"]
 
 STOP_REASONS = ("steps", "converged", "zero gradient")
-GRADIENT_NORMALISATIONS = ("max", "mean")
+GRADIENT_SCALINGS = ("max", "mean")
 """How the gradient is scaled before a step: by its largest or its mean absolute value."""
+
+
+def _deprecated(old: str, new: str, stacklevel: int = 4) -> None:
+    """Warn that ``old`` is deprecated in favour of ``new``; ``stacklevel`` 4 points at the
+    line that called the public function whose helper calls this."""
+    warnings.warn(f"{old} is deprecated; use {new}", DeprecationWarning, stacklevel=stacklevel)
 
 
 # -- the result -------------------------------------------------------------------------------
@@ -67,55 +91,72 @@ class DreamPath:
     Attributes
     ----------
     activations : ndarray (n + 1,) float64
-        The maximised activation ``a_j`` (a logit, or a sum of logits over the region).
+        The maximised activation ``a_j``: the class logit summed over the target's pixels.
     masks : ndarray (n + 1, H, W) bool
         The predicted mask ``M_j`` of the analysed class at each step.
     images : ndarray (n + 1, C, H, W) float32 or None
         The dream ``X_j`` at each step; None when recorded with ``record_images=False``.
     features : dict name -> ndarray (n + 1,) float64
         The curves ``j -> f_k(X_j, M_j)`` (NaN where the mask is empty, for most features).
-    normalised : dict name -> ndarray (n + 1,) float64, or None
-        The same curves as z-scores with respect to the reference (real objects); None when no
-        reference was given.
+    zscores : dict name -> ndarray (n + 1,) float64, or None
+        The same curves as z-scores against the reference (real objects): ``(f - mean) / std``;
+        None when no reference was given.
     steps_taken : int
         ``n``, the number of gradient steps made.
     stop_reason : {"steps", "converged", "zero gradient"}
         Why the path ended: all ``steps`` made, the activation stopped rising (``tolerance``),
         or the gradient vanished (the image can no longer be changed by the rule).
     parameters : dict
-        The analysis' settings (JSON values).
+        The analysis' settings (JSON values): ``class_index``, ``pixel`` ([y, x] when the
+        target is one pixel, else None), ``region_pixels``, the ascent settings, ``output``
+        and the feature names.
     seconds : float
         Wall-clock time of the analysis.
+    region : ndarray (H, W) bool or None
+        The output pixels whose logits were summed (None on paths built by hand).
     """
 
     activations: np.ndarray
     masks: np.ndarray
     images: np.ndarray | None
     features: dict[str, np.ndarray]
-    normalised: dict[str, np.ndarray] | None
+    zscores: dict[str, np.ndarray] | None
     steps_taken: int
     stop_reason: str
     parameters: dict = field(default_factory=dict)
     seconds: float = 0.0
+    region: np.ndarray | None = None
 
-    def final_features(self, normalised: bool = False) -> dict[str, float]:
-        """Each feature's value at the last step; z-scores with ``normalised=True``
-        (ValueError when the path has no reference)."""
+    @property
+    def normalised(self) -> dict[str, np.ndarray] | None:
+        """Deprecated name of :attr:`zscores`."""
+        warnings.warn("DreamPath.normalised is deprecated; use DreamPath.zscores",
+                      DeprecationWarning, stacklevel=2)
+        return self.zscores
+
+    def final_features(self, zscores: bool = False, *, normalised: bool | None = None
+                       ) -> dict[str, float]:
+        """Each feature's value at the last step; z-scores with ``zscores=True`` (ValueError
+        when the path has no reference). ``normalised`` is the deprecated name of ``zscores``."""
+        if normalised is not None:
+            _deprecated("final_features(normalised=...)", "final_features(zscores=...)",
+                        stacklevel=3)
+            zscores = normalised
         curves = self.features
-        if normalised:
-            if self.normalised is None:
-                raise ValueError("normalised: this path was computed without a reference, so it "
-                                 "has no normalised features; expected normalised=False")
-            curves = self.normalised
+        if zscores:
+            if self.zscores is None:
+                raise ValueError("zscores: this path was computed without a reference, so it "
+                                 "has no z-scores; expected zscores=False")
+            curves = self.zscores
         return {name: float(curve[-1]) for name, curve in curves.items()}
 
     def to_dict(self) -> dict:
-        """JSON-ready summary (no images or masks; NaN becomes None): activations, feature
-        curves, normalised curves, mask areas, steps taken, stop reason, parameters, seconds."""
+        """JSON-ready summary (no images, masks or region; NaN becomes None): activations,
+        feature curves, z-scores, mask areas, steps taken, stop reason, parameters, seconds."""
         return json_ready({
             "activations": self.activations,
             "features": self.features,
-            "normalised": self.normalised,
+            "zscores": self.zscores,
             "mask_area": self.masks.reshape(len(self.masks), -1).sum(1),
             "steps_taken": self.steps_taken,
             "stop_reason": self.stop_reason,
@@ -140,38 +181,67 @@ def white_noise(shape, seed=0, mean: float = 0.5, std: float = 0.1) -> np.ndarra
         Of the Gaussian; ``std >= 0``.
     """
     shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
-    if not shape or any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1
-                        for s in shape):
+    if not shape or any(not is_int(s) or s < 1 for s in shape):
         raise ValueError(f"shape: expected positive ints, got {shape!r}")
-    for name, value in (("mean", mean), ("std", std)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                or not math.isfinite(value):
-            raise ValueError(f"{name}: expected a finite number, got {value!r}")
-    if std < 0:
-        raise ValueError(f"std: expected a number >= 0, got {std!r}")
+    mean = check_number(mean, "mean")
+    std = check_number(std, "std", 0)
     if isinstance(seed, np.random.Generator):
         rng = seed
-    elif isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+    elif is_int(seed):
         rng = np.random.default_rng(int(seed))
     else:
         raise TypeError(f"seed: expected an int or a numpy Generator, got {type(seed).__name__}")
     return rng.normal(mean, std, size=shape).astype(np.float32)
 
 
-# -- validation -------------------------------------------------------------------------------
+# -- settings ---------------------------------------------------------------------------------
 
 
-def _check_neuron(neuron) -> tuple[int, int] | None:
-    if neuron is None:
-        return None
-    try:
-        pair = tuple(neuron)
-        if len(pair) != 2 or any(isinstance(v, (bool, np.bool_)) for v in pair):
-            raise TypeError
-        pair = tuple(operator.index(v) for v in pair)
-    except TypeError:
-        raise TypeError(f"neuron: expected a pair of ints (y, x), got {neuron!r}") from None
-    return pair
+@dataclass(frozen=True)
+class AscentSettings:
+    """The checked settings of one gradient ascent (see :func:`analyze` for their meaning).
+
+    Built from raw values, which are checked (ValueError naming the argument) and stored as
+    ``int`` / ``float`` / tuples.
+    """
+
+    steps: int = 100
+    step_size: float = 0.01
+    gradient_scaling: str = "max"
+    value_range: tuple[float, float] | None = None
+    tolerance: float | None = None
+    patience: int = 5
+
+    def __post_init__(self):
+        if self.gradient_scaling not in GRADIENT_SCALINGS:
+            raise ValueError(f"gradient_scaling: expected one of {GRADIENT_SCALINGS}, got "
+                             f"{self.gradient_scaling!r}")
+        checked = {
+            "steps": check_positive(self.steps, "steps"),
+            "step_size": check_positive(self.step_size, "step_size", float),
+            "value_range": _check_value_range(self.value_range),
+            "tolerance": None if self.tolerance is None else check_number(self.tolerance,
+                                                                          "tolerance", 0),
+            "patience": check_positive(self.patience, "patience"),
+        }
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)
+
+    def converged(self, activations: list[float]) -> bool:
+        """Whether the activation rose by less than ``tolerance * max(1, |a|)`` in each of the
+        last ``patience`` steps (never without a tolerance)."""
+        if self.tolerance is None or len(activations) <= self.patience:
+            return False
+        recent = activations[-self.patience - 1:]
+        return all(after - before < self.tolerance * max(1.0, abs(before))
+                   for before, after in zip(recent, recent[1:]))
+
+    def to_dict(self) -> dict:
+        """JSON values, as recorded in ``DreamPath.parameters``."""
+        return {"steps": self.steps, "step_size": self.step_size,
+                "gradient_scaling": self.gradient_scaling,
+                "value_range": None if self.value_range is None else list(self.value_range),
+                "tolerance": self.tolerance, "patience": self.patience}
 
 
 def _check_value_range(value_range) -> tuple[float, float] | None:
@@ -187,32 +257,109 @@ def _check_value_range(value_range) -> tuple[float, float] | None:
     return low, high
 
 
-def _check_tolerance(tolerance) -> float | None:
-    if tolerance is None:
-        return None
-    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) \
-            or not math.isfinite(tolerance) or tolerance < 0:
-        raise ValueError(f"tolerance: expected None or a finite number >= 0, got {tolerance!r}")
-    return float(tolerance)
+def _gradient_scaling(gradient_scaling: str, normalise: str | None) -> str:
+    """``gradient_scaling``, or the deprecated ``normalise`` in its place."""
+    if normalise is None:
+        return gradient_scaling
+    _deprecated("normalise=", "gradient_scaling=")
+    if normalise not in GRADIENT_SCALINGS:
+        raise ValueError(f"normalise: expected one of {GRADIENT_SCALINGS}, got {normalise!r}")
+    if gradient_scaling != "max" and gradient_scaling != normalise:
+        raise ValueError(f"gradient_scaling and normalise: expected one of them (normalise is "
+                         f"the deprecated name), got {gradient_scaling!r} and {normalise!r}")
+    return normalise
 
 
-def _check_class_index(class_index, classes: int) -> int:
-    """``class_index`` against the number of classes K of the scores (1, K, H, W)."""
-    expected = (f"an int in [0, {classes}) (a one-channel model has two classes: 1 is its "
-                "logit, the foreground, and 0 the negated logit, the background)")
-    if isinstance(class_index, (bool, np.bool_)) or not isinstance(class_index, (int, np.integer)):
-        raise TypeError(f"class_index: expected {expected}, got {class_index!r}")
-    if not 0 <= class_index < classes:
-        raise ValueError(f"class_index: expected {expected}, got {class_index}")
-    return int(class_index)
+# -- the goal: what is maximised --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Goal:
+    """What the ascent maximises, checked against the image before any model pass: the logit
+    of ``class_index`` summed over ``pixels`` (H, W) bool. The class is checked against the
+    model's classes after the first pass (:meth:`resolve`), under the name it came by."""
+
+    class_index: int | None
+    class_name: str
+    pixels: torch.Tensor
+
+    def resolve(self, scores: torch.Tensor) -> ResolvedTarget:
+        """The goal against the scores (1, K, H, W) of the first pass, pixels on their device."""
+        class_index = 1 if self.class_index is None else self.class_index
+        class_index = check_class_index(class_index, scores.shape[1], self.class_name)
+        resolved = resolve_target(Target(class_index, self.pixels), scores)
+        return ResolvedTarget(class_index, resolved.pixels.to(scores.device),
+                              from_prediction=False)
+
+
+def _current_names(target, pixel, neuron, region, class_index) -> tuple[Target, object, dict]:
+    """``target`` as a Target and ``pixel``, with the deprecated ``neuron``, ``region`` and
+    ``class_index`` mapped onto them (a DeprecationWarning each; ValueError when one comes
+    with what replaces it), and the names the class, region and pixel came by, for messages."""
+    names = {"class": "target.class_index" if isinstance(target, Target) else "target",
+             "region": "target.region", "pixel": "pixel"}
+    target = as_target(target)
+    if neuron is not None:
+        _deprecated("neuron=", "pixel=")
+        if pixel is not None:
+            raise ValueError("neuron and pixel: expected at most one of them (neuron is the "
+                             "deprecated name of pixel), got both")
+        pixel, names["pixel"] = neuron, "neuron"
+    if region is not None:
+        _deprecated("region=", "target=Target(class_index, region)")
+        if target.region is not None:
+            raise ValueError("region and target.region: expected at most one of them (region "
+                             "is deprecated), got both")
+        target, names["region"] = Target(target.class_index, region), "region"
+    if class_index is not None:
+        _deprecated("class_index=", "target=class_index or Target(class_index, ...)")
+        if target.class_index is not None:
+            raise ValueError(f"class_index and target: expected at most one class (class_index "
+                             f"is deprecated), got {class_index!r} and {target.class_index!r}")
+        target, names["class"] = Target(class_index, target.region), "class_index"
+    return target, pixel, names
+
+
+def _goal(target: Target, pixel, names: dict, shape: tuple[int, int]) -> _Goal:
+    """What to maximise over an output of ``shape`` (H, W): the target's region, else the
+    one pixel ``pixel`` (default the centre); a pixel and a region together are refused.
+    ``names`` (from :func:`_current_names`) name the arguments in messages."""
+    if pixel is not None and target.region is not None:
+        raise ValueError(f"{names['pixel']} and {names['region']}: expected at most one of them "
+                         f"(a pixel or a region to maximise), got both")
+    if target.region is not None:
+        pixels = as_mask(target.region, shape, names["region"]).cpu()
+        if not pixels.any():
+            raise ValueError(f"{names['region']}: expected a mask with at least one pixel, got "
+                             f"an empty one")
+        return _Goal(target.class_index, names["class"], pixels)
+    y, x = (shape[0] // 2, shape[1] // 2) if pixel is None else _check_pixel(pixel, shape,
+                                                                              names["pixel"])
+    pixels = torch.zeros(shape, dtype=torch.bool)
+    pixels[y, x] = True
+    return _Goal(target.class_index, names["class"], pixels)
+
+
+def _check_pixel(pixel, shape: tuple[int, int], name: str) -> tuple[int, int]:
+    """``pixel`` as a pair of ints (y, x) inside the output's (H, W) ``shape``."""
+    try:
+        pair = tuple(pixel)
+        if len(pair) != 2 or any(isinstance(v, (bool, np.bool_)) for v in pair):
+            raise TypeError
+        pair = tuple(operator.index(v) for v in pair)
+    except TypeError:
+        raise TypeError(f"{name}: expected a pair of ints (y, x), got {pixel!r}") from None
+    height, width = shape
+    if not (0 <= pair[0] < height and 0 <= pair[1] < width):
+        raise ValueError(f"{name}: expected (y, x) inside the model output's H x W = "
+                         f"{height} x {width} (outputs are resized to the input's size), got "
+                         f"{pixel!r}")
+    return pair
 
 
 def _feature_functions(features, reference) -> dict[str, Callable]:
     """The features as a dict name -> callable (empty for an empty sequence or dict), and the
     reference checked to cover them all."""
-    # features.py holds the radiomic-style features and the reference statistics
-    from ..analysis.features import FeatureReference, resolve_features
-
     if reference is not None and not isinstance(reference, FeatureReference):
         raise TypeError(f"reference: expected a FeatureReference or None, got "
                         f"{type(reference).__name__}")
@@ -226,226 +373,7 @@ def _feature_functions(features, reference) -> dict[str, Callable]:
     return functions
 
 
-# -- the analysis -----------------------------------------------------------------------------
-
-
-def analyze(model: nn.Module, image, *, neuron=None, region=None, class_index: int | None = None,
-            steps: int = 100, step_size: float = 0.01, normalise: str = "max",
-            features=None, reference=None,
-            value_range=None, tolerance: float | None = None, patience: int = 5,
-            record_images: bool = True, progress: bool = True,
-            output: str = "logits") -> DreamPath:
-    """DeepDream analysis (seed 004, section 2.2): climb one output neuron's gradient from a
-    start image and record the image, the predicted mask and features at every step.
-
-    Parameters
-    ----------
-    model : nn.Module
-        Any segmentation model the :class:`~interpret_segmentation.core.ModelAdapter`
-        understands (a tensor (B, H, W), (B, 1, H, W) or (B, C, H, W), a dict with 'out', or a
-        tuple whose first element is the output; smaller outputs are upsampled bilinearly to
-        the input size). It runs in eval mode with BatchNorm folded into the convolutions
-        (:func:`~interpret_segmentation.core.explanation_mode`) and is restored afterwards,
-        also after an error.
-    image : array or tensor (H, W), (C, H, W) or (1, C, H, W)
-        The start ``X_0``: an image without the object (or :func:`white_noise`).
-    neuron : pair of ints (y, x), optional
-        The output pixel whose logit is maximised; default the centre ``(H // 2, W // 2)``.
-        Checked against the output's H x W (the input's: smaller outputs are upsampled)
-        after the first forward pass.
-    region : array (H, W) of bool, optional
-        Maximise instead the sum of the logit over these output pixels (not with ``neuron``).
-    class_index : int, optional
-        The class whose logit is maximised and whose mask is recorded; default 1. For a
-        one-channel (sigmoid) model 1 is the foreground: the logit is the channel's value
-        and the mask ``p > 0.5``; 0 is the background, whose logit is the negated channel,
-        so its mask is ``p <= 0.5``. For a model with C channels any class in [0, C): the
-        logit is channel ``class_index`` and the mask where it is the arg-max. Models that
-        output probabilities are read through their log-odds (one channel) or log
-        probabilities (several), as :meth:`ModelAdapter.scores`.
-    steps : int, default 100
-        Most gradient steps; the path holds ``steps_taken + 1`` entries, ``j = 0 .. n``.
-    step_size : float, default 0.01
-        ``alpha``: the largest change of any pixel in one step. The update is
-        ``X <- X + step_size * g / max(|g|)`` with ``g = d a / d X`` (maximum over all pixels
-        and channels). If ``g`` is all zero the path stops (``stop_reason`` "zero gradient").
-    normalise : {"max", "mean"}, default "max"
-        Divide ``g`` by its largest absolute value (the steepest pixel moves by
-        ``step_size``) or by its mean absolute value, classic DeepDream (the mean change per
-        pixel is ``step_size``; the pixels of one neuron's receptive field then move by up to
-        ``step_size * H * W / field size``, so choose a smaller ``step_size``). "mean" moves
-        a spiky gradient's many smaller entries further and grows fuller patterns.
-    features : None, sequence or dict, optional
-        Features ``f(image (H, W), mask (H, W) bool) -> float`` computed on the first channel
-        of each ``X_j`` and ``M_j`` (by :func:`~interpret_segmentation.analysis.features.compute_features`,
-        so user callables get float64 and bool arrays): None for all default features, names
-        and/or callables, or a dict name -> callable (see
-        :func:`~interpret_segmentation.analysis.features.resolve_features`). An empty list or dict: no
-        features (activations, masks and images only).
-    reference : FeatureReference, optional
-        Statistics of the features on real objects (it must cover every feature); the curves
-        are then also given as z-scores, ``reference.normalise(features)``
-        (``DreamPath.normalised``).
-    value_range : pair (lo, hi), optional
-        Keep the image in this range (e.g. the data's intensity range): projected gradient
-        ascent, where a pixel at a bound whose gradient points out of the range does not
-        count (its gradient is set to 0 before normalising, so pinned pixels do not shrink
-        the step of the others), and every updated image is clamped to the range.
-    tolerance : float, optional
-        Stop early once the activation rose by less than ``tolerance * max(1, |a|)`` in each
-        of ``patience`` consecutive steps (``stop_reason`` "converged"). None: never.
-    patience : int, default 5
-    record_images : bool, default True
-        Keep every ``X_j`` (float32) in ``DreamPath.images``.
-    progress : bool, default True
-        tqdm bar over the steps on stderr.
-    output : {"logits", "probabilities", "auto"}, default "logits"
-        What the model returns (see :class:`ModelAdapter`). The analysis climbs a logit, so
-        the default reads the output as logits; a model that returns probabilities is read
-        through their log-odds with "probabilities". ("auto" guesses from the outputs on
-        ``X_0``, and a logit model whose outputs there all lie in [0, 1] would be taken for a
-        probability model; ``DreamPath.parameters["output"]`` says which reading was used.)
-
-    Returns
-    -------
-    DreamPath
-
-    Raises
-    ------
-    ValueError, TypeError
-        For invalid arguments, naming the argument; also when the model's gradient is not
-        finite.
-    """
-    started = time.perf_counter()
-    adapter = ModelAdapter(model, output=output)
-    batch = as_image_batch(image).to(adapter.device)
-    steps = check_positive(steps, "steps")
-    step_size = check_positive(step_size, "step_size", float)
-    if normalise not in GRADIENT_NORMALISATIONS:
-        raise ValueError(f"normalise: expected one of {GRADIENT_NORMALISATIONS}, got {normalise!r}")
-    patience = check_positive(patience, "patience")
-    tolerance = _check_tolerance(tolerance)
-    value_range = _check_value_range(value_range)
-    neuron = _check_neuron(neuron)
-    if neuron is not None and region is not None:
-        raise ValueError("neuron and region: expected at most one of them (a pixel or a region "
-                         "to maximise), got both")
-    region_pixels = None
-    if region is not None:
-        region_pixels = as_mask(region, tuple(batch.shape[-2:]), "region")
-        if not region_pixels.any():
-            raise ValueError("region: expected a mask with at least one pixel, got an empty one")
-        region_pixels = region_pixels.to(adapter.device)
-    class_index = 1 if class_index is None else class_index
-    functions = _feature_functions(features, reference)
-    from ..analysis.features import compute_features
-
-    activations: list[float] = []
-    masks: list[np.ndarray] = []
-    images: list[np.ndarray] = []
-    curves: dict[str, list[float]] = {name: [] for name in functions}
-    stop_reason = "steps"
-    flat_steps = 0
-    current = batch
-    bar = tqdm(total=steps, desc="deepdream", disable=not progress, file=sys.stderr, leave=False)
-    try:
-        with explanation_mode(model):
-            for j in range(steps + 1):
-                last = j == steps
-                x = current.detach().requires_grad_(not last)
-                with torch.set_grad_enabled(not last):
-                    scores = adapter.scores(x)
-                    if j == 0:
-                        class_index = _check_class_index(class_index, scores.shape[1])
-                        if neuron is None and region_pixels is None:
-                            neuron = (scores.shape[2] // 2, scores.shape[3] // 2)
-                        _check_inside(neuron, region_pixels, scores.shape)
-                    logit = scores[0, class_index]
-                    if region_pixels is None:
-                        activation = logit[neuron]
-                    else:
-                        activation = logit[region_pixels].sum()
-
-                # record X_j, M_j, a_j; the features come after the loop
-                activations.append(float(activation.detach()))
-                masks.append(predicted_mask(scores.detach(), class_index)[0].cpu().numpy())
-                picture = x.detach()[0].to("cpu", torch.float32, copy=True).numpy()
-                if record_images:
-                    images.append(picture)
-                elif functions:
-                    images.append(picture[:1])
-
-                if last:
-                    break
-                if tolerance is not None and j > 0:
-                    rise = activations[-1] - activations[-2]
-                    flat = rise < tolerance * max(1.0, abs(activations[-2]))
-                    flat_steps = flat_steps + 1 if flat else 0
-                    if flat_steps >= patience:
-                        stop_reason = "converged"
-                        break
-
-                gradient = _input_gradient(activation, x, value_range)
-                if gradient is None:
-                    stop_reason = "zero gradient"
-                    break
-                scale = gradient.abs().max() if normalise == "max" else gradient.abs().mean()
-                current = x.detach() + (step_size / scale) * gradient
-                if value_range is not None:
-                    current.clamp_(*value_range)
-                bar.update(1)
-    finally:
-        bar.close()
-
-    # Features are computed once the model passes are done: numpy work between torch calls
-    # runs next to torch's still-spinning worker threads and was 10x slower on 2 cores.
-    for picture, mask in zip(images if functions else [], masks):
-        for name, value in compute_features(picture[0], mask, functions).items():
-            curves[name].append(value)
-    if not record_images:
-        images = []
-    steps_taken = len(activations) - 1
-    feature_curves = {name: np.asarray(values, dtype=np.float64) for name, values in curves.items()}
-    return DreamPath(
-        activations=np.asarray(activations, dtype=np.float64),
-        masks=np.stack(masks),
-        images=np.stack(images) if record_images else None,
-        features=feature_curves,
-        normalised=None if reference is None else {
-            name: np.asarray(values, dtype=np.float64)
-            for name, values in reference.normalise(feature_curves).items()},
-        steps_taken=steps_taken,
-        stop_reason=stop_reason,
-        parameters={
-            "target": "neuron" if region_pixels is None else "region",
-            "neuron": None if neuron is None else list(neuron),
-            "region_pixels": None if region_pixels is None else int(region_pixels.sum()),
-            "class_index": class_index,
-            "steps": steps,
-            "step_size": step_size,
-            "gradient_normalisation": normalise,
-            "value_range": None if value_range is None else list(value_range),
-            "tolerance": tolerance,
-            "patience": patience,
-            "output": adapter.output,
-            "features": list(functions),
-        },
-        seconds=time.perf_counter() - started,
-    )
-
-
-def _check_inside(neuron, region_pixels, shape) -> None:
-    """The neuron (or region) against the scores' (1, K, H, W)."""
-    height, width = shape[-2:]
-    if region_pixels is not None:
-        if tuple(region_pixels.shape) != (height, width):
-            raise ValueError(f"region: expected the model output's size {(height, width)}, got "
-                             f"{tuple(region_pixels.shape)}")
-        return
-    y, x = neuron
-    if not (0 <= y < height and 0 <= x < width):
-        raise ValueError(f"neuron: expected (y, x) inside the model output's H x W = "
-                         f"{height} x {width} (output shape {tuple(shape)}), got {neuron}")
+# -- the ascent -------------------------------------------------------------------------------
 
 
 def _input_gradient(activation: torch.Tensor, x: torch.Tensor,
@@ -469,7 +397,221 @@ def _input_gradient(activation: torch.Tensor, x: torch.Tensor,
     return None if scale == 0 else gradient
 
 
+def _ascent_step(x: torch.Tensor, activation: torch.Tensor,
+                 settings: AscentSettings) -> torch.Tensor | None:
+    """``X_{j+1}`` from ``X_j = x`` (1, C, H, W): the projected gradient of ``activation``,
+    scaled by its largest or mean absolute value, times ``step_size``, added, then clamped to
+    ``value_range``. None when the gradient is zero."""
+    gradient = _input_gradient(activation, x, settings.value_range)
+    if gradient is None:
+        return None
+    magnitude = gradient.abs()
+    scale = magnitude.max() if settings.gradient_scaling == "max" else magnitude.mean()
+    stepped = x.detach() + (settings.step_size / scale) * gradient
+    if settings.value_range is not None:
+        stepped.clamp_(*settings.value_range)
+    return stepped
+
+
+def _climb(adapter: ModelAdapter, start: torch.Tensor, goal: _Goal, settings: AscentSettings,
+           recorder: _Recorder, bar) -> tuple[ResolvedTarget, str]:
+    """The ascent from ``start`` (1, C, H, W): forward, record, step, until ``settings.steps``
+    steps are made, the activation converged or the gradient vanished. Returns the resolved
+    target and the stop reason. The last image is forwarded without a gradient."""
+    current, target = start, None
+    for j in range(settings.steps + 1):
+        last = j == settings.steps
+        x = current.detach().requires_grad_(not last)
+        with torch.set_grad_enabled(not last):
+            scores = adapter.scores(x)
+            target = goal.resolve(scores) if target is None else target
+            activation = scores[0, target.class_index][target.pixels].sum()
+        recorder.record(x, scores, activation, target.class_index)
+        if last:
+            break
+        if settings.converged(recorder.activations):
+            return target, "converged"
+        current = _ascent_step(x, activation, settings)
+        if current is None:
+            return target, "zero gradient"
+        bar.update(1)
+    return target, "steps"
+
+
+# -- recording --------------------------------------------------------------------------------
+
+
+class _Recorder:
+    """What is kept at each step: ``a_j``, ``M_j`` and ``X_j`` (every channel with
+    ``images``, else the first channel only when ``features`` need it); the features are
+    computed by :meth:`path`, once the model passes are done."""
+
+    def __init__(self, images: bool, features: dict[str, Callable]):
+        self.keep_images = images
+        self.functions = features
+        self.activations: list[float] = []
+        self.masks: list[np.ndarray] = []
+        self.images: list[np.ndarray] = []
+
+    def record(self, x: torch.Tensor, scores: torch.Tensor, activation: torch.Tensor,
+               class_index: int) -> None:
+        self.activations.append(float(activation.detach()))
+        self.masks.append(predicted_mask(scores.detach(), class_index)[0].cpu().numpy())
+        if self.keep_images or self.functions:
+            channels = x.detach()[0] if self.keep_images else x.detach()[0, :1]
+            self.images.append(channels.to("cpu", torch.float32, copy=True).numpy())
+
+    def feature_curves(self) -> dict[str, np.ndarray]:
+        """``f_k(X_j, M_j)`` on the first channel, as float64 curves (n + 1,)."""
+        # Computed after the model passes: numpy work between torch calls runs next to torch's
+        # still-spinning worker threads and was 10x slower on 2 cores.
+        curves: dict[str, list[float]] = {name: [] for name in self.functions}
+        for picture, mask in zip(self.images if self.functions else [], self.masks):
+            for name, value in compute_features(picture[0], mask, self.functions).items():
+                curves[name].append(value)
+        return {name: np.asarray(values, dtype=np.float64) for name, values in curves.items()}
+
+    def path(self, target: ResolvedTarget, stop_reason: str, reference, parameters: dict,
+             started: float) -> DreamPath:
+        """The :class:`DreamPath` of what was recorded; ``parameters`` completed with the
+        target's class and pixels."""
+        curves = self.feature_curves()
+        region = target.pixels.cpu().numpy()
+        pixel = np.argwhere(region)[0].tolist() if region.sum() == 1 else None
+        return DreamPath(
+            activations=np.asarray(self.activations, dtype=np.float64),
+            masks=np.stack(self.masks),
+            images=np.stack(self.images) if self.keep_images else None,
+            features=curves,
+            zscores=None if reference is None else {
+                name: np.asarray(values, dtype=np.float64)
+                for name, values in reference.normalise(curves).items()},
+            steps_taken=len(self.activations) - 1,
+            stop_reason=stop_reason,
+            parameters={"class_index": target.class_index, "pixel": pixel,
+                        "region_pixels": int(region.sum()), **parameters,
+                        "features": list(self.functions)},
+            seconds=time.perf_counter() - started,
+            region=region,
+        )
+
+
+# -- the analysis -----------------------------------------------------------------------------
+
+
+def analyze(model: nn.Module, image, target=None, *, pixel=None,
+            steps: int = 100, step_size: float = 0.01, gradient_scaling: str = "max",
+            features=None, reference=None,
+            value_range=None, tolerance: float | None = None, patience: int = 5,
+            record_images: bool = True, progress: bool = True, output: str = "logits",
+            neuron=None, region=None, class_index: int | None = None,
+            normalise: str | None = None) -> DreamPath:
+    """DeepDream analysis (seed 004, section 2.2): climb the gradient of one class's logit at
+    a pixel (or summed over a region) from a start image and record the image, the predicted
+    mask and features at every step.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Any segmentation model the :class:`~interpret_segmentation.core.ModelAdapter`
+        understands (a tensor (B, H, W), (B, 1, H, W) or (B, C, H, W), a dict with 'out', or a
+        tuple whose first element is the output; smaller outputs are upsampled bilinearly to
+        the input size). It runs in eval mode with BatchNorm folded into the convolutions
+        (:func:`~interpret_segmentation.core.explanation_mode`) and is restored afterwards,
+        also after an error.
+    image : array or tensor (H, W), (C, H, W) or (1, C, H, W)
+        The start ``X_0``: an image without the object (or :func:`white_noise`).
+    target : None, int or Target, optional
+        What is maximised: the logit of class ``class_index`` summed over the output pixels of
+        ``region`` (:class:`~interpret_segmentation.core.Target`; an int is the class alone).
+        The class defaults to 1. Without a region the activation is the logit at ``pixel``,
+        by default the centre pixel ``(H // 2, W // 2)``: a dream starts from an image in
+        which the network sees no object, so the predicted segment (the region the
+        attribution methods default to) is empty. For a one-channel (sigmoid) model class 1
+        is the foreground (the logit is the channel's value, the mask ``p > 0.5``) and 0 the
+        background (the negated channel, mask ``p <= 0.5``); for C channels any class in
+        [0, C) (channel ``class_index``, mask where it is the arg-max). Models that output
+        probabilities are read through their log-odds or log probabilities, as
+        :meth:`ModelAdapter.scores`. The class is checked after the first forward pass.
+    pixel : pair of ints (y, x), optional
+        The one output pixel whose logit is maximised: shorthand for a target whose region
+        holds only ``(y, x)`` (``target=2, pixel=(y, x)`` is
+        ``Target(2, region=<mask of (y, x)>)``). Not with a target that has a region.
+    steps : int, default 100
+        Most gradient steps; the path holds ``steps_taken + 1`` entries, ``j = 0 .. n``.
+    step_size : float, default 0.01
+        ``alpha``: the largest change of any pixel in one step. The update is
+        ``X <- X + step_size * g / max(|g|)`` with ``g = d a / d X`` (maximum over all pixels
+        and channels). If ``g`` is all zero the path stops (``stop_reason`` "zero gradient").
+    gradient_scaling : {"max", "mean"}, default "max"
+        Divide ``g`` by its largest absolute value (the steepest pixel moves by
+        ``step_size``) or by its mean absolute value, classic DeepDream (the mean change per
+        pixel is ``step_size``; the pixels of one neuron's receptive field then move by up to
+        ``step_size * H * W / field size``, so choose a smaller ``step_size``). "mean" moves
+        a spiky gradient's many smaller entries further and grows fuller patterns.
+    features : None, sequence or dict, optional
+        Features ``f(image (H, W), mask (H, W) bool) -> float`` computed on the first channel
+        of each ``X_j`` and ``M_j`` (by
+        :func:`~interpret_segmentation.analysis.features.compute_features`, so user callables
+        get float64 and bool arrays): None for all default features, names and/or callables,
+        or a dict name -> callable (see
+        :func:`~interpret_segmentation.analysis.features.resolve_features`). An empty list or
+        dict: no features (activations, masks and images only).
+    reference : FeatureReference, optional
+        Statistics of the features on real objects (it must cover every feature); the curves
+        are then also given as z-scores against it (``DreamPath.zscores``).
+    value_range : pair (lo, hi), optional
+        Keep the image in this range (e.g. the data's intensity range): projected gradient
+        ascent, where a pixel at a bound whose gradient points out of the range does not
+        count (its gradient is set to 0 before scaling, so pinned pixels do not shrink the
+        step of the others), and every updated image is clamped to the range.
+    tolerance : float, optional
+        Stop early once the activation rose by less than ``tolerance * max(1, |a|)`` in each
+        of ``patience`` consecutive steps (``stop_reason`` "converged"). None: never.
+    patience : int, default 5
+    record_images : bool, default True
+        Keep every ``X_j`` (float32) in ``DreamPath.images``.
+    progress : bool, default True
+        tqdm bar over the steps on stderr.
+    output : {"logits", "probabilities", "auto"}, default "logits"
+        What the model returns (see :class:`ModelAdapter`). The analysis climbs a logit, so
+        the default reads the output as logits; a model that returns probabilities is read
+        through their log-odds with "probabilities". ("auto" guesses from the outputs on
+        ``X_0``, and a logit model whose outputs there all lie in [0, 1] would be taken for a
+        probability model; ``DreamPath.parameters["output"]`` says which reading was used.)
+    neuron, region, class_index, normalise
+        Deprecated (DeprecationWarning) names of ``pixel``, ``target=Target(class_index,
+        region)``, ``target=class_index`` and ``gradient_scaling``; each may not be given
+        together with what replaces it.
+
+    Returns
+    -------
+    DreamPath
+
+    Raises
+    ------
+    ValueError, TypeError
+        For invalid or conflicting arguments, naming the argument; also when the model's
+        gradient is not finite.
+    """
+    started = time.perf_counter()
+    adapter = ModelAdapter(model, output=output)
+    start = as_image_batch(image).to(adapter.device)
+    settings = AscentSettings(steps, step_size, _gradient_scaling(gradient_scaling, normalise),
+                              value_range, tolerance, patience)
+    goal = _goal(*_current_names(target, pixel, neuron, region, class_index),
+                 tuple(start.shape[-2:]))
+    recorder = _Recorder(record_images, _feature_functions(features, reference))
+    with tqdm(total=settings.steps, desc="deepdream", disable=not progress, file=sys.stderr,
+              leave=False) as bar, explanation_mode(model):
+        resolved, stop_reason = _climb(adapter, start, goal, settings, recorder, bar)
+    return recorder.path(resolved, stop_reason, reference,
+                         {**settings.to_dict(), "output": adapter.output}, started)
+
+
 # -- figures ----------------------------------------------------------------------------------
+# Built on matplotlib.figure.Figure, not pyplot: no backend is selected and no global figure
+# state is touched, so they work in any program (a GUI, a notebook, a server).
 
 
 def _shown_steps(count: int, columns: int) -> np.ndarray:
@@ -477,10 +619,15 @@ def _shown_steps(count: int, columns: int) -> np.ndarray:
     return np.unique(np.linspace(0, count - 1, min(columns, count)).round().astype(int))
 
 
+def _check_path(path) -> None:
+    if not isinstance(path, DreamPath):
+        raise TypeError(f"path: expected a DreamPath, got {type(path).__name__}")
+
+
 def plot_path(path: DreamPath, n_columns: int = 6, path_png=None, *, overwrite: bool = False):
     """The dream at evenly spaced steps (first row, first channel, one grey scale for all) and
-    the predicted masks below, each titled with its step; the neuron is marked with a red cross
-    (the region outlined) on the first image.
+    the predicted masks below, each titled with its step; on the first image the target pixel
+    is marked with a red cross, or the target region outlined in red.
 
     Parameters
     ----------
@@ -495,24 +642,28 @@ def plot_path(path: DreamPath, n_columns: int = 6, path_png=None, *, overwrite: 
     -------
     matplotlib.figure.Figure
     """
-    from ..analysis.figures import plt, save_figure
+    from matplotlib.figure import Figure
 
-    if not isinstance(path, DreamPath):
-        raise TypeError(f"path: expected a DreamPath, got {type(path).__name__}")
+    from ..analysis.figures import save_figure
+
+    _check_path(path)
     n_columns = check_positive(n_columns, "n_columns")
     shown = _shown_steps(len(path.activations), n_columns)
     rows = 1 if path.images is None else 2
-    figure, axes = plt.subplots(rows, len(shown), figsize=(2.2 * len(shown), 2.3 * rows),
-                                squeeze=False)
+    figure = Figure(figsize=(2.2 * len(shown), 2.3 * rows))
+    axes = figure.subplots(rows, len(shown), squeeze=False)
     if path.images is not None:
         pictures = path.images[shown, 0]
         low, high = float(pictures.min()), float(pictures.max())
         for axis, step, picture in zip(axes[0], shown, pictures):
             axis.imshow(picture, cmap="gray", vmin=low, vmax=high)
             axis.set_title(f"step {step}")
-        neuron = path.parameters.get("neuron")
-        if neuron is not None:
-            axes[0, 0].plot([neuron[1]], [neuron[0]], "r+", markersize=10, markeredgewidth=2)
+        pixel = path.parameters.get("pixel")
+        if pixel is not None:
+            axes[0, 0].plot([pixel[1]], [pixel[0]], "r+", markersize=10, markeredgewidth=2)
+        elif path.region is not None:
+            axes[0, 0].contour(path.region.astype(float), levels=[0.5], colors="red",
+                               linewidths=1.0)
     for axis, step in zip(axes[-1], shown):
         axis.imshow(path.masks[step], cmap="gray", vmin=0, vmax=1)
         axis.set_title(f"mask, step {step}")
@@ -524,50 +675,58 @@ def plot_path(path: DreamPath, n_columns: int = 6, path_png=None, *, overwrite: 
     return figure
 
 
-def plot_curves(path: DreamPath, names=None, normalised: bool = True, path_png=None, *,
-                overwrite: bool = False):
+def _curve_names(path: DreamPath, names) -> list[str]:
+    """``names`` (None: all, a str, or a sequence) checked against the path's features."""
+    if names is None:
+        return list(path.features)
+    names = [names] if isinstance(names, str) else list(names)
+    unknown = [name for name in names if name not in path.features]
+    if unknown:
+        raise ValueError(f"names: expected features of the path ({', '.join(path.features)}), "
+                         f"got unknown {unknown}")
+    return names
+
+
+def plot_curves(path: DreamPath, names=None, zscores: bool = True, path_png=None, *,
+                overwrite: bool = False, normalised: bool | None = None):
     """The activation and each feature against the step, one subplot each.
 
-    With ``normalised`` and a path computed with a reference, the features are drawn as
-    z-scores with a shaded band over [-1, 1]: within one standard deviation of real objects.
-    Otherwise the raw values are drawn.
+    With ``zscores`` and a path computed with a reference, the features are drawn as z-scores
+    with a shaded band over [-1, 1]: within one standard deviation of real objects. Otherwise
+    the raw values are drawn.
 
     Parameters
     ----------
     path : DreamPath
     names : str or sequence of str, optional
         Features to draw; default all of the path's features.
-    normalised : bool, default True
+    zscores : bool, default True
     path_png : str or Path, optional
         Also write the figure there as PNG (temporary file + rename; an existing file is refused
         unless ``overwrite``).
+    normalised : bool, optional
+        Deprecated name of ``zscores``.
 
     Returns
     -------
     matplotlib.figure.Figure
     """
-    from ..analysis.figures import plt, save_figure
+    from matplotlib.figure import Figure
 
-    if not isinstance(path, DreamPath):
-        raise TypeError(f"path: expected a DreamPath, got {type(path).__name__}")
-    if names is None:
-        names = list(path.features)
-    elif isinstance(names, str):
-        names = [names]
-    else:
-        names = list(names)
-    unknown = [name for name in names if name not in path.features]
-    if unknown:
-        raise ValueError(f"names: expected features of the path ({', '.join(path.features)}), "
-                         f"got unknown {unknown}")
-    scaled = bool(normalised) and path.normalised is not None
-    curves = path.normalised if scaled else path.features
+    from ..analysis.figures import save_figure
+
+    if normalised is not None:
+        _deprecated("plot_curves(normalised=...)", "plot_curves(zscores=...)", stacklevel=3)
+        zscores = normalised
+    _check_path(path)
+    names = _curve_names(path, names)
+    scaled = bool(zscores) and path.zscores is not None
+    curves = path.zscores if scaled else path.features
     count = 1 + len(names)
     columns = min(3, count)
     rows = math.ceil(count / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(4.0 * columns, 2.8 * rows),
-                                squeeze=False)
-    axes = axes.flat
+    figure = Figure(figsize=(4.0 * columns, 2.8 * rows), layout="tight")
+    axes = figure.subplots(rows, columns, squeeze=False).flat
     step_numbers = np.arange(len(path.activations))
     axes[0].plot(step_numbers, path.activations, color="black")
     axes[0].set_title("activation")
@@ -585,7 +744,6 @@ def plot_curves(path: DreamPath, names=None, normalised: bool = True, path_png=N
         axis.set_axis_off()
     if scaled and names:
         axes[1].legend(loc="best", fontsize="small")
-    figure.tight_layout()
     if path_png is not None:
         save_figure(figure, path_png, overwrite=overwrite)
     return figure

@@ -2,24 +2,24 @@
 
 The score explained is the sum of class ``l``'s logits over the target pixels. The feature maps
 ``A`` (K channels) of a chosen layer are weighted by the spatial mean of the score's gradient
-with respect to them, summed over channels and passed through ReLU:
+with respect to them and summed over channels; the paper then applies ReLU:
 
     map = ReLU(sum_k mean_uv(d score / d A_k[u, v]) * A_k)
 
-then upsampled bilinearly to the input size. Seed 001 uses it on the bottleneck layer as a
-baseline for MiSuRe, thresholded at 0.05 and 0.1 of the map's range.
+and the map is upsampled bilinearly to the input size. With ``relu=False`` the signed sum is
+kept: its negative part shows where the layer's features speak against the class. Seed 001
+uses Seg-Grad-CAM on the bottleneck layer as a baseline for MiSuRe, thresholded at 0.05 and 0.1
+of the map's range.
 """
 
 from __future__ import annotations
-
-import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core import Explainer, Explanation, ModelAdapter, as_image_batch
+from ..core import Explainer, Explanation, Item, ModelAdapter, as_image_batch
 from ..core.validate import check_finite
 from ..models.unet import UNet
 
@@ -83,6 +83,17 @@ def resolve_layer(model: nn.Module, layer) -> tuple[str, nn.Module]:
     raise TypeError(f"layer: expected a module, a dotted name or None, got {type(layer).__name__}")
 
 
+def weighted_feature_map(features: torch.Tensor, gradient: torch.Tensor,
+                         relu: bool = True) -> torch.Tensor:
+    """The Grad-CAM map of feature maps and their gradient, both (B, K, h, w): (B, 1, h, w).
+
+    ``sum_k mean_uv(gradient_k) * features_k``, through ReLU when ``relu`` (default True).
+    """
+    weights = gradient.mean(dim=(2, 3), keepdim=True)
+    layer_map = (weights * features).sum(1, keepdim=True)
+    return torch.relu(layer_map) if relu else layer_map
+
+
 class SegGradCAM(Explainer):
     """Seg-Grad-CAM through the common entry point.
 
@@ -94,27 +105,50 @@ class SegGradCAM(Explainer):
         None means ``model.bottleneck`` for the library's UNet (the deepest feature map, after
         the global-context path), and is an error for other models: see
         :func:`candidate_layers`.
+    relu : bool, default True
+        True: the paper's map, the ReLU of the weighted sum of feature maps (non-negative).
+        False: the signed sum, negative where the layer's features lower the score.
     output, device, progress
         As for every explainer; Seg-Grad-CAM runs one forward and one backward pass, on the
         model as built (it never folds BatchNorm).
 
-    The Explanation's ``saliency`` (H, W) is the raw map (non-negative, not normalised);
-    ``arrays["layer_map"]`` the map at the layer's resolution; ``info["layer"]`` the layer's
-    name and ``info["score"]`` the summed logit that was explained.
+    The Explanation's ``saliency`` (H, W) is the raw map (not normalised); ``arrays
+    ["layer_map"]`` the map at the layer's resolution; ``info["layer"]`` the layer's name,
+    ``info["score"]`` the summed logit that was explained, ``info["target_empty"]`` and
+    ``info["layer_shape"]``. ``parameters`` records the layer's name and ``relu``.
     """
 
     method = "gradcam"
 
-    def __init__(self, model, layer=None, **options):
+    def __init__(self, model, layer=None, relu: bool = True, **options):
         if options.pop("fold_batchnorm", False):
             raise ValueError("fold_batchnorm: Seg-Grad-CAM reads its layer's own output, which "
                              "folding would change; expected False, got True")
+        if not isinstance(relu, (bool, np.bool_)):
+            raise TypeError(f"relu: expected True or False, got {relu!r}")
         super().__init__(model, **options, fold_batchnorm=False)
         self.layer_name, self.layer = resolve_layer(model, layer)
+        self.relu = bool(relu)
 
-    def _explain(self, item) -> Explanation:
-        image, target = item.image, item.target
-        started = time.perf_counter()
+    def settings(self) -> dict:
+        """The method's parameters, as recorded in each Explanation."""
+        return {"layer": self.layer_name, "relu": self.relu}
+
+    def _explain(self, item: Item) -> Explanation:
+        features, gradient, score = self._features_and_gradient(item)
+        layer_map = weighted_feature_map(features, gradient, self.relu)
+        saliency = F.interpolate(layer_map, size=item.image.shape[-2:], mode="bilinear",
+                                 align_corners=False)
+        return self.explanation(
+            item, saliency[0, 0],
+            arrays={"layer_map": layer_map[0, 0].cpu().numpy().astype(np.float32)},
+            info={"layer": self.layer_name, "score": score,
+                  "target_empty": not bool(item.target.pixels.any()),
+                  "layer_shape": list(features.shape)})
+
+    def _features_and_gradient(self, item: Item) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """The layer's output (1, K, h, w), the score's gradient with respect to it (zero for
+        an empty target), both float32, and the score."""
         captured = {}
 
         def keep_output(module, inputs, output):
@@ -128,14 +162,14 @@ class SegGradCAM(Explainer):
         try:
             with torch.enable_grad():
                 # the input takes part in the graph, so frozen models work as well
-                scores = self.model.scores(image.detach().clone().requires_grad_(True),
+                scores = self.model.scores(item.image.detach().clone().requires_grad_(True),
                                            where="on the unperturbed image")
                 if "features" not in captured:
                     raise ValueError(f"layer: {self.layer_name!r} was not called by the model's "
                                      "forward pass")
                 features = captured["features"]
-                pixels = target.pixels.to(scores.device, scores.dtype)
-                score = (scores[0, target.class_index] * pixels).sum()
+                pixels = item.target.pixels.to(scores.device, scores.dtype)
+                score = (scores[0, item.target.class_index] * pixels).sum()
                 if pixels.any():
                     gradient, = torch.autograd.grad(score, features)
                 else:
@@ -147,18 +181,4 @@ class SegGradCAM(Explainer):
         check_finite(features, f"layer {self.layer_name!r} output")
         check_finite(gradient, f"Seg-Grad-CAM: the gradient of the score with respect to the "
                                f"output of layer {self.layer_name!r}")
-        weights = gradient.mean(dim=(2, 3), keepdim=True)
-        layer_map = torch.relu((weights * features).sum(1, keepdim=True))
-        saliency = F.interpolate(layer_map, size=image.shape[-2:], mode="bilinear",
-                                 align_corners=False)
-        return Explanation(
-            saliency=saliency[0, 0].cpu().numpy(),
-            method=self.method,
-            target_class=target.class_index,
-            parameters={"layer": self.layer_name},
-            timings={"total": time.perf_counter() - started},
-            arrays={"layer_map": layer_map[0, 0].cpu().numpy().astype(np.float32)},
-            info={"layer": self.layer_name, "score": float(score.detach()),
-                  "target_empty": not bool(target.pixels.any()),
-                  "layer_shape": list(features.shape)},
-        )
+        return features, gradient, float(score.detach())
