@@ -14,6 +14,7 @@ from interpret_segmentation.training import (
     segmentation_loss,
     train,
 )
+from interpret_segmentation.training.loop import _scheduler
 
 
 @pytest.mark.parametrize("size", [(32, 32), (37, 50), (5, 3)])
@@ -133,7 +134,9 @@ def test_load_default_model_reads_the_architecture_from_the_checkpoint(tmp_path,
     torch.manual_seed(0)
     model = UNet(**settings).eval()
     path = save_checkpoint(model, tmp_path / "unet.pth")
+    before = torch.get_rng_state()
     loaded = training.load_default_model(path)
+    assert torch.equal(torch.get_rng_state(), before)  # its initial weights drew from a copy
     expected = dict(in_channels=1, out_channels=1, global_context=True, norm="batch",
                     robust_context=False, decoder_context=False) | settings
     assert training.unet_architecture(torch.load(path, weights_only=True)) == expected
@@ -256,7 +259,7 @@ def test_train_stops_once_the_validation_target_is_held(tmp_path):
 def test_plateau_schedule_warms_up_holds_the_peak_then_decays():
     parameter = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.Adam([parameter], lr=0.5)
-    scheduler = training._scheduler(optimizer, "plateau", 100)
+    scheduler = _scheduler(optimizer, "plateau", 100)
     rates = []
     for _ in range(100):
         rates.append(optimizer.param_groups[0]["lr"])
@@ -345,3 +348,204 @@ def test_oversampling_weights_follow_the_right_hand_shape(tmp_path):
     assert weights == [2.0 if shape == "square" else 1.0 for shape in shapes]
     assert {1.0, 2.0} == set(weights)
     assert training.oversampling_weights(train_set, None) is None
+
+
+# ---------------------------------------------------------------------------------------------
+# randomness: no global generator touched, same seed same weights
+
+
+def _weights_and_rows(tmp_path, name, seed, model_seed=0, **kwargs):
+    with training.seeded(model_seed):
+        model = UNet(width=4, depth=2)
+    history = train(model, *_toy_sets(), epochs=1, lr=0.05, batch_size=4, seed=seed,
+                    results_path=tmp_path / f"{name}.txt", checkpoint_dir=tmp_path / name,
+                    progress=False, log=lambda line: None, **kwargs)
+    rows = [{k: v for k, v in row.items() if k not in ("seconds", "checkpoint")}
+            for row in history]
+    return model.state_dict(), rows
+
+
+@pytest.mark.parametrize("kwargs", [dict(augment=True),
+                                    dict(sample_weights=[1.0, 3.0] * 8, schedule="plateau")])
+def test_train_leaves_the_global_generator_alone_and_same_seed_gives_same_weights(tmp_path,
+                                                                                  kwargs):
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    first, first_rows = _weights_and_rows(tmp_path, "a", seed=5, **kwargs)
+    assert torch.equal(torch.get_rng_state(), before)  # neither reseeded nor drawn from
+    second, second_rows = _weights_and_rows(tmp_path, "b", seed=5, **kwargs)
+    assert torch.equal(torch.get_rng_state(), before)
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[key], second[key]) for key in first)  # bit for bit
+    assert first_rows == second_rows
+    other, _ = _weights_and_rows(tmp_path, "c", seed=6, **kwargs)
+    assert not all(torch.equal(first[key], other[key]) for key in first)
+
+
+def test_train_draws_from_a_seeded_global_stream_as_manual_seed_would(tmp_path):
+    """Dropout draws from the global generator: inside train() it is the stream that
+    torch.manual_seed(seed) starts (the stream the recipes were validated with), whatever the
+    caller's generator holds, and the caller's generator is untouched afterwards."""
+    from interpret_segmentation.models import VGG11
+
+    images = torch.rand(8, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    data = TensorDataset(images, torch.arange(8) % 2)
+    states = []
+    for caller_seed in (1, 2):
+        torch.manual_seed(caller_seed)
+        before = torch.get_rng_state()
+        with training.seeded(0):
+            model = VGG11(in_channels=1, width=2, head="128N", input_size=32, dropout=0.5)
+        train(model, data, data, epochs=1, lr=1e-3, batch_size=4, seed=3, task="classification",
+              results_path=tmp_path / f"{caller_seed}.txt", checkpoint_dir=tmp_path / "ck",
+              checkpoint_prefix=f"run{caller_seed}", progress=False, log=lambda line: None)
+        assert torch.equal(torch.get_rng_state(), before)
+        states.append(model.state_dict())
+    assert all(torch.equal(states[0][key], states[1][key]) for key in states[0])
+
+
+def test_seeded_draws_what_manual_seed_would_and_restores_the_caller_state():
+    torch.manual_seed(7)
+    before = torch.get_rng_state()
+    with training.seeded(3):
+        inside = torch.rand(5)
+        model = training.default_unet()
+    assert torch.equal(torch.get_rng_state(), before)
+    torch.manual_seed(3)
+    assert torch.equal(inside, torch.rand(5))
+    torch.manual_seed(3)
+    torch.rand(5)
+    reference = training.default_unet()
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                 reference.state_dict().values()))
+    torch.set_rng_state(before)
+    seeded_unet = training.default_unet(seed=3)
+    assert torch.equal(torch.get_rng_state(), before)
+    torch.manual_seed(3)
+    assert all(torch.equal(a, b) for a, b in zip(seeded_unet.state_dict().values(),
+                                                 training.default_unet().state_dict().values()))
+    with pytest.raises(ValueError, match="seed: expected an int"):
+        with training.seeded(1.5):
+            pass
+
+
+def test_evaluate_does_not_draw_from_the_global_generator():
+    torch.manual_seed(0)
+    model = UNet(width=4, depth=2).train()
+    before = torch.get_rng_state()
+    scores = evaluate(model, _toy_sets()[1])
+    assert torch.equal(torch.get_rng_state(), before)
+    assert model.training and scores["n"] == 8
+    assert 0.0 <= scores["dice"] <= 1.0
+
+
+# ---------------------------------------------------------------------------------------------
+# tasks
+
+
+class _MeanTask(training.Task):
+    """Regress an image's mean: MSE loss, scored by the fraction of images within 0.1."""
+
+    name = "mean"
+    main_score = "within"
+
+    def loss(self, outputs, targets):
+        return torch.nn.functional.mse_loss(outputs.view(-1), targets.view(-1))
+
+    def batch_results(self, outputs, targets):
+        return ((outputs.view(-1) - targets.view(-1)).abs() < 0.1).tolist()
+
+    def summarise(self, results):
+        hits = [hit for batch in results for hit in batch]
+        return {"within": sum(hits) / len(hits)}
+
+
+def test_a_task_of_ones_own_trains_scores_and_stops(tmp_path):
+    images = torch.rand(32, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    data = TensorDataset(images, images.mean(dim=(1, 2, 3)))
+    with training.seeded(0):
+        model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 1))
+    lines = []
+    history = train(model, data, data, epochs=40, lr=0.05, batch_size=8, task=_MeanTask(),
+                    results_path=tmp_path / "r.txt", checkpoint_dir=tmp_path, progress=False,
+                    log=lines.append, stop_at=1.0, hold=2, channels_last=False)
+    assert {"val_loss", "val_within"} <= history[-1].keys()
+    assert [row["val_within"] for row in history[-2:]] == [1.0, 1.0] and len(history) < 40
+    assert "val_within at least 1 for 2 epochs" in lines[-1]
+    # the scores agree with a plain loop over the items
+    scores = _MeanTask().score(model, data, batch_size=5)
+    with torch.no_grad():
+        errors = [float(model(x[None]).view(())) - float(y) for x, y in data]
+    assert scores["n"] == 32
+    assert scores["loss"] == pytest.approx(np.mean(np.square(errors)), rel=1e-5)
+    assert scores["within"] == np.mean(np.abs(errors) < 0.1)
+
+
+def test_segmentation_task_scores_by_hand():
+    """Two images of 2 x 2: a perfect prediction and one missing a pixel of two."""
+    logits = torch.tensor([[[[5.0, -5.0], [-5.0, 5.0]]], [[[5.0, -5.0], [-5.0, -5.0]]]])
+    segments = torch.tensor([[[[1.0, 0.0], [0.0, 1.0]]], [[[1.0, 0.0], [0.0, 1.0]]]])
+    task = training.SegmentationTask()
+    summary = task.summarise([task.batch_results(logits, segments)])
+    assert summary["dice"] == pytest.approx((1.0 + 2 / 3) / 2)
+    assert summary["hausdorff"] == pytest.approx((0.0 + 2 ** 0.5) / 2)
+    assert task.summed_loss(logits, segments) == pytest.approx(
+        2 * float(segmentation_loss(logits, segments)))
+    with pytest.raises(ValueError, match=r"model: expected one-channel segmentation logits"):
+        task.loss(torch.zeros(2, 2, 2, 2), segments)
+    with pytest.raises(ValueError, match=r"model: expected class logits \(B, K\)"):
+        training.ClassificationTask().loss(torch.zeros(2, 1, 2, 2), torch.tensor([0, 1]))
+
+
+def test_train_refuses_bad_arguments_before_writing_anything(tmp_path):
+    model = UNet(width=4, depth=2)
+    common = dict(epochs=1, lr=0.05, batch_size=4, results_path=tmp_path / "r.txt",
+                  checkpoint_dir=tmp_path / "ck", progress=False)
+    for bad, error, message in [
+        (dict(task="detection"), ValueError, "task: expected one of segmentation, classification"),
+        (dict(task=3), TypeError, "task: expected one of"),
+        (dict(augment="dihedral"), TypeError, "augment: expected a bool or a callable"),
+        (dict(seed=0.5), ValueError, "seed: expected an int"),
+        (dict(num_threads=0), ValueError, "num_threads: expected a positive int"),
+        (dict(checkpoint_prefix="a/b"), ValueError, "checkpoint_prefix: expected a plain file"),
+        (dict(lr=float("nan")), ValueError, "lr: expected a positive number"),
+        (dict(device="nonsense"), ValueError, "device: expected a torch device"),
+    ]:
+        with pytest.raises(error, match=message):
+            train(model, *_toy_sets(), **(common | bad))
+    assert not (tmp_path / "r.txt").exists() and not (tmp_path / "ck").exists()
+    with pytest.raises(ValueError, match="train_set: expected at least one sample"):
+        train(model, TensorDataset(torch.zeros(0, 1, 4, 4), torch.zeros(0, 1, 4, 4)),
+              _toy_sets()[1], **common)
+
+
+def test_train_leaves_the_model_in_eval_mode_and_the_threads_as_they_were_after_an_error(
+        tmp_path):
+    class Wrong(torch.nn.Module):  # two output channels: refused by the segmentation loss
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(1, 2, 1)
+
+        def forward(self, x):
+            return self.conv(x)
+
+    model = Wrong().train()
+    threads = torch.get_num_threads()
+    before = torch.get_rng_state()
+    with pytest.raises(ValueError, match="one-channel segmentation logits"):
+        train(model, *_toy_sets(), epochs=1, lr=0.05, batch_size=4, num_threads=1,
+              results_path=tmp_path / "r.txt", checkpoint_dir=tmp_path, progress=False)
+    assert not model.training and torch.get_num_threads() == threads
+    assert model.conv.weight.is_contiguous()
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_save_checkpoint_can_refuse_to_overwrite(tmp_path):
+    model = torch.nn.Linear(2, 1)
+    path = save_checkpoint(model, tmp_path / "m.pth", overwrite=False)
+    before = path.read_bytes()
+    with pytest.raises(FileExistsError):
+        save_checkpoint(torch.nn.Linear(2, 1), path, overwrite=False)
+    assert path.read_bytes() == before
+    save_checkpoint(torch.nn.Linear(2, 1), path)  # the default replaces it
+    assert path.read_bytes() != before
