@@ -159,7 +159,7 @@ def test_bad_input(tmp_path):
         generate_sample(0, 0, size=10)
     with pytest.raises(ValueError, match="index"):
         generate_sample(0, -1)
-    with pytest.raises(ValueError, match="n: expected at least 1"):
+    with pytest.raises(ValueError, match="^n: expected a positive int, got 0$"):
         generate_dataset(tmp_path / "x", n=0)
     with pytest.raises(FileNotFoundError, match="testnet generate"):
         TestnetDataset(tmp_path / "missing")
@@ -235,3 +235,85 @@ def test_read_image_refuses_what_is_no_image(tmp_path):
             read_image(tmp_path / name, name="photo")
     with pytest.raises(FileNotFoundError, match="photo: .*missing.png not found"):
         read_image(tmp_path / "missing.png", name="photo")
+
+
+def _global_random_states():
+    import random
+
+    numpy_state = np.random.get_state()
+    return (torch.get_rng_state(), numpy_state[0], numpy_state[1].copy(), numpy_state[2:],
+            random.getstate())
+
+
+def _same_states(a, b) -> bool:
+    return (torch.equal(a[0], b[0]) and a[1] == b[1] and np.array_equal(a[2], b[2])
+            and a[3] == b[3] and a[4] == b[4])
+
+
+def test_generators_leave_the_global_random_generators_alone(tmp_path):
+    """Every data set draws from its own numpy Generator: the global torch, numpy and Python
+    generators are neither reseeded nor advanced."""
+    import random
+
+    from interpret_segmentation.datasets import (
+        LesionDataset,
+        MarkingDataset,
+        defect_split,
+        generate_defect_dataset,
+        generate_defect_sample,
+        generate_lesion_sample,
+        generate_marking_sample,
+        generate_triangle_dataset,
+        generate_triangle_sample,
+        healthy_organ,
+        triangle_split,
+    )
+
+    torch.manual_seed(1234)
+    np.random.seed(1234)
+    random.seed(1234)
+    before = _global_random_states()
+    generate_sample(0, 1, size=48)
+    TestnetDataset(generate_dataset(tmp_path / "testnet", n=2, size=48, progress=False))[1]
+    split_indices(10, seed=3)
+    generate_triangle_sample(0, 1, size=96)
+    generate_triangle_dataset(tmp_path / "triangle", n=1, size=96, progress=False)
+    triangle_split(10)
+    generate_defect_sample(0, 1, size=64)
+    generate_defect_dataset(tmp_path / "defects", n=1, size=64, progress=False)
+    defect_split(10)
+    generate_marking_sample(0, 1, 0.5, size=32)
+    generate_lesion_sample(0, 1, size=32)
+    healthy_organ(0, size=32)
+    MarkingDataset(2, 0.5, size=32)[1]
+    LesionDataset(2, size=32)[1]
+    after = _global_random_states()
+    assert _same_states(before, after)
+    # and the check itself sees a draw from any of them
+    for draw in (lambda: torch.rand(1), lambda: np.random.rand(), lambda: random.random()):
+        draw()
+        assert not _same_states(after, _global_random_states())
+        after = _global_random_states()
+
+
+@pytest.mark.parametrize("generate", ["testnet", "triangle", "defects", "marking", "lesion"])
+def test_generators_take_numpy_ints_and_refuse_bools(generate):
+    from interpret_segmentation.datasets import (
+        generate_defect_sample,
+        generate_lesion_sample,
+        generate_marking_sample,
+        generate_triangle_sample,
+    )
+
+    make = {"testnet": lambda seed, index, size: generate_sample(seed, index, size),
+            "triangle": lambda seed, index, size: generate_triangle_sample(seed, index, size + 48),
+            "defects": lambda seed, index, size: generate_defect_sample(seed, index, size + 16),
+            "marking": lambda seed, index, size: generate_marking_sample(seed, index, 0.5, size),
+            "lesion": lambda seed, index, size: generate_lesion_sample(seed, index, size)}[generate]
+    plain = make(3, 1, 48)
+    numpy = make(np.int64(3), np.uint8(1), np.int32(48))
+    assert np.array_equal(plain.image, numpy.image) and plain.meta == numpy.meta
+    for arguments, name in (((True, 1, 48), "seed"), ((3, False, 48), "index"),
+                            ((3, 1, 48.0), "size")):
+        with pytest.raises(TypeError, match=f"^{name}: expected (a non-negative int|an int >= \\d+), got"):
+            make(*arguments)

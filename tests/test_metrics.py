@@ -31,9 +31,9 @@ def test_perturbation_ratio_by_hand():
     kept[0:2, 0:2] = 0.3  # 4 non-zero pixels, values do not matter
     kept[5, 5] = 1.0
     assert perturbation_ratio(kept, prediction) == pytest.approx(5 / 8)
-    with pytest.raises(ValueError, match="prediction: empty"):
+    with pytest.raises(ValueError, match="prediction: expected a predicted object"):
         perturbation_ratio(kept, np.zeros((6, 6)))
-    with pytest.raises(ValueError, match="shapes differ"):
+    with pytest.raises(ValueError, match=r"prediction: expected the shape of kept \(6, 6\), got \(5, 6\)"):
         perturbation_ratio(kept, np.zeros((5, 6)))
 
 
@@ -78,12 +78,14 @@ def test_dice_of_hand_masks():
 
 def test_explanation_scores_per_paper_threshold_and_for_misure():
     from interpret_segmentation import RISE
+    from interpret_segmentation.analysis.faithfulness import explanation_scores
     from interpret_segmentation.methods.misure import MiSuRe
-    from interpret_segmentation.studies.evaluation import explanation_scores
+    from interpret_segmentation.methods.registry import get
 
     model, image = PatchModel(), patch_image()
     rise = RISE(model, n_masks=40, s=6, progress=False).explain(image)
-    scores = explanation_scores(model, image, rise)
+    assert explanation_scores(model, image, rise) == {}  # no thresholds, nothing to score
+    scores = explanation_scores(model, image, rise, get("rise").thresholds)
     assert set(scores) == {"0.2", "0.4"}
     for threshold, values in scores.items():
         kept = binarize(rise.saliency, float(threshold))
@@ -93,8 +95,24 @@ def test_explanation_scores_per_paper_threshold_and_for_misure():
     assert explanation_scores(model, image, misure) == {"msr": {
         "dice_explained": misure.info["dice_explained"],
         "perturbation_ratio": misure.info["perturbation_ratio"]}}
+    assert explanation_scores(model, image, misure, (0.2,)) == explanation_scores(
+        model, image, misure)  # a method's own scores win over thresholds
     dark = RISE(model, n_masks=4, s=4, progress=False).explain(torch.zeros(1, 48, 48))
-    assert explanation_scores(model, torch.zeros(1, 48, 48), dark) == {}
+    assert explanation_scores(model, torch.zeros(1, 48, 48), dark, (0.2, 0.4)) == {}
+    with pytest.raises(ValueError, match=r"thresholds\[1\]: expected a number in \[0, 1\)"):
+        explanation_scores(model, image, rise, (0.2, 1.0))
+
+
+def test_context_map_is_the_named_array_when_there_is_one():
+    from interpret_segmentation import Explanation
+    from interpret_segmentation.analysis.faithfulness import context_map
+
+    saliency, circles = np.zeros((3, 4), np.float32), np.ones((3, 4), np.float32)
+    explanation = Explanation(saliency=saliency, method="toy", target_class=1,
+                              arrays={"circles": circles})
+    assert context_map(explanation, "circles") is circles
+    assert context_map(explanation) is explanation.saliency
+    assert context_map(explanation, "absent") is explanation.saliency
 
 
 def _metric(name, model, class_index):
@@ -108,8 +126,8 @@ def _metric(name, model, class_index):
 @pytest.mark.parametrize("metric", ["dice_explained", "deletion_insertion"])
 @pytest.mark.parametrize("class_index", [9, 2, -1, -2, np.int64(5)])
 def test_every_metric_refuses_a_class_index_out_of_range_or_negative(metric, class_index):
-    with pytest.raises(IndexError, match=rf"class_index: class index {class_index} is outside "
-                                         r"the model's classes 0\.\.1"):
+    with pytest.raises(IndexError, match=rf"class_index: expected a class index in 0\.\.1 "
+                                         rf"\(the model's classes\), got {class_index}"):
         _metric(metric, PatchModel(), class_index)
 
 

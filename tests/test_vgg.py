@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -61,8 +62,26 @@ def test_parameter_groups_cover_every_parameter_once_with_the_papers_rates():
     ({"dropout": 1.0}, "dropout"),
 ])
 def test_bad_arguments_name_the_argument(kwargs, name):
-    with pytest.raises(ValueError, match=name):
+    with pytest.raises(ValueError, match=f"^{name}"):
         VGG11(**kwargs)
+
+
+def test_numpy_ints_are_ints_and_bools_are_not():
+    """The models take the library's one meaning of an int (core.validate)."""
+    from interpret_segmentation.models.unet import UNet
+
+    vgg = VGG11(in_channels=np.int64(1), width=np.int32(2), input_size=np.int64(32),
+                hidden=np.int64(4), dropout=np.float32(0.25))
+    assert vgg.input_size == (32, 32) and type(vgg.input_size[0]) is int
+    unet = UNet(in_channels=np.int64(1), width=np.int64(2), depth=np.int64(2))
+    assert type(unet.width) is int and unet(torch.zeros(1, 1, 8, 8)).shape == (1, 1, 8, 8)
+    for build, name in ((lambda: VGG11(width=True), "width"), (lambda: UNet(depth=True), "depth"),
+                        (lambda: VGG11(dropout=True), "dropout"),
+                        (lambda: VGG11(input_size=(32, True)), r"input_size\[1\]")):
+        with pytest.raises(TypeError, match=f"^{name}: expected .*, got True$"):
+            build()
+    with pytest.raises(ValueError, match="^norm: expected one of batch, group, none, got 'layer'$"):
+        UNet(norm="layer")
 
 
 def test_bad_parameter_group_arguments():

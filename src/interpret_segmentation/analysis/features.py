@@ -48,6 +48,8 @@ import torch
 from scipy.spatial import ConvexHull
 from tqdm.auto import tqdm
 
+from ..core.validate import as_array, check_int, check_number
+
 __all__ = [
     "FEATURES",
     "SHAPE_FEATURES",
@@ -76,64 +78,18 @@ FeatureFunction = Callable[[Any, Any], float]
 # ---------------------------------------------------------------------------------------
 
 
-def _to_2d(array, name: str) -> np.ndarray:
-    """``array`` (numpy, torch or array-like) as a numeric 2-D numpy array."""
-    if isinstance(array, torch.Tensor):
-        array = array.detach().cpu()
-        if array.dtype in (torch.bfloat16, torch.float16):
-            array = array.float()
-        array = array.numpy()
-    array = np.asarray(array)
-    if array.dtype.kind not in "biuf":
-        raise TypeError(
-            f"{name}: expected a real numeric or boolean array, got dtype {array.dtype}"
-        )
-    if array.ndim == 3 and array.shape[0] == 1:
-        array = array[0]
-    if array.ndim != 2:
-        raise ValueError(
-            f"{name}: expected a 2-D array (H, W) or a single channel (1, H, W), "
-            f"got shape {tuple(array.shape)}"
-        )
-    return array
+_SHAPES = "a 2-D array (H, W) or a single channel (1, H, W)"
 
 
 def _prepare(image, mask) -> tuple[np.ndarray, np.ndarray]:
     """Validate ``image`` and ``mask``; return them as float64 (H, W) and bool (H, W)."""
-    image = _to_2d(image, "image")
-    mask = _to_2d(mask, "mask")
+    image = as_array(image, "image", ndim=2, squeeze=1, expected=_SHAPES, finite=True)
+    mask = as_array(mask, "mask", ndim=2, squeeze=1, expected=_SHAPES, finite=True)
     if mask.shape != image.shape:
         raise ValueError(
             f"mask: expected the image's shape {tuple(image.shape)}, got {tuple(mask.shape)}"
         )
-    image = image.astype(np.float64, copy=False)
-    finite = np.isfinite(image)
-    if not finite.all():
-        raise ValueError(
-            f"image: expected finite values, got {int(image.size - finite.sum())} "
-            "NaN or infinite value(s)"
-        )
-    if mask.dtype != bool:
-        if mask.dtype.kind == "f" and not np.isfinite(mask).all():
-            raise ValueError("mask: expected finite values (non-zero = inside), got NaN or inf")
-        mask = mask != 0
-    return image, mask
-
-
-def _check_levels(levels) -> int:
-    if isinstance(levels, bool) or not isinstance(levels, (int, np.integer)):
-        raise TypeError(f"levels: expected an int >= 2, got {type(levels).__name__}")
-    if levels < 2:
-        raise ValueError(f"levels: expected an int >= 2, got {levels}")
-    return int(levels)
-
-
-def _check_alpha(alpha) -> float:
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.integer, np.floating)):
-        raise TypeError(f"alpha: expected a number >= 0, got {type(alpha).__name__}")
-    if not alpha >= 0:  # also rejects NaN
-        raise ValueError(f"alpha: expected a number >= 0, got {alpha}")
-    return float(alpha)
+    return image.astype(np.float64, copy=False), mask if mask.dtype == bool else mask != 0
 
 
 def _crop(image: np.ndarray, mask: np.ndarray, pad: int = 0):
@@ -169,7 +125,7 @@ def _grey_levels(image: np.ndarray, mask: np.ndarray, levels: int, pad: int = 1)
     if cropped is None:
         return None
     image, mask = cropped
-    # int16 holds every level count _check_levels allows and keeps the shifted-array work small
+    # int16 holds every level count below 2**15 and keeps the shifted-array work small
     grey = np.full(mask.shape, -1, dtype=np.int16 if levels <= 2**15 else np.intp)
     grey[mask] = _quantise(image[mask], levels)
     return grey, mask
@@ -525,7 +481,7 @@ def glcm_contrast(image, mask, levels: int = DEFAULT_LEVELS) -> float:
     For a symmetric matrix the contrast equals the mean of ``(i - j) ** 2`` over the pairs,
     which is how it is computed (no matrix is built).
     """
-    return _glcm_contrast(*_prepare(image, mask), levels=_check_levels(levels))
+    return _glcm_contrast(*_prepare(image, mask), levels=check_int(levels, "levels", minimum=2))
 
 
 def intensity_entropy(image, mask, levels: int = DEFAULT_LEVELS) -> float:
@@ -551,7 +507,7 @@ def intensity_entropy(image, mask, levels: int = DEFAULT_LEVELS) -> float:
     ValueError, TypeError
         As :func:`glcm_contrast`.
     """
-    return _intensity_entropy(*_prepare(image, mask), levels=_check_levels(levels))
+    return _intensity_entropy(*_prepare(image, mask), levels=check_int(levels, "levels", minimum=2))
 
 
 def large_dependence_emphasis(
@@ -590,9 +546,9 @@ def large_dependence_emphasis(
     neighbours that are inside the mask and dependent on it. Computed as the mean of
     ``j ** 2`` over the pixels; no matrix is built.
     """
-    return _large_dependence_emphasis(
-        *_prepare(image, mask), levels=_check_levels(levels), alpha=_check_alpha(alpha)
-    )
+    return _large_dependence_emphasis(*_prepare(image, mask),
+                                      levels=check_int(levels, "levels", minimum=2),
+                                      alpha=check_number(alpha, "alpha", 0))
 
 
 def area(image, mask) -> float:

@@ -12,20 +12,26 @@ import torch
 from scipy import ndimage
 
 from ..core.explanation import normalize_map  # noqa: F401  (one normaliser; metrics users import it here)
+from ..core.model import ModelAdapter, as_image_batch, predicted_mask
+from ..core.perturb import Perturbations
+from ..core.validate import as_array, check_class_index, check_positive
 
 
 def _as_numpy(array, name: str) -> np.ndarray:
-    """A numpy or torch map as a 2-D numpy array (ValueError naming ``name`` otherwise)."""
-    if isinstance(array, torch.Tensor):
-        array = array.detach().cpu().numpy()
-    array = np.asarray(array)
-    if array.ndim != 2:
-        raise ValueError(f"{name}: expected a 2-D map (H, W), got shape {array.shape}")
-    return array
+    """A numpy or torch map (H, W) as a numpy array (ValueError naming ``name`` otherwise)."""
+    return as_array(array, name, ndim=2, expected="a 2-D map (H, W)")
 
 
 def _as_bool_numpy(mask, name: str) -> np.ndarray:
     return _as_numpy(mask, name) != 0
+
+
+def _check_same_shape(first: np.ndarray, second: np.ndarray, names: str) -> None:
+    """ValueError unless the arrays named ``names`` ("a and b") have one shape."""
+    if first.shape != second.shape:
+        name, other = names.split(" and ")
+        raise ValueError(f"{other}: expected the shape of {name} {first.shape}, got "
+                         f"{second.shape}")
 
 
 def dice(prediction, reference, empty_value: float = 1.0) -> float:
@@ -33,12 +39,9 @@ def dice(prediction, reference, empty_value: float = 1.0) -> float:
 
     ``empty_value`` (default 1.0) is returned when both masks are empty.
     """
-    a = np.asarray(prediction.detach().cpu() if isinstance(prediction, torch.Tensor)
-                   else prediction) != 0
-    b = np.asarray(reference.detach().cpu() if isinstance(reference, torch.Tensor)
-                   else reference) != 0
-    if a.shape != b.shape:
-        raise ValueError(f"prediction and reference: shapes differ, {a.shape} vs {b.shape}")
+    a = as_array(prediction, "prediction") != 0
+    b = as_array(reference, "reference") != 0
+    _check_same_shape(a, b, "prediction and reference")
     total = a.sum() + b.sum()
     if total == 0:
         return float(empty_value)
@@ -73,8 +76,7 @@ def hausdorff_distance(a, b) -> float:
     """
     a = _as_bool_numpy(a, "a")
     b = _as_bool_numpy(b, "b")
-    if a.shape != b.shape:
-        raise ValueError(f"a and b: shapes differ, {a.shape} vs {b.shape}")
+    _check_same_shape(a, b, "a and b")
     return HausdorffToReference(b).distance(a)
 
 
@@ -122,8 +124,7 @@ def iou_precision_recall(prediction, reference) -> dict:
     """Intersection over union, precision and recall of a binary prediction (empty -> 1.0)."""
     a = _as_bool_numpy(prediction, "prediction")
     b = _as_bool_numpy(reference, "reference")
-    if a.shape != b.shape:
-        raise ValueError(f"prediction and reference: shapes differ, {a.shape} vs {b.shape}")
+    _check_same_shape(a, b, "prediction and reference")
     tp = float(np.logical_and(a, b).sum())
     union = float(np.logical_or(a, b).sum())
     return {
@@ -176,8 +177,9 @@ def context_ratio(saliency, context, background) -> float:
     normalized = normalize_map(saliency)
     context = _as_bool_numpy(context, "context")
     background = _as_bool_numpy(background, "background")
-    if not context.any() or not background.any():
-        raise ValueError("context and background: both masks need at least one pixel")
+    for name, mask in (("context", context), ("background", background)):
+        if not mask.any():
+            raise ValueError(f"{name}: expected a mask of at least one pixel, got an empty one")
     inside, outside = normalized[context].mean(), normalized[background].mean()
     if outside == 0:
         return math.inf if inside > 0 else 0.0
@@ -192,9 +194,6 @@ def context_hit(saliency, context, background, factor: float = 2.0) -> bool:
 
 # ---------------------------------------------------------------------------------------------
 # evaluating saliency maps (seed 001, sections 2.3 and 3.4)
-
-PAPER_THRESHOLDS = {"rise": (0.2, 0.4), "gradcam": (0.05, 0.1)}
-"""Thresholds seed 001 applies to maps normalised to [0, 1] before computing its metrics."""
 
 
 def binarize(saliency, threshold: float) -> np.ndarray:
@@ -217,10 +216,10 @@ def perturbation_ratio(kept, prediction) -> float:
     """
     kept = _as_numpy(kept, "kept")
     prediction = _as_bool_numpy(prediction, "prediction")
-    if kept.shape != prediction.shape:
-        raise ValueError(f"kept and prediction: shapes differ, {kept.shape} vs {prediction.shape}")
+    _check_same_shape(kept, prediction, "kept and prediction")
     if not prediction.any():
-        raise ValueError("prediction: empty; the perturbation ratio needs a predicted object")
+        raise ValueError("prediction: expected a predicted object (the ratio is per pixel of "
+                         "it), got an empty mask")
     return float(np.count_nonzero(kept) / prediction.sum())
 
 
@@ -240,9 +239,6 @@ def dice_explained(model, image, kept, class_index: int = 1) -> float:
     :class:`~interpret_segmentation.core.ClassIndexError` (an IndexError) for a class index
     out of range.
     """
-    from ..core.model import ModelAdapter, as_image_batch, predicted_mask
-    from ..core.validate import check_class_index
-
     adapter = model if isinstance(model, ModelAdapter) else ModelAdapter(model)
     batch = as_image_batch(image).to(adapter.device)
     kept = torch.as_tensor(_as_numpy(kept, "kept"), dtype=torch.float32, device=adapter.device)
@@ -278,11 +274,7 @@ def deletion_insertion(model, image, saliency, class_index: int = 1, steps: int 
     ClassIndexError
         (an IndexError) when ``class_index`` is negative or not one of the model's classes.
     """
-    from ..core.model import ModelAdapter, as_image_batch, predicted_mask
-    from ..core.perturb import Perturbations
-    from ..core.validate import check_class_index, check_positive
-
-    check_positive(steps, "steps")
+    steps = check_positive(steps, "steps")
     adapter = model if isinstance(model, ModelAdapter) else ModelAdapter(model)
     batch = as_image_batch(image).to(adapter.device)
     height, width = batch.shape[-2:]

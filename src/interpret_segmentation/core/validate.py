@@ -1,7 +1,16 @@
 """Argument checks shared by the whole library, with one wording: ``name: expected ..., got ...``.
 
-Numbers may be Python or numpy ints and floats alike; bools, NaN and inf are refused wherever
-a number is expected.
+One meaning everywhere:
+
+* an int is a Python int or a numpy integer, never a bool;
+* a number is an int or a Python or numpy float, never a bool, and NaN and inf are refused;
+* an argument of the wrong type raises :class:`ArgumentTypeError` (a TypeError that is also a
+  ValueError, so one ``except ValueError`` catches every refused argument); a value of the
+  right type that is out of range raises ValueError.
+
+The checks of what the machine or a model gives rather than of an argument's value
+(:func:`check_finite`, :func:`check_device`, :func:`check_writable`) say what was found
+instead: ``model output in batch 2: 3 of 18 values are NaN or inf``.
 """
 
 from __future__ import annotations
@@ -12,6 +21,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+
+class ArgumentTypeError(TypeError, ValueError):
+    """An argument of the wrong type (a string where an int belongs, a bool for a number).
+
+    Both a TypeError (what Python raises for a wrong type) and a ValueError (a refused
+    argument, which the command line reports in one line), as numpy's ``AxisError`` is.
+    """
 
 
 class ClassIndexError(IndexError, ValueError):
@@ -33,15 +50,51 @@ def is_number(value) -> bool:
             and not isinstance(value, (bool, np.bool_)))
 
 
-def check_int(value, name: str, minimum: int | None = None) -> int:
-    """``value`` as an int after checking it is one (and at least ``minimum``).
+def shown(value) -> str:
+    """``value`` as an error message shows what came: its repr (a numpy scalar as the Python
+    value it holds), or what it is when that is long."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    text = repr(value)
+    if len(text) <= 60:
+        return text
+    if is_int(value):
+        return f"an int of {len(str(abs(value)))} digits"
+    kind = "array" if isinstance(value, np.ndarray) else type(value).__name__
+    shape = getattr(value, "shape", None)
+    return (f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}"
+            + (f" of shape {tuple(shape)}" if shape is not None else ""))
 
-    Raises ValueError naming ``name``, what was expected and what came.
+
+def _refused(name: str, expected: str, value, wrong_type: bool) -> ValueError:
+    error = ArgumentTypeError if wrong_type else ValueError
+    return error(f"{name}: expected {expected}, got {shown(value)}")
+
+
+def _int_range(minimum, maximum) -> str:
+    if minimum is not None and maximum is not None:
+        return f"an int in [{minimum}, {maximum}]"
+    if maximum is not None:
+        return f"an int <= {maximum}"
+    return {None: "an int", 0: "a non-negative int", 1: "a positive int"}.get(
+        minimum, f"an int >= {minimum}")
+
+
+def check_int(value, name: str, minimum: int | None = None, maximum: int | None = None) -> int:
+    """``value`` as an int after checking it is one, within ``[minimum, maximum]`` if given.
+
+    Raises
+    ------
+    ArgumentTypeError
+        (a TypeError and a ValueError) when ``value`` is no int (a bool, a float, a string).
+    ValueError
+        When it is outside the bounds, e.g. ``n: expected a positive int, got 0``.
     """
-    if not is_int(value) or (minimum is not None and value < minimum):
-        wanted = ("an int" if minimum is None else "a positive int" if minimum == 1
-                  else f"an int >= {minimum}")
-        raise ValueError(f"{name}: expected {wanted}, got {value!r}")
+    expected = _int_range(minimum, maximum)
+    if not is_int(value):
+        raise _refused(name, expected, value, wrong_type=True)
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise _refused(name, expected, value, wrong_type=False)
     return int(value)
 
 
@@ -61,41 +114,132 @@ def check_number(value, name: str, low=None, high=None, *, open_low: bool = Fals
                  open_high: bool = False) -> float:
     """``value`` as a float after checking it is a finite number within the bounds given.
 
-    ``low`` and ``high`` are inclusive unless ``open_low`` / ``open_high``. Raises ValueError
-    naming ``name``, e.g. ``tau: expected a number in (0, 1], got nan``.
+    ``low`` and ``high`` are inclusive unless ``open_low`` / ``open_high``.
+
+    Raises
+    ------
+    ArgumentTypeError
+        (a TypeError and a ValueError) when ``value`` is no number (a bool, a string, a
+        tensor).
+    ValueError
+        For NaN, inf or a value outside the bounds, e.g.
+        ``tau: expected a number in (0, 1], got nan``.
     """
-    ok = is_number(value) and math.isfinite(value)
+    expected = _interval(low, high, open_low, open_high)
+    if not is_number(value):
+        raise _refused(name, expected, value, wrong_type=True)
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond the float range
+        number = math.inf
+    ok = math.isfinite(number)
     if ok and low is not None:
-        ok = value > low if open_low else value >= low
+        ok = number > low if open_low else number >= low
     if ok and high is not None:
-        ok = value < high if open_high else value <= high
+        ok = number < high if open_high else number <= high
     if not ok:
-        raise ValueError(f"{name}: expected {_interval(low, high, open_low, open_high)}, "
-                         f"got {value!r}")
-    return float(value)
+        raise _refused(name, expected, value, wrong_type=False)
+    return number
 
 
 def check_positive(value, name: str, kind=int):
     """``value`` as ``kind`` (int or float) after checking it is a positive finite number of
-    that kind; otherwise a ValueError naming ``name``, what was expected and what came."""
+    that kind (:func:`check_int` with minimum 1, or :func:`check_number` above 0)."""
     if kind is int:
         return check_int(value, name, minimum=1)
     return check_number(value, name, 0, open_low=True)
 
 
+def check_bool(value, name: str, allow_none: bool = False) -> bool | None:
+    """``value`` as a bool after checking it is a Python or numpy bool (or None when
+    ``allow_none``); 0 and 1 are refused (ArgumentTypeError naming ``name``)."""
+    if allow_none and value is None:
+        return None
+    if not isinstance(value, (bool, np.bool_)):
+        raise _refused(name, "True or False" + (" or None" if allow_none else ""), value,
+                       wrong_type=True)
+    return bool(value)
+
+
+def as_array(value, name: str, *, ndim: int | None = None, squeeze: int = 0,
+             expected: str | None = None, finite: bool = False) -> np.ndarray:
+    """``value`` (numpy array, torch tensor or nested sequences) as a numpy array, checked.
+
+    Parameters
+    ----------
+    value : array-like or torch.Tensor
+        Tensors are detached and copied to the CPU (half precision becomes float32).
+    name : str
+        The argument, as messages name it.
+    ndim : int, optional
+        Dimensions required, after dropping up to ``squeeze`` leading axes of length 1.
+    squeeze : int, default 0
+        How many leading axes of length 1 may be dropped to reach ``ndim``: 1 takes a single
+        channel (1, H, W) for a map (H, W).
+    expected : str, optional
+        What the message says was expected for a wrong shape, e.g. "a 2-D map (H, W)";
+        default "a {ndim}-D array".
+    finite : bool, default False
+        Refuse NaN and inf.
+
+    Returns
+    -------
+    numpy.ndarray of the value's own dtype (bool, int or float; no copy when it is one).
+
+    Raises
+    ------
+    ArgumentTypeError
+        (a TypeError and a ValueError) for anything that is no array of real numbers or bools
+        (complex, strings, objects, ragged lists).
+    ValueError
+        For the wrong number of dimensions, and for NaN or inf when ``finite``.
+    """
+    array = value
+    if isinstance(array, torch.Tensor):
+        array = array.detach().cpu()
+        if array.dtype in (torch.float16, torch.bfloat16):
+            array = array.float()
+        array = array.numpy()
+    try:
+        array = np.asarray(array)
+    except (TypeError, ValueError):  # a ragged list, say
+        raise _refused(name, "an array", value, wrong_type=True) from None
+    if array.dtype.kind not in "biuf":
+        raise ArgumentTypeError(f"{name}: expected an array of real numbers or bools, got "
+                                f"dtype {array.dtype}")
+    if ndim is not None:
+        dropped = 0
+        while array.ndim > ndim and dropped < squeeze and array.shape[0] == 1:
+            array, dropped = array[0], dropped + 1
+        if array.ndim != ndim:
+            raise ValueError(f"{name}: expected {expected or f'a {ndim}-D array'}, got shape "
+                             f"{tuple(np.shape(value))}")
+    if finite and array.dtype.kind == "f":
+        bad = int(array.size - np.isfinite(array).sum())
+        if bad:
+            raise ValueError(f"{name}: expected finite values, got {bad} NaN or inf of "
+                             f"{array.size}")
+    return array
+
+
 def check_class_index(class_index, classes: int, name: str = "class_index") -> int:
     """``class_index`` as an int after checking it is one of the model's ``classes`` classes.
 
-    Negative indices are refused, not counted from the end. Raises TypeError for a non-int
-    and :class:`ClassIndexError` (an IndexError and a ValueError) for an index out of range.
+    Negative indices are refused, not counted from the end.
+
+    Raises
+    ------
+    ArgumentTypeError
+        (a TypeError and a ValueError) for a non-int.
+    ClassIndexError
+        (an IndexError and a ValueError) for an index out of range.
     """
     if not is_int(class_index):
-        raise TypeError(f"{name}: expected an int class index, got "
-                        f"{type(class_index).__name__} {class_index!r}")
+        raise _refused(name, "an int class index", class_index, wrong_type=True)
     if not 0 <= class_index < classes:
-        hint = " (negative indices are not counted from the end)" if class_index < 0 else ""
-        raise ClassIndexError(f"{name}: class index {class_index} is outside the model's "
-                              f"classes 0..{classes - 1}{hint}")
+        hint = "; negative indices are not counted from the end" if class_index < 0 else ""
+        raise ClassIndexError(f"{name}: expected a class index in 0..{classes - 1} (the "
+                              f"model's classes), got {class_index}{hint}")
     return int(class_index)
 
 
@@ -146,3 +290,37 @@ def check_writable(path, name: str = "--out") -> Path:
         raise ValueError(f"{name}: {existing} is not writable (read-only directory or file "
                          "system); choose another directory")
     return path
+
+
+def check_choice(value, name: str, choices) -> str:
+    """``value`` after checking it is one of ``choices`` (strings; any iterable of them).
+
+    Raises ValueError naming ``name``, e.g. ``schedule: expected one of one-cycle, plateau,
+    got 'cosine'``.
+    """
+    choices = tuple(choices)
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name}: expected one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def check_weights(values, name: str, count: int) -> torch.Tensor:
+    """``values`` as a float64 tensor (count,) after checking they are ``count`` finite,
+    non-negative weights, not all zero (sampling or averaging weights).
+
+    Raises ValueError naming ``name``, what was expected and what came.
+    """
+    expected = f"{name}: expected {count} finite non-negative weights, not all zero, got"
+    try:
+        weights = torch.as_tensor(values, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"{expected} {type(values).__name__}") from None
+    if weights.shape != (count,):
+        raise ValueError(f"{expected} shape {tuple(weights.shape)}")
+    if not bool(torch.isfinite(weights).all()):
+        raise ValueError(f"{expected} {int((~torch.isfinite(weights)).sum())} NaN or inf")
+    if bool((weights < 0).any()):
+        raise ValueError(f"{expected} a negative weight {float(weights.min())!r}")
+    if not float(weights.sum()) > 0:
+        raise ValueError(f"{expected} all zeros")
+    return weights

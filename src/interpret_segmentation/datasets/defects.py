@@ -39,11 +39,9 @@ import torch
 from scipy import ndimage
 from torch.utils.data import Dataset
 
+from ..core.validate import check_int
 from .files import (
     SAMPLE_FILES,
-    check_count,
-    check_image_side,
-    check_nonneg_int,
     check_root,
     read_gray,
     selected_indices,
@@ -143,7 +141,7 @@ class DefectSample:
 
 def defect_kind(index: int) -> str:
     """The kind of sample ``index``: ``"none"`` (even), ``"crack"`` (4k+1), ``"blowhole"`` (4k+3)."""
-    index = check_nonneg_int(index, "index")
+    index = check_int(index, "index", minimum=0)
     return ("none", "crack", "none", "blowhole")[index % 4]
 
 
@@ -433,9 +431,9 @@ def generate_defect_sample(seed: int, index: int, size: int = DEFECT_SIZE) -> De
     TypeError, ValueError
         If an argument is not a non-negative int or ``size`` is below 64 (the message names it).
     """
-    seed = check_nonneg_int(seed, "seed")
-    index = check_nonneg_int(index, "index")
-    size = check_image_side(size, _MIN_SIZE)
+    seed = check_int(seed, "seed", minimum=0)
+    index = check_int(index, "index", minimum=0)
+    size = check_int(size, "size", minimum=_MIN_SIZE)
     return _draw_sample(seed, index, size)[1]
 
 
@@ -485,9 +483,9 @@ def generate_defect_dataset(
         If an argument is of the wrong type or out of range, or ``force`` is True but
         ``root`` does not look like a defect data set (nothing is deleted then).
     """
-    n = check_count(n)
-    seed = check_nonneg_int(seed, "seed")
-    size = check_image_side(size, _MIN_SIZE)
+    n = check_int(n, "n", minimum=1)
+    seed = check_int(seed, "seed", minimum=0)
+    size = check_int(size, "size", minimum=_MIN_SIZE)
     kinds = [defect_kind(i) for i in range(n)]
     info = {
         "name": "defects",
@@ -542,7 +540,7 @@ def defect_split(n: int = 1000) -> tuple[list[int], list[int], list[int]]:
     each kind the indices are permuted by ``numpy.random.default_rng(0)``, so the split
     depends only on ``n``.
     """
-    n = check_count(n)
+    n = check_int(n, "n", minimum=1)
     n_val = n_test = round(_SPLIT[1] * n)
     sizes = [n - n_val - n_test, n_val, n_test]
     groups = {kind: [i for i in range(n) if defect_kind(i) == kind] for kind in DEFECT_KINDS}
@@ -599,7 +597,7 @@ def load_defect_sample(root, index: int) -> DefectSample:
         If the sample's meta data has no label.
     """
     root = _check_root(root)
-    index = check_nonneg_int(index, "index")
+    index = check_int(index, "index", minimum=0)
     directory = root / str(index)
     missing = [name for name in SAMPLE_FILES if not (directory / name).is_file()]
     if missing:

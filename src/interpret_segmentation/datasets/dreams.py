@@ -42,8 +42,8 @@ import torch
 from scipy import ndimage
 from torch.utils.data import Dataset
 
+from ..core.validate import as_array, check_bool, check_choice, check_int, check_number
 from .defects import _oriented_noise
-from .files import check_count, check_image_side, check_nonneg_int
 
 __all__ = [
     "DREAM_SIZE",
@@ -127,38 +127,6 @@ _SYNTHETIC_CONTRAST = (0.1, 0.18)  # relative darkening of synthetic lesions
 
 
 # ---------------------------------------------------------------------------------------------
-# argument checks
-
-
-def _check_probability(p) -> float:
-    if isinstance(p, bool) or not isinstance(p, (int, float, np.integer, np.floating)):
-        raise TypeError(f"p: expected a probability (a float in [0, 1]), got {type(p).__name__}")
-    if not 0.0 <= float(p) <= 1.0:  # also rejects NaN
-        raise ValueError(f"p: expected a probability in [0, 1], got {p}")
-    return float(p)
-
-
-def _check_marking(marking) -> bool | None:
-    if marking is None or isinstance(marking, (bool, np.bool_)):
-        return None if marking is None else bool(marking)
-    raise TypeError(f"marking: expected None, True or False, got {marking!r}")
-
-
-def _check_choice(value, name: str, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ValueError(f"{name}: expected one of {', '.join(map(repr, choices))}, got {value!r}")
-    return value
-
-
-def _check_angle(angle) -> float:
-    if isinstance(angle, bool) or not isinstance(angle, (int, float, np.integer, np.floating)):
-        raise TypeError(f"angle_degrees: expected a number, got {type(angle).__name__}")
-    if not math.isfinite(angle):
-        raise ValueError(f"angle_degrees: expected a finite number of degrees, got {angle}")
-    return float(angle)
-
-
-# ---------------------------------------------------------------------------------------------
 # shared drawing
 
 
@@ -228,7 +196,7 @@ class _GeneratedDataset(Dataset):
     """Torch data set of ``n`` generated samples, drawn on first use and kept in memory."""
 
     def __init__(self, n: int):
-        self.n = check_count(n)
+        self.n = check_int(n, "n", minimum=1)
         self._cache: dict[int, object] = {}
 
     def _generate(self, index: int):  # pragma: no cover - overridden
@@ -238,9 +206,8 @@ class _GeneratedDataset(Dataset):
         return self.n
 
     def _position(self, item) -> int:
-        if isinstance(item, bool) or not isinstance(item, (int, np.integer)):
-            raise TypeError(f"item: expected an int, got {type(item).__name__}")
-        position = int(item) + self.n if item < 0 else int(item)
+        item = check_int(item, "item")
+        position = item + self.n if item < 0 else item
         if not 0 <= position < self.n:
             raise IndexError(f"item: expected an index in [-{self.n}, {self.n - 1}], got {item}")
         return position
@@ -297,10 +264,8 @@ def line_kernel(length: int = 7, angle_degrees: float = 135.0) -> np.ndarray:
     Seed 004, section 3.1: the marking is "made of 135 degree line segments", and its
     presence in a dream is measured by the convolution with "a 135 degree line segment".
     """
-    length = check_nonneg_int(length, "length")
-    if length < 2:
-        raise ValueError(f"length: expected a kernel side of at least 2 px, got {length}")
-    angle = math.radians(_check_angle(angle_degrees))
+    length = check_int(length, "length", minimum=2)
+    angle = math.radians(check_number(angle_degrees, "angle_degrees"))
     direction = np.array([-math.sin(angle), math.cos(angle)])
     # one pixel per step along the dominant axis; rounding the step keeps the two coordinates
     # of a diagonal exactly equal
@@ -315,15 +280,8 @@ def line_kernel(length: int = 7, angle_degrees: float = 135.0) -> np.ndarray:
 
 
 def _as_image(image) -> np.ndarray:
-    if isinstance(image, torch.Tensor):
-        image = image.detach().cpu().numpy()
-    array = np.asarray(image, dtype=np.float64)
-    while array.ndim > 2 and array.shape[0] == 1:
-        array = array[0]
-    if array.ndim != 2:
-        raise ValueError(f"image: expected a gray image (H, W), (1, H, W) or (1, 1, H, W), "
-                         f"got shape {np.shape(image)}")
-    return array
+    return as_array(image, "image", ndim=2, squeeze=2,
+                    expected="a gray image (H, W), (1, H, W) or (1, 1, H, W)").astype(np.float64)
 
 
 def marking_response(image, length: int = 7, angle: float = 135.0, polarity: str = "both") -> float:
@@ -364,8 +322,8 @@ def marking_response(image, length: int = 7, angle: float = 135.0, polarity: str
     degree line segment", called the characteristic feature of the marking.
     """
     array = _as_image(image)
-    _check_choice(polarity, "polarity", ("both", "bright", "dark"))
-    kernel = line_kernel(length, angle).astype(np.float64)
+    check_choice(polarity, "polarity", ("both", "bright", "dark"))
+    kernel = line_kernel(length, check_number(angle, "angle")).astype(np.float64)
     kernel -= 1.0 / kernel.size
     response = ndimage.correlate(array, kernel, mode="reflect")
     if polarity == "bright":
@@ -571,11 +529,11 @@ def generate_marking_sample(seed: int, index: int, p: float, size: int = DREAM_S
         If ``seed`` or ``index`` is not a non-negative int, ``p`` is not in [0, 1], ``size`` is
         below 32 or ``marking`` is not None, True or False (the message names the argument).
     """
-    seed = check_nonneg_int(seed, "seed")
-    index = check_nonneg_int(index, "index")
-    p = _check_probability(p)
-    size = check_image_side(size, _MIN_SIZE)
-    marking = _check_marking(marking)
+    seed = check_int(seed, "seed", minimum=0)
+    index = check_int(index, "index", minimum=0)
+    p = check_number(p, "p", 0, 1)
+    size = check_int(size, "size", minimum=_MIN_SIZE)
+    marking = check_bool(marking, "marking", allow_none=True)
     _, decide, draw_marking = _rngs(seed, index)
     draw = float(decide.random())
     marked = draw < p if marking is None else marking
@@ -634,10 +592,10 @@ class MarkingDataset(_GeneratedDataset):
     def __init__(self, n: int, p: float, seed: int = 0, size: int = DREAM_SIZE,
                  marking: bool | None = None):
         super().__init__(n)
-        self.p = _check_probability(p)
-        self.seed = check_nonneg_int(seed, "seed")
-        self.size = check_image_side(size, _MIN_SIZE)
-        self.marking = _check_marking(marking)
+        self.p = check_number(p, "p", 0, 1)
+        self.seed = check_int(seed, "seed", minimum=0)
+        self.size = check_int(size, "size", minimum=_MIN_SIZE)
+        self.marking = check_bool(marking, "marking", allow_none=True)
 
     def _generate(self, index: int) -> MarkingSample:
         return generate_marking_sample(self.seed, index, self.p, self.size, self.marking)
@@ -816,11 +774,11 @@ def generate_lesion_sample(seed: int, index: int, size: int = DREAM_SIZE, shape:
         If ``seed`` or ``index`` is not a non-negative int, ``size`` is below 32, or ``shape``
         or ``intensity`` is not one of the names above (the message names the argument).
     """
-    seed = check_nonneg_int(seed, "seed")
-    index = check_nonneg_int(index, "index")
-    size = check_image_side(size, _MIN_SIZE)
-    shape = _check_choice(shape, "shape", LESION_SHAPES)
-    intensity = _check_choice(intensity, "intensity", LESION_INTENSITIES)
+    seed = check_int(seed, "seed", minimum=0)
+    index = check_int(index, "index", minimum=0)
+    size = check_int(size, "size", minimum=_MIN_SIZE)
+    shape = check_choice(shape, "shape", LESION_SHAPES)
+    intensity = check_choice(intensity, "intensity", LESION_INTENSITIES)
     _, geometry, shading = _rngs(seed, index)
     healthy, organ, params = _organ_layer(seed, index, size)
     lesions, mask = _draw_lesions(geometry, organ, size, shape)
@@ -885,9 +843,9 @@ def healthy_organ(seed: int, size: int = DREAM_SIZE, index: int = 0) -> np.ndarr
     TypeError, ValueError
         If ``seed`` or ``index`` is not a non-negative int or ``size`` is below 32.
     """
-    seed = check_nonneg_int(seed, "seed")
-    index = check_nonneg_int(index, "index")
-    size = check_image_side(size, _MIN_SIZE)
+    seed = check_int(seed, "seed", minimum=0)
+    index = check_int(index, "index", minimum=0)
+    size = check_int(size, "size", minimum=_MIN_SIZE)
     return _organ_layer(seed, index, size)[0].astype(np.float32)
 
 
@@ -922,10 +880,10 @@ class LesionDataset(_GeneratedDataset):
     def __init__(self, n: int, seed: int = 0, size: int = DREAM_SIZE, shape: str = "round",
                  intensity: str = "real"):
         super().__init__(n)
-        self.seed = check_nonneg_int(seed, "seed")
-        self.size = check_image_side(size, _MIN_SIZE)
-        self.shape = _check_choice(shape, "shape", LESION_SHAPES)
-        self.intensity = _check_choice(intensity, "intensity", LESION_INTENSITIES)
+        self.seed = check_int(seed, "seed", minimum=0)
+        self.size = check_int(size, "size", minimum=_MIN_SIZE)
+        self.shape = check_choice(shape, "shape", LESION_SHAPES)
+        self.intensity = check_choice(intensity, "intensity", LESION_INTENSITIES)
 
     def _generate(self, index: int) -> LesionSample:
         return generate_lesion_sample(self.seed, index, self.size, self.shape, self.intensity)

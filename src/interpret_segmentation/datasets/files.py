@@ -1,4 +1,4 @@
-"""What the synthetic data sets share: argument checks, box spacing and the on-disk layout.
+"""What the synthetic data sets share: box spacing, reading images and the on-disk layout.
 
 A data set on disk is a directory ``<root>/<index>/`` per sample holding ``image.png``,
 ``segment.png`` and ``context.png`` (0/255) and ``meta.json``, plus one info file
@@ -21,13 +21,11 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..core.io import atomic_write
+from ..core.validate import check_int
 
 __all__ = [
     "SAMPLE_FILES",
     "Sample",
-    "check_image_side",
-    "check_nonneg_int",
-    "check_count",
     "boxes_apart",
     "check_root",
     "stored_indices",
@@ -51,61 +49,6 @@ class Sample(Protocol):
     segment: np.ndarray
     context: np.ndarray
     meta: dict
-
-
-# ---------------------------------------------------------------------------------------------
-# validation
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def check_image_side(size, minimum: int) -> int:
-    """Return ``size`` as an int after checking that it is an image side of ``minimum`` px or more.
-
-    Raises
-    ------
-    TypeError
-        If ``size`` is not an int.
-    ValueError
-        If ``size`` is below ``minimum``.
-    """
-    if not _is_int(size):
-        raise TypeError(f"size: expected an int, got {type(size).__name__}")
-    if size < minimum:
-        raise ValueError(f"size: expected an image side of at least {minimum} px, got {size}")
-    return int(size)
-
-
-def check_nonneg_int(value, name: str) -> int:
-    """Return ``value`` as an int after checking that it is one and not negative.
-
-    Raises
-    ------
-    TypeError, ValueError
-        Naming the argument ``name``.
-    """
-    if not _is_int(value):
-        raise TypeError(f"{name}: expected a non-negative int, got {type(value).__name__}")
-    if value < 0:
-        raise ValueError(f"{name}: expected a non-negative int, got {value}")
-    return int(value)
-
-
-def check_count(n) -> int:
-    """Return the sample count ``n`` as an int after checking that it is at least 1.
-
-    Raises
-    ------
-    TypeError, ValueError
-        Naming the argument ``n``.
-    """
-    if not _is_int(n):
-        raise TypeError(f"n: expected an int of at least 1, got {type(n).__name__}")
-    if n < 1:
-        raise ValueError(f"n: expected at least 1 sample, got {n}")
-    return int(n)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -166,7 +109,7 @@ def selected_indices(indices, available: list[int], root) -> list[int]:
     """``available`` when ``indices`` is None, else ``indices`` checked to be stored samples."""
     if indices is None:
         return list(available)
-    chosen = [check_nonneg_int(i, "indices") for i in indices]
+    chosen = [check_int(i, f"indices[{k}]", minimum=0) for k, i in enumerate(indices)]
     missing = sorted(set(chosen) - set(available))
     if missing:
         shown = ", ".join(map(str, missing[:5])) + (" ..." if len(missing) > 5 else "")
@@ -323,7 +266,7 @@ def write_dataset(
         (nothing is deleted then).
     """
     root = Path(root)
-    n = check_count(n)
+    n = check_int(n, "n", minimum=1)
     if root.exists() or root.is_symlink():
         if not force:
             raise FileExistsError(

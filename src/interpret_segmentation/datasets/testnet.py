@@ -25,12 +25,10 @@ import torch
 from PIL import Image, ImageDraw
 from torch.utils.data import Dataset
 
+from ..core.validate import check_int, check_number
 from .files import (
     SAMPLE_FILES,
     boxes_apart,
-    check_count,
-    check_image_side,
-    check_nonneg_int,
     check_root,
     read_gray,
     selected_indices,
@@ -142,9 +140,9 @@ def generate_sample(seed: int, index: int, size: int = DEFAULT_SIZE) -> TestnetS
     rows of background (the left and the right shape included: the gap straddles the middle
     column), and each shape lies entirely inside its half of the image.
     """
-    seed = check_nonneg_int(seed, "seed")
-    index = check_nonneg_int(index, "index")
-    size = check_image_side(size, _MIN_SIZE)
+    seed = check_int(seed, "seed", minimum=0)
+    index = check_int(index, "index", minimum=0)
+    size = check_int(size, "size", minimum=_MIN_SIZE)
     rng = np.random.default_rng([seed, index])
     scale = size / DEFAULT_SIZE
     gap = max(_MIN_GAP, round(_GAP * scale))
@@ -238,9 +236,9 @@ def generate_dataset(
         If ``force`` is True but ``root`` does not look like a testnet data set (it is never
         deleted then), or an argument is out of range.
     """
-    n = check_count(n)
-    seed = check_nonneg_int(seed, "seed")
-    size = check_image_side(size, _MIN_SIZE)
+    n = check_int(n, "n", minimum=1)
+    seed = check_int(seed, "seed", minimum=0)
+    size = check_int(size, "size", minimum=_MIN_SIZE)
     info = {"name": "testnet", "n": n, "seed": seed, "size": size}
     return write_dataset(root, n, lambda index: generate_sample(seed, index, size), info,
                          _INFO_FILE, force=force, progress=progress, description="testnet")
@@ -281,7 +279,7 @@ def load_sample(root, index: int) -> TestnetSample:
         If ``root`` or one of the sample's files is missing.
     """
     root = _check_root(root)
-    index = check_nonneg_int(index, "index")
+    index = check_int(index, "index", minimum=0)
     directory = root / str(index)
     missing = [name for name in SAMPLE_FILES if not (directory / name).is_file()]
     if missing:
@@ -315,13 +313,10 @@ def split_indices(n: int, val_fraction: float = 0.2, seed: int = 0) -> tuple[lis
     (list of int, list of int)
         Sorted training and validation indices, disjoint, together ``range(n)``.
     """
-    n = check_nonneg_int(n, "n")
-    if n < 2:
-        raise ValueError(f"n: expected at least 2 samples to split, got {n}")
-    if not 0.0 < float(val_fraction) < 1.0:
-        raise ValueError(f"val_fraction: expected a number in (0, 1), got {val_fraction}")
-    n_val = min(n - 1, max(1, round(n * float(val_fraction))))
-    order = np.random.default_rng(check_nonneg_int(seed, "seed")).permutation(n)
+    n = check_int(n, "n", minimum=2)
+    val_fraction = check_number(val_fraction, "val_fraction", 0, 1, open_low=True, open_high=True)
+    n_val = min(n - 1, max(1, round(n * val_fraction)))
+    order = np.random.default_rng(check_int(seed, "seed", minimum=0)).permutation(n)
     return sorted(int(i) for i in order[n_val:]), sorted(int(i) for i in order[:n_val])
 
 

@@ -30,7 +30,8 @@ import numpy as np
 from scipy import ndimage
 from skimage.transform import resize
 
-from .files import boxes_apart, check_count, check_image_side, check_nonneg_int, write_dataset
+from ..core.validate import check_int
+from .files import boxes_apart, write_dataset
 
 __all__ = [
     "TRIANGLE_SIZE",
@@ -261,9 +262,9 @@ def generate_triangle_sample(seed: int, index: int, size: int = TRIANGLE_SIZE) -
     interpolation specks are removed from a digit, and a digit that breaks into large pieces
     is redrawn).
     """
-    seed = check_nonneg_int(seed, "seed")
-    index = check_nonneg_int(index, "index")
-    size = check_image_side(size, _MIN_SIZE)
+    seed = check_int(seed, "seed", minimum=0)
+    index = check_int(index, "index", minimum=0)
+    size = check_int(size, "size", minimum=_MIN_SIZE)
     rng = np.random.default_rng([seed, index])
     scale = size / TRIANGLE_SIZE
     gap = max(2, round(_GAP * scale))
@@ -362,9 +363,9 @@ def generate_triangle_dataset(
         If an argument is out of range, or ``force`` is True but ``root`` does not look like
         a Triangle data set (nothing is deleted then).
     """
-    n = check_count(n)
-    seed = check_nonneg_int(seed, "seed")
-    size = check_image_side(size, _MIN_SIZE)
+    n = check_int(n, "n", minimum=1)
+    seed = check_int(seed, "seed", minimum=0)
+    size = check_int(size, "size", minimum=_MIN_SIZE)
     info = {"name": "triangle", "n": n, "seed": seed, "size": size}
     return write_dataset(root, n, lambda index: generate_triangle_sample(seed, index, size), info,
                          _INFO_FILE, force=force, progress=progress, description="Triangle")
@@ -384,7 +385,7 @@ def triangle_split(n: int = 2000) -> tuple[list[int], list[int]]:
         Sorted training indices (``round(0.7 * n)`` of them) and test indices (the rest),
         disjoint and together ``range(n)``, from a permutation seeded with 0.
     """
-    n = check_count(n)
+    n = check_int(n, "n", minimum=1)
     n_train = round(_TRAIN_FRACTION * n)
     order = np.random.default_rng(0).permutation(n)
     return sorted(int(i) for i in order[:n_train]), sorted(int(i) for i in order[n_train:])

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core.validate import check_choice, check_positive
+
 __all__ = ["UNet", "ConvBlock", "GlobalContext", "Bottleneck", "DecoderContext"]
 
 _NORMS = ("batch", "group", "none")
@@ -201,12 +203,11 @@ class UNet(nn.Module):
                  depth: int = 4, global_context: bool = True, norm: str = "batch",
                  robust_context: bool = False, decoder_context: bool = False):
         super().__init__()
-        for name, value in (("in_channels", in_channels), ("out_channels", out_channels),
-                            ("width", width), ("depth", depth)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: expected a positive int, got {value!r}")
-        if norm not in _NORMS:
-            raise ValueError(f"norm: expected one of {_NORMS}, got {norm!r}")
+        in_channels = check_positive(in_channels, "in_channels")
+        out_channels = check_positive(out_channels, "out_channels")
+        width = check_positive(width, "width")
+        depth = check_positive(depth, "depth")
+        check_choice(norm, "norm", _NORMS)
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.width = width

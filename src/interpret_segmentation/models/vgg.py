@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from numbers import Integral, Real
 
 import torch
 from torch import nn
+
+from ..core.validate import check_choice, check_number, check_positive
 
 __all__ = ["HEADS", "VGG11", "vgg_parameter_groups"]
 
@@ -39,19 +40,13 @@ _STAGES = (1, 1, 2, 2, 2)
 _MULTIPLIERS = (1, 2, 4, 8, 8)
 
 
-def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
-        raise ValueError(f"{name}: expected a positive int, got {value!r}")
-    return int(value)
-
-
 def _input_size(value) -> tuple[int, int]:
     if isinstance(value, (tuple, list)):
         if len(value) != 2:
             raise ValueError(f"input_size: expected an int or a pair (H, W), got {value!r}")
-        size = tuple(_positive_int(v, "input_size") for v in value)
+        size = tuple(check_positive(v, f"input_size[{k}]") for k, v in enumerate(value))
     else:
-        size = (_positive_int(value, "input_size"),) * 2
+        size = (check_positive(value, "input_size"),) * 2
     if min(size) < 2 ** len(_STAGES):
         raise ValueError(
             f"input_size: expected at least {2 ** len(_STAGES)} pixels per side (five 2x2 "
@@ -112,16 +107,13 @@ class VGG11(nn.Module):
                  head: str = "128N", input_size: int | tuple[int, int] = 224, hidden: int = 128,
                  dropout: float = 0.5):
         super().__init__()
-        in_channels = _positive_int(in_channels, "in_channels")
-        num_classes = _positive_int(num_classes, "num_classes")
-        width = _positive_int(width, "width")
-        hidden = _positive_int(hidden, "hidden")
-        if head not in HEADS:
-            raise ValueError(f"head: expected one of {HEADS}, got {head!r}")
+        in_channels = check_positive(in_channels, "in_channels")
+        num_classes = check_positive(num_classes, "num_classes")
+        width = check_positive(width, "width")
+        hidden = check_positive(hidden, "hidden")
+        check_choice(head, "head", HEADS)
         size = _input_size(input_size)
-        if (isinstance(dropout, bool) or not isinstance(dropout, Real)
-                or not 0 <= dropout < 1):
-            raise ValueError(f"dropout: expected a float in [0, 1), got {dropout!r}")
+        dropout = check_number(dropout, "dropout", 0, 1, open_high=True)
         self.head = head
         self.input_size = size
 
@@ -196,10 +188,8 @@ def vgg_parameter_groups(model: nn.Module, conv_lr: float = 1e-4, fc_lr: float =
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
-    for name, value in (("conv_lr", conv_lr), ("fc_lr", fc_lr)):
-        if (isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value)
-                or value <= 0):
-            raise ValueError(f"{name}: expected a positive finite number, got {value!r}")
+    conv_lr = check_positive(conv_lr, "conv_lr", float)
+    fc_lr = check_positive(fc_lr, "fc_lr", float)
     parts = {}
     for part in ("features", "classifier"):
         module = getattr(model, part, None)
