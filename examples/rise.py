@@ -11,7 +11,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from _testnet_model import model_and_sample  # noqa: E402
 
-from interpret_segmentation.methods.rise import RISE, SegmentationRISE  # noqa: E402
+from interpret_segmentation import RISE  # noqa: E402
+from interpret_segmentation.rise import SegmentationRISE  # noqa: E402
 
 device = torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
 model, image, segment, sample = model_and_sample(1)

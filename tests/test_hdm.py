@@ -11,9 +11,9 @@ from PIL import Image
 from skimage.metrics import hausdorff_distance as skimage_hausdorff
 from torch import nn
 
-from interpret_segmentation import HDM, hdm
+from interpret_segmentation import HDM, Target, hdm
 from interpret_segmentation.analysis.metrics import hausdorff_distance
-from interpret_segmentation.core import ModelAdapter
+from interpret_segmentation.core import ModelAdapter, normalize_map
 from interpret_segmentation.methods.hdm import CircleGrid, HDMResult, occlusion_masks
 
 CPU = torch.device("cpu")
@@ -268,3 +268,116 @@ def test_bad_channel_and_numpy_sizes(patch_model):
     explainer = HDM(patch_model, circle_size=np.int64(9), offset=np.int32(8),
                     threshold=np.float32(0.5), progress=False)
     assert (explainer.circle_size, explainer.offset, explainer.threshold) == (9, 8, 0.5)
+
+
+def assert_same_explanation(a, b, ignore_info=("batch_size",)):
+    """Every number of two explanations equal (timings and the batch size aside)."""
+    assert (a.method, a.target_class, a.parameters) == (b.method, b.target_class, b.parameters)
+    assert np.array_equal(a.saliency, b.saliency)
+    assert a.arrays.keys() == b.arrays.keys()
+    for name in a.arrays:
+        assert np.array_equal(a.arrays[name], b.arrays[name]), name
+    assert ({k: v for k, v in a.info.items() if k not in ignore_info}
+            == {k: v for k, v in b.info.items() if k not in ignore_info})
+
+
+@pytest.mark.parametrize("model,target", [(PatchModel(), None), (ThreeClassModel(), 2)])
+def test_identical_explanations_for_batch_sizes_1_2_7(model, target):
+    def explain(batch_size, **hooks):
+        return HDM(model, circle_size=7, offset=3, batch_size=batch_size, progress=False,
+                   **hooks).explain(patch_image(), target)
+
+    reference = explain(1)
+    assert reference.info["batch_size"] == 1
+    for batch_size in (2, 7):
+        assert_same_explanation(explain(batch_size), reference)
+    # also with the occlusion given as a hook (its circles found by building each image)
+    hooked = explain(1, occlude=hdm.occlude_minimum)
+    for batch_size in (2, 7):
+        assert_same_explanation(explain(batch_size, occlude=hdm.occlude_minimum), hooked)
+    assert np.array_equal(hooked.arrays["distances"], reference.arrays["distances"])
+
+
+def skimage_distance(output, segment):
+    """The Hausdorff distance of the seed, written plainly with scikit-image."""
+    binary = output > 0.5
+    if binary.any() and segment.any():
+        return skimage_hausdorff(binary, segment)
+    return 0.0 if binary.any() == segment.any() else math.hypot(*segment.shape)
+
+
+def test_hooks_replace_the_steps_and_give_the_defaults_numbers(patch_model):
+    image = patch_image()
+    default = HDM(patch_model, circle_size=7, offset=3, progress=False).explain(image)
+    hooked = HDM(patch_model, circle_size=7, offset=3, progress=False, occlude=hdm.occlude_minimum,
+                 distance=skimage_distance).explain(image)
+    assert np.allclose(hooked.arrays["distances"], default.arrays["distances"])
+    assert hooked.info["model_passes"] == default.info["model_passes"]  # the same circles skipped
+    assert hooked.parameters == {**default.parameters, "occlude": "occlude_minimum",
+                                 "distance": "skimage_distance"}
+    # a distance hook sees the class probabilities (H, W) and the target pixels (H, W) bool
+    seen = []
+    HDM(patch_model, circle_size=24, offset=24, progress=False,
+        distance=lambda output, segment: seen.append((output, segment)) or 0.0).explain(image)
+    assert all(o.shape == s.shape == (48, 48) and s.dtype == bool and 0 <= o.min() <= o.max() <= 1
+               for o, s in seen)
+    assert len(seen) == 1 + 1  # the unoccluded image and the one circle that covers the patch
+    with pytest.raises(TypeError, match="occlude: expected a callable or None, got int"):
+        HDM(patch_model, occlude=3)
+
+
+def test_adapter_gives_the_explainers_numbers(patch_model):
+    image, segment = patch_image(50, 61, channels=2), patch_segment(50, 61)
+    for channel in (-1, 0):
+        explainer = hdm.HausdorffDistanceMasks(61, 50, progress=False)
+        explainer.generate_masks(circle_size=9, offset=4)
+        result = explainer.explain(patch_model, image, segment, CPU, channel=channel)
+        direct = HDM(patch_model, circle_size=9, offset=4, channel=channel, progress=False).explain(
+            image, Target(1, segment))
+        assert_same_explanation(result.explanation, direct)
+        assert np.array_equal(result.distances(hdm.RAW), direct.arrays["distances"])
+        assert result.baseline == direct.info["baseline_distance"]
+        assert HDM.result(direct).circle_map(hdm.WORSE_ONLY).tobytes() == \
+            result.circle_map(hdm.WORSE_ONLY).tobytes()
+
+
+def test_subclass_overrides_are_the_explainers_hooks(patch_model):
+    class Clamping(hdm.HausdorffDistanceMasks):
+        def apply_mask(self, image, mask):
+            return torch.where(mask < 1, torch.clamp(image, max=-1.0), image)
+
+        def calculate_distance(self, output, segment):
+            return float(np.abs((output > 0.5) ^ segment).sum())  # pixels that differ
+
+    explainer = Clamping(48, 48, progress=False)
+    explainer.generate_masks(circle_size=7, offset=3)
+    hdm_explainer = explainer.explainer(patch_model)
+    assert hdm_explainer.occlude == explainer.apply_mask
+    assert hdm_explainer.distance == explainer.calculate_distance
+    plain = hdm.HausdorffDistanceMasks(48, 48, progress=False)
+    plain.generate_masks(circle_size=7, offset=3)
+    assert plain.explainer(patch_model).occlude is None  # the fast defaults
+    assert plain.explainer(patch_model).distance is None
+    result = explainer.explain(patch_model, patch_image(), patch_segment(), CPU)
+    direct = HDM(patch_model, circle_size=7, offset=3, progress=False,
+                 occlude=explainer.apply_mask, distance=explainer.calculate_distance).explain(
+        patch_image(), Target(1, patch_segment()))
+    assert_same_explanation(result.explanation, direct)
+    # a circle of -1 over the middle of the patch: the 100 output pixels vanish
+    assert result.baseline == 0 and result.distances(hdm.RAW).max() == 100
+
+
+def test_circle_map_scales_with_the_one_normaliser():
+    distances = np.array([[1.0, 4.0], [2.0, 6.0]])
+    result = HDMResult(distances, 2.0, 10, 10, 5, 5)
+    import matplotlib
+
+    for kind in hdm.RESULT_TYPES:
+        painted = result.grid.render(normalize_map(result.distances(kind)), reduce="max")
+        expected = matplotlib.colormaps["Blues"](np.nan_to_num(painted))[..., :3]
+        expected[np.isnan(painted)] = 0
+        assert np.array_equal(np.array(result.circle_map(kind, color_map="Blues")),
+                              (expected * 255).round().astype(np.uint8))
+    constant = HDMResult(np.full((2, 2), 3.0), 3.0, 10, 10, 5, 5)
+    assert np.array(constant.circle_map(hdm.WORSE_ONLY)).max() == round(
+        matplotlib.colormaps["Reds"](0.0)[0] * 255)  # constant distances: the map's lowest colour

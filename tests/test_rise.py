@@ -8,7 +8,7 @@ from interpret_segmentation import RISE, SegmentationRISE
 from interpret_segmentation.analysis.metrics import dice
 from interpret_segmentation.core import ModelAdapter
 from interpret_segmentation.methods import rise as rise_method
-from interpret_segmentation.methods.rise import RandomMasks, load_masks
+from interpret_segmentation.methods.rise import CHUNK_BYTES, RandomMasks, RISEResult, load_masks
 
 CPU = torch.device("cpu")
 
@@ -85,23 +85,48 @@ def test_per_pixel_maps_match_naive_loop_and_merge(patch_model, tmp_path):
     assert len(stored) == 60 and abs(stored.p1 - 0.4) < 0.1
 
 
-def test_per_pixel_maps_are_streamed_in_chunks_and_pixels_can_be_chosen(patch_model,
-                                                                        monkeypatch):
+class CountingMasks(RandomMasks):
+    """RandomMasks that record how many masks each ``batch`` call makes."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.made = []
+
+    def batch(self, start, stop, device=None):
+        self.made.append(stop - start)
+        return super().batch(start, stop, device)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 7, 30, 1000])
+def test_per_pixel_maps_are_the_same_for_any_chunk_and_masks_are_made_in_chunks(patch_model,
+                                                                                 chunk):
     explainer = SegmentationRISE(patch_model, (48, 48), CPU, batch_size=4, progress=False)
     explainer.generate_masks(N=30, s=5, p1=0.5, seed=2)
     whole = explainer(patch_image())
-    expected_max, expected_mean = whole.saliencies.amax(0), whole.saliencies.mean(0)
-    monkeypatch.setattr(rise_method, "MASKS_PER_CHUNK", 7)
-    monkeypatch.setattr(rise_method, "PIXELS_PER_CHUNK", 9)
-    monkeypatch.setattr(rise_method, "MAP_CHUNK_BYTES", 4 * 48 * 48 * 10)  # masks made in chunks
-    chunked = explainer(patch_image())
-    assert chunked.scores.shape == (30, 100)
-    assert np.allclose(chunked.max(), expected_max.numpy(), atol=1e-6)
-    assert np.allclose(chunked.mean(), expected_mean.numpy(), atol=1e-6)
+    assert whole.chunk == CHUNK_BYTES // (16 * 48 * 48) >= 30  # all masks made once
+    saliencies, merged_max, merged_mean = whole.saliencies, whole.max(), whole.mean()
+    assert np.allclose(merged_max, saliencies.amax(0).numpy(), atol=1e-6)
+    assert np.allclose(merged_mean, saliencies.mean(0).numpy(), atol=1e-6)
+    masks = CountingMasks(30, 5, 0.5, 48, 48, seed=2)
+    chunked = RISEResult(whole.scores, masks, whole.pixels, chunk_bytes=chunk * 16 * 48 * 48)
+    assert chunked.chunk == chunk
+    assert np.array_equal(chunked.max(), merged_max)
+    assert np.array_equal(chunked.mean(), merged_mean)
+    assert torch.equal(chunked.saliencies, saliencies)
+    # the memory bound: never more than ``chunk`` masks made at once, all of them only if
+    # they fit
+    assert max(masks.made) == min(chunk, 30) and sum(masks.made) >= 3 * 30
+
+
+def test_pixels_can_be_chosen(patch_model):
+    explainer = SegmentationRISE(patch_model, (48, 48), CPU, batch_size=4, progress=False)
+    explainer.generate_masks(N=30, s=5, p1=0.5, seed=2)
     chosen = np.zeros((48, 48), bool)
     chosen[0, :5] = True  # pixels the model never segments: probability ~ sigmoid(-10)
     result = explainer(patch_image(), pixels=chosen)
     assert result.scores.shape == (30, 5) and float(result.scores.max()) < 1e-4
+    assert torch.equal(result.pixels, torch.from_numpy(chosen))
+    assert not result.explanation.info["target_from_prediction"]
     with pytest.raises(ValueError, match="pixels"):
         explainer(patch_image(), pixels=np.zeros((4, 4)))
 
@@ -181,12 +206,12 @@ def test_bad_input(patch_model, tmp_path):
     with pytest.raises(ValueError, match="p1"):
         RISE(patch_model, p1=0.0)
 
-    class Flat(nn.Module):
+    class FiveDimensional(nn.Module):  # (B, K) would be read as a classifier's scores
         def forward(self, x):
-            return x.flatten(1)
+            return x[..., None]
 
     with pytest.raises(ValueError, match="model output"):
-        RISE(Flat(), n_masks=4, progress=False).explain(patch_image())
+        RISE(FiveDimensional(), n_masks=4, progress=False).explain(patch_image())
 
 
 def _bad_mask_files(tmp_path):
@@ -244,3 +269,91 @@ def test_nan_and_out_of_range_probabilities_are_refused(patch_model, p1):
     with pytest.raises(ValueError, match=r"p1: expected a number in \(0, 1\]"):
         RISE(patch_model, p1=p1)
     assert RISE(patch_model, n_masks=np.int64(3), s=np.int32(2), p1=np.float32(0.5)).p1 == 0.5
+
+
+def assert_same_explanation(a, b, ignore_info=("batch_size",)):
+    """Every number of two explanations equal (timings and the batch size aside)."""
+    assert (a.method, a.target_class, a.parameters) == (b.method, b.target_class, b.parameters)
+    assert np.array_equal(a.saliency, b.saliency)
+    assert a.arrays.keys() == b.arrays.keys()
+    for name in a.arrays:
+        assert np.array_equal(a.arrays[name], b.arrays[name]), name
+    assert ({k: v for k, v in a.info.items() if k not in ignore_info}
+            == {k: v for k, v in b.info.items() if k not in ignore_info})
+
+
+@pytest.mark.parametrize("weighting", ["dice", "probability", "per_pixel"])
+@pytest.mark.parametrize("model,target", [(PatchModel(), None), (ThreeClassModel(), 2)])
+def test_identical_explanations_for_batch_sizes_1_2_7(model, target, weighting):
+    def explain(batch_size):
+        return RISE(model, n_masks=23, s=5, p1=0.4, weighting=weighting, seed=3,
+                    batch_size=batch_size, progress=False).explain(patch_image(), target)
+
+    reference = explain(1)
+    assert reference.info["model_passes"] == 24 and reference.info["batch_size"] == 1
+    for batch_size in (2, 7):
+        assert_same_explanation(explain(batch_size), reference)
+
+
+def test_per_pixel_explanation_holds_the_scores_and_the_probability_map(patch_model):
+    image = patch_image()
+    per_pixel = RISE(patch_model, n_masks=30, s=4, weighting="per_pixel", batch_size=4,
+                     progress=False).explain(image)
+    probability = RISE(patch_model, n_masks=30, s=4, weighting="probability", batch_size=4,
+                       progress=False).explain(image)
+    assert np.array_equal(per_pixel.saliency, probability.saliency)
+    scores = per_pixel.arrays["scores"]
+    assert scores.shape == (30, 100) and scores.dtype == np.float32
+    masks = RandomMasks(30, 4, 0.5, 48, 48, seed=0)
+    pixels = per_pixel.arrays["target_pixels"].astype(bool)
+    adapter = ModelAdapter(patch_model)
+    with torch.no_grad():
+        expected = np.stack([adapter(image[None] * masks.batch(i, i + 1))[0, 1].numpy()[pixels]
+                             for i in range(30)])
+    assert np.allclose(scores, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 7])
+def test_adapter_gives_the_explainers_numbers(patch_model, batch_size, tmp_path):
+    explainer = SegmentationRISE(patch_model, (48, 48), CPU, batch_size=batch_size,
+                                 progress=False)
+    explainer.generate_masks(N=25, s=5, p1=0.5, seed=4)
+    result = explainer(patch_image())
+    rise = RISE(patch_model, n_masks=25, s=5, p1=0.5, seed=4, weighting="per_pixel",
+                batch_size=batch_size, progress=False)
+    direct = rise.explain(patch_image())
+    assert_same_explanation(result.explanation, direct)
+    assert np.array_equal(result.scores.numpy(), direct.arrays["scores"])
+    from_explainer = rise.result(direct)
+    for merge in ("max", "mean"):
+        assert np.array_equal(getattr(result, merge)(), getattr(from_explainer, merge)())
+    # the mean merge is RISE's probability weighting
+    probability = RISE(patch_model, n_masks=25, s=5, p1=0.5, seed=4, weighting="probability",
+                       batch_size=batch_size, progress=False).explain(patch_image())
+    assert np.allclose(result.mean(), probability.saliency, rtol=1e-6, atol=1e-7)
+    # stored masks (a plain array, as the original saved them) go through the same explainer
+    np.save(tmp_path / "masks.npy", explainer.masks.batch(0, 25).numpy())
+    explainer.load_masks(tmp_path / "masks.npy")
+    stored = explainer(patch_image())
+    assert np.array_equal(stored.scores.numpy(), result.scores.numpy())
+    assert stored.explanation.parameters["s"] is None
+    assert np.allclose(stored.max(), result.max() * 0.5 / stored.masks.p1, rtol=1e-6)
+
+
+def test_result_needs_a_per_pixel_explanation_of_the_same_masks(patch_model):
+    rise = RISE(patch_model, n_masks=6, s=4, weighting="per_pixel", progress=False)
+    explanation = rise.explain(patch_image())
+    with pytest.raises(ValueError, match="explanation: expected a RISE explanation with "
+                                         "weighting 'per_pixel'"):
+        rise.result(RISE(patch_model, n_masks=6, s=4, progress=False).explain(patch_image()))
+    with pytest.raises(ValueError, match="explanation: made with the settings"):
+        RISE(patch_model, n_masks=6, s=4, seed=1, weighting="per_pixel").result(explanation)
+    with pytest.raises(ValueError, match=r"masks: made for 40 x 40, image is 48 x 48"):
+        RISE(patch_model, masks=RandomMasks(6, 4, 0.5, 40, 40), progress=False).explain(patch_image())
+    with pytest.raises(TypeError, match="masks: expected RandomMasks, StoredMasks or None, got "
+                                        "ndarray"):
+        RISE(patch_model, masks=np.ones((6, 1, 48, 48)))
+    with pytest.raises(ValueError, match=r"scores: expected \(6, P\)"):
+        RISEResult(torch.zeros(5, 3), RandomMasks(6, 4, 0.5, 48, 48), torch.zeros(48, 48, dtype=bool))
+    with pytest.raises(ValueError, match="chunk_bytes: expected a positive int"):
+        rise.result(explanation, chunk_bytes=0)

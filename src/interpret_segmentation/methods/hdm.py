@@ -1,11 +1,10 @@
 """Hausdorff Distance Masks (HDM): occlude the image with a circle at every grid position and
-measure how far the segmentation moves, as a Hausdorff distance to the segment (seed 002).
+measure how far the segmentation moves, as a Hausdorff distance to the target (seed 002).
 
-Two ways in, one computation:
-
-* the documented API of the original library: ``HausdorffDistanceMasks(width, height)``,
-  ``generate_masks``, ``explain(model, image, segment, device)`` -> :class:`HDMResult`;
-* the library's common entry point: ``HDM(model).explain(image, target)`` -> ``Explanation``.
+:class:`HDM` is the explainer (``HDM(model).explain(image, target)`` -> ``Explanation``);
+:class:`HDMResult` reads an HDM explanation the way the original library did (distances by
+result type, circle maps). The original API, ``hdm.HausdorffDistanceMasks``, is a thin adapter
+over :class:`HDM` in ``interpret_segmentation.hdm``.
 
 Grid: circle centres at ``(row * offset + offset // 2, col * offset + offset // 2)`` for every
 row and column whose start lies inside the image (centres past the last pixel are moved onto
@@ -13,7 +12,7 @@ it), so any image size works; a pixel is inside a circle when its distance to th
 most ``circle_size / 2``.
 
 Distance: the true symmetric Hausdorff distance between the pixels where the class
-probability exceeds ``threshold`` and the segment's pixels (equal to
+probability exceeds ``threshold`` and the target's pixels (equal to
 ``skimage.metrics.hausdorff_distance``), the image diagonal when exactly one of them is empty,
 0 when both are.
 """
@@ -22,19 +21,22 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import matplotlib
 import numpy as np
 import torch
-from PIL import Image
 from scipy import ndimage
 
 from ..analysis.metrics import HausdorffToReference
-from ..core import Explainer, Explanation, ModelAdapter, as_image_batch, as_mask
-from ..core.folding import explanation_mode
-from ..core.perturb import Perturbations, changed_items, check_batch_size
+from ..core import Explainer, Explanation
+from ..core.explanation import normalize_map
+from ..core.perturb import changed_items
 from ..core.validate import check_int, check_number, check_positive
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 RAW = 1
 """Result type: the Hausdorff distance of each occluded image."""
@@ -43,6 +45,9 @@ BETTER_ONLY = 2
 WORSE_ONLY = 3
 """Result type: how much farther from the segment the output got where occlusion hurt, else 0."""
 RESULT_TYPES = (RAW, BETTER_ONLY, WORSE_ONLY)
+
+Occlude = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Distance = Callable[[np.ndarray, np.ndarray], float]
 
 
 @dataclass(frozen=True)
@@ -135,105 +140,14 @@ def occlusion_masks(grid: CircleGrid, index: torch.Tensor, normalize: bool,
     return torch.where(inside, fill, 1.0)[:, None]
 
 
-class _HDMComputation:
-    """Shared by both entry points: the overridable steps and the batched run."""
+def occlude_minimum(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """HDM's default occlusion: ``image`` (1, C, H, W) under ``mask`` (B, 1, H, W) -> (B, C, H, W).
 
-    threshold = 0.5
-    skip_unchanged = True
-
-    def apply_mask(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Occlude ``image`` with ``mask``; override to occlude differently.
-
-        Called once per batch with ``image`` (1, C, H, W) (or one channel of it) and ``mask``
-        (B, 1, H, W) from :func:`occlusion_masks`; must return (B, C, H, W). The default,
-        like the original's ``torch.min(image, mask)``, takes the minimum of the image and the
-        circle's fill value inside the circle and leaves every other pixel as it is (also
-        pixels above 1, which a plain minimum would clip).
-        """
-        return torch.where(mask < 1, torch.minimum(image, mask), image)
-
-    def calculate_distance(self, output: np.ndarray, segment: np.ndarray) -> float:
-        """Distance between one model output and the segment; override to measure differently.
-
-        ``output`` is the class probability map (H, W) of one occluded image, ``segment`` the
-        segment (H, W). The default is the symmetric Hausdorff distance between
-        ``output > threshold`` and ``segment``; the library computes it in a faster shared
-        way unless a subclass replaces this method.
-        """
-        return HausdorffToReference(segment).distance(output > self.threshold)
-
-    def _uses_default_distance(self) -> bool:
-        return type(self).calculate_distance is _HDMComputation.calculate_distance
-
-    def _circles_to_run(self, grid: CircleGrid, image: torch.Tensor, normalize: bool,
-                        channel: int, occlude) -> torch.Tensor:
-        """Indices of the circles whose occluded image differs from ``image``.
-
-        The others (black over black) give the unoccluded output and are not run. With the
-        default :meth:`apply_mask` a circle changes the image exactly when a pixel under it is
-        above the fill value, which a dilation of those pixels by the circle finds at once;
-        an overridden ``apply_mask`` is applied to every circle and compared.
-        """
-        if not self.skip_unchanged:
-            return torch.arange(len(grid))
-        if type(self).apply_mask is not _HDMComputation.apply_mask:
-            return changed_items(len(grid), lambda a, b: (None, occlude(torch.arange(a, b))),
-                                 image)
-        fill = -1.0 if normalize else 0.0
-        occluded = image[0] if channel == -1 else image[0, channel:channel + 1]
-        above = (occluded > fill).any(0).cpu().numpy()
-        reached = ndimage.binary_dilation(above, structure=grid.disk())
-        rows, cols = grid.centres(torch.arange(len(grid)))
-        return torch.from_numpy(reached[rows.numpy(), cols.numpy()]).nonzero().squeeze(1)
-
-    def _run(self, model: ModelAdapter, image: torch.Tensor, segment: torch.Tensor,
-             class_index: int, grid: CircleGrid, normalize: bool, channel: int,
-             batch_size, progress: bool) -> tuple[np.ndarray, float, Perturbations, float]:
-        """Distances (rows, cols), baseline distance, the batch run and seconds spent measuring."""
-        if not -1 <= channel < image.shape[1]:
-            raise ValueError(
-                f"channel: expected -1 (all) or 0..{image.shape[1] - 1} for an image with "
-                f"{image.shape[1]} channels, got {channel}")
-        segment_numpy = segment.cpu().numpy()
-        reference = HausdorffToReference(segment_numpy)
-        default_distance = self._uses_default_distance()
-
-        def measure(probability: torch.Tensor) -> np.ndarray:
-            """Distances of a batch of class probability maps (B, H, W)."""
-            if not default_distance:
-                return np.array([self.calculate_distance(p, segment_numpy)
-                                 for p in probability.cpu().numpy()], dtype=np.float64)
-            binary = probability > self.threshold
-            same = (binary == baseline_binary).flatten(1).all(1).cpu().numpy()
-            binary = binary.cpu().numpy()
-            return np.array([baseline if unchanged else reference.distance(mask)
-                             for unchanged, mask in zip(same, binary)], dtype=np.float64)
-
-        probability = model.first_pass(image)[:, class_index]
-        baseline_binary = probability > self.threshold
-        if default_distance:
-            baseline = reference.distance(baseline_binary[0].cpu().numpy())
-        else:
-            baseline = float(measure(probability)[0])
-
-        def occlude(index: torch.Tensor) -> torch.Tensor:
-            masks = occlusion_masks(grid, index, normalize, image.device)
-            if channel == -1:
-                return self.apply_mask(image, masks)
-            masked = image.expand(len(index), *image.shape[1:]).clone()
-            masked[:, channel:channel + 1] = self.apply_mask(image[:, channel:channel + 1], masks)
-            return masked
-
-        to_run = self._circles_to_run(grid, image, normalize, channel, occlude)
-        distances = np.full(len(grid), baseline, dtype=np.float64)
-        measuring = 0.0
-        run = Perturbations(model, len(to_run), lambda a, b: (to_run[a:b], occlude(to_run[a:b])),
-                            batch_size=batch_size, progress=progress, description="HDM masks")
-        for circles, probabilities in run:
-            tick = time.perf_counter()
-            distances[circles.numpy()] = measure(probabilities[:, class_index])
-            measuring += time.perf_counter() - tick
-        return distances.reshape(grid.rows, grid.cols), baseline, run, measuring
+    Like the original's ``torch.min(image, mask)`` inside the circle (the minimum of the image
+    and the circle's fill value); every pixel outside it is left as it is, also pixels above
+    1, which a plain minimum would clip.
+    """
+    return torch.where(mask < 1, torch.minimum(image, mask), image)
 
 
 class HDMResult:
@@ -247,6 +161,9 @@ class HDMResult:
         Distance of the unoccluded image's output.
     image_width, image_height : int
     circle_size, offset : int
+
+    ``explanation`` is the :class:`Explanation` the result was read from (None when built
+    from numbers).
     """
 
     def __init__(self, distances, baseline, image_width, image_height, circle_size, offset):
@@ -279,90 +196,17 @@ class HDMResult:
         """The HDM picture: every circle coloured by its distance, scaled to the min..max of
         this result type; the larger value wins where circles overlap. A PIL RGB image of the
         input's size; pixels no circle covers are black."""
-        distances = self.distances(result_type)
-        low, high = distances.min(), distances.max()
-        scaled = (distances - low) / (high - low) if high > low else np.zeros_like(distances)
-        painted = self.grid.render(scaled, reduce="max")
+        import matplotlib  # imported when a picture is asked for, not with the package
+        from PIL import Image
+
+        painted = self.grid.render(normalize_map(self.distances(result_type)), reduce="max")
         colours = matplotlib.colormaps[color_map](np.nan_to_num(painted))[..., :3]
         colours[np.isnan(painted)] = 0
         return Image.fromarray((colours * 255).round().astype(np.uint8), mode="RGB")
 
 
-class HausdorffDistanceMasks(_HDMComputation):
-    """HDM explainer with the original library's API.
-
-    Parameters
-    ----------
-    image_width, image_height : int
-        Size of the images to explain.
-    threshold : float, default 0.5
-        The output is binarised as ``probability > threshold`` before measuring distances.
-    batch_size : int or "auto", default "auto"
-        Occluded images per model pass.
-    progress : bool, default True
-    skip_unchanged : bool, default True
-        Circles that leave the image unchanged (black over black) are not run through the
-        model: their output is the unoccluded one. Needs a model that is deterministic in
-        eval mode; pass False otherwise.
-    """
-
-    def __init__(self, image_width, image_height, threshold: float = 0.5,
-                 batch_size: int | str = "auto", progress: bool = True,
-                 skip_unchanged: bool = True):
-        self.width = check_positive(image_width, "image_width")
-        self.height = check_positive(image_height, "image_height")
-        self.threshold = check_number(threshold, "threshold", 0, 1, open_high=True)
-        check_batch_size(batch_size)
-        self.batch_size = batch_size
-        self.progress = progress
-        self.skip_unchanged = bool(skip_unchanged)
-        self.grid: CircleGrid | None = None
-
-    def generate_masks(self, circle_size, offset, normalize=False):
-        """Set the occluding circles: diameter ``circle_size`` pixels every ``offset`` pixels.
-
-        15 and 5 suit a 240 x 240 image. ``normalize`` maps the masks to [-1, 1] for images
-        normalised with mean 0.5 and std 0.5. Masks are made per batch when explaining, so
-        this costs no memory.
-        """
-        self.circle_size = check_positive(circle_size, "circle_size")
-        self.offset = check_positive(offset, "offset")
-        self.normalize = bool(normalize)
-        self.grid = CircleGrid(self.height, self.width, self.circle_size, self.offset)
-
-    def explain(self, model, image, segment, device, channel=-1) -> HDMResult:
-        """Explain one image (H, W) or (C, H, W) and its ground-truth ``segment`` (H, W).
-
-        ``model`` must be on ``device``; it returns one channel (foreground) or several
-        (class 1 is explained). Returns an :class:`HDMResult`.
-        """
-        if self.grid is None:
-            raise RuntimeError("call generate_masks(circle_size, offset) before explain")
-        started = time.perf_counter()
-        batch = as_image_batch(image)
-        if tuple(batch.shape[-2:]) != (self.height, self.width):
-            raise ValueError(
-                f"image: expected height x width {self.height} x {self.width} as given to "
-                f"HausdorffDistanceMasks, got shape {tuple(np.shape(image))}")
-        mask = as_mask(segment, (self.height, self.width), "segment")
-        adapter = ModelAdapter(model, device=device)
-        batch = batch.to(adapter.device)
-        with explanation_mode(model):
-            distances, baseline, run, distance_seconds = self._run(
-                adapter, batch, mask, 1, self.grid, self.normalize, channel,
-                self.batch_size, self.progress)
-        result = HDMResult(distances, baseline, self.width, self.height, self.circle_size,
-                           self.offset)
-        result.explanation = _explanation(result, 1, {
-            "circle_size": self.circle_size, "offset": self.offset, "normalize": self.normalize,
-            "threshold": self.threshold, "channel": channel, "segment": "given"},
-            run, distance_seconds, time.perf_counter() - started)
-        result.explanation.arrays["target_pixels"] = mask.numpy().astype(np.uint8)
-        return result
-
-
-class HDM(Explainer, _HDMComputation):
-    """Hausdorff Distance Masks through the common entry point.
+class HDM(Explainer):
+    """Hausdorff Distance Masks (seed 002).
 
     ``HDM(model).explain(image, target)`` occludes the image with each circle and measures
     the Hausdorff distance between the target class's output and the target region (by
@@ -384,22 +228,30 @@ class HDM(Explainer, _HDMComputation):
     skip_unchanged : bool, default True
         Don't run circles that leave the image unchanged (their output is the unoccluded
         one); needs a model that is deterministic in eval mode.
-    output, device, batch_size, progress
+    occlude : callable (image, mask) -> occluded, optional
+        Replaces :func:`occlude_minimum`: ``image`` (1, C, H, W) (only the occluded channel
+        when ``channel`` >= 0), ``mask`` (B, 1, H, W) from :func:`occlusion_masks`; returns
+        (B, C, H, W). With it, unchanged circles are found by building every occluded image.
+    distance : callable (output, segment) -> float, optional
+        Replaces the Hausdorff distance: ``output`` is the class probability map (H, W) of one
+        image (numpy), ``segment`` the target pixels (H, W) bool (numpy). Without it, outputs
+        whose binary mask equals the unoccluded one reuse its distance.
+    output, device, batch_size, progress, fold_batchnorm
         As for every explainer (:class:`~interpret_segmentation.core.Explainer`).
 
     The Explanation's ``saliency`` (H, W) is, at each pixel, the mean over the circles that
     cover it of (distance - baseline distance): positive where hiding the pixel moves the
     segmentation away from the target, negative where it brings it closer. ``arrays`` holds
     "distances" (rows, cols) and "worse_only" (the WORSE_ONLY circle map, NaN-free);
-    ``info["baseline_distance"]`` the unoccluded distance. :meth:`result` turns it back into
-    an :class:`HDMResult` for ``circle_map``.
+    ``info["baseline_distance"]`` the unoccluded distance. :meth:`result` turns it into an
+    :class:`HDMResult` for ``circle_map``.
     """
 
     method = "hdm"
 
     def __init__(self, model, circle_size: int = 15, offset: int = 5, threshold: float = 0.5,
                  normalize: bool = False, channel: int = -1, skip_unchanged: bool = True,
-                 **options):
+                 occlude: Occlude | None = None, distance: Distance | None = None, **options):
         super().__init__(model, **options)
         self.circle_size = check_positive(circle_size, "circle_size")
         self.offset = check_positive(offset, "offset")
@@ -407,44 +259,113 @@ class HDM(Explainer, _HDMComputation):
         self.normalize = bool(normalize)
         self.channel = check_int(channel, "channel", minimum=-1)
         self.skip_unchanged = bool(skip_unchanged)
+        for hook, name in ((occlude, "occlude"), (distance, "distance")):
+            if hook is not None and not callable(hook):
+                raise TypeError(f"{name}: expected a callable or None, got {type(hook).__name__}")
+        self.occlude, self.distance = occlude, distance
+
+    def settings(self) -> dict:
+        """The circles, threshold, channel and skipping, and the name of each hook given."""
+        settings = {"circle_size": self.circle_size, "offset": self.offset,
+                    "normalize": self.normalize, "threshold": self.threshold,
+                    "channel": self.channel, "skip_unchanged": self.skip_unchanged}
+        for name in ("occlude", "distance"):  # a replaced step is named
+            hook = getattr(self, name)
+            if hook is not None:
+                settings[name] = getattr(hook, "__qualname__", type(hook).__qualname__)
+        return settings
 
     def _explain(self, item) -> Explanation:
         image, target = item.image, item.target
-        started = time.perf_counter()
-        height, width = image.shape[-2:]
-        grid = CircleGrid(height, width, self.circle_size, self.offset)
-        distances, baseline, run, distance_seconds = self._run(
-            self.model, image, target.pixels, target.class_index, grid, self.normalize,
-            self.channel, self.batch_size, self.progress)
-        result = HDMResult(distances, baseline, width, height, self.circle_size, self.offset)
-        return _explanation(result, target.class_index, {
-            "circle_size": self.circle_size, "offset": self.offset, "normalize": self.normalize,
-            "threshold": self.threshold, "channel": self.channel},
-            run, distance_seconds, time.perf_counter() - started)
+        if not -1 <= self.channel < image.shape[1]:
+            raise ValueError(
+                f"channel: expected -1 (all) or 0..{image.shape[1] - 1} for an image with "
+                f"{image.shape[1]} channels, got {self.channel}")
+        grid = CircleGrid(*image.shape[-2:], self.circle_size, self.offset)
+        measure, baseline = self._measurer(target.pixels, item.probabilities[:, target.class_index])
+        to_run = self._circles_to_run(grid, image)
+        distances = np.full(len(grid), baseline, dtype=np.float64)
+        measuring = 0.0
+        run = self.perturbations(
+            len(to_run), lambda a, b: (to_run[a:b], self._occluded(grid, image, to_run[a:b])),
+            "HDM masks")
+        for circles, probabilities in run:
+            tick = time.perf_counter()
+            distances[circles.numpy()] = measure(probabilities[:, target.class_index])
+            measuring += time.perf_counter() - tick
+        result = HDMResult(distances.reshape(grid.rows, grid.cols), baseline, grid.width,
+                           grid.height, self.circle_size, self.offset)
+        worse = np.nan_to_num(result.saliency_map(WORSE_ONLY, reduce="max"))
+        return self.explanation(
+            item, grid.render(result.results - baseline, reduce="mean"),
+            timings={"model": run.model_seconds, "distances": measuring},
+            arrays={"distances": result.results, "worse_only": worse.astype(np.float32)},
+            info={"baseline_distance": baseline, "model_passes": run.passes + 1,
+                  "unchanged_skipped": len(grid) - run.passes, "batch_size": run.batch_size,
+                  "grid": [grid.rows, grid.cols]})
+
+    def _measurer(self, pixels: torch.Tensor, unoccluded: torch.Tensor):
+        """(measure, baseline): ``measure(probability (B, H, W)) -> distances (B,)`` to the
+        target ``pixels``, and the distance of the ``unoccluded`` probability (1, H, W)."""
+        segment = pixels.cpu().numpy()
+        if self.distance is not None:
+            def measure(probability: torch.Tensor) -> np.ndarray:
+                return np.array([self.distance(p, segment) for p in probability.cpu().numpy()],
+                                dtype=np.float64)
+            return measure, float(measure(unoccluded)[0])
+        reference = HausdorffToReference(segment)
+        unoccluded_binary = unoccluded > self.threshold
+        baseline = reference.distance(unoccluded_binary[0].cpu().numpy())
+
+        def measure(probability: torch.Tensor) -> np.ndarray:
+            binary = probability > self.threshold
+            same = (binary == unoccluded_binary).flatten(1).all(1).cpu().numpy()
+            return np.array([baseline if unchanged else reference.distance(mask)
+                             for unchanged, mask in zip(same, binary.cpu().numpy())],
+                            dtype=np.float64)
+        return measure, baseline
+
+    def _occluded(self, grid: CircleGrid, image: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """The image (1, C, H, W) under each circle numbered ``index``: (len(index), C, H, W)."""
+        occlude = self.occlude or occlude_minimum
+        masks = occlusion_masks(grid, index, self.normalize, image.device)
+        if self.channel == -1:
+            return occlude(image, masks)
+        channel = slice(self.channel, self.channel + 1)
+        occluded = image.expand(len(index), *image.shape[1:]).clone()
+        occluded[:, channel] = occlude(image[:, channel], masks)
+        return occluded
+
+    def _circles_to_run(self, grid: CircleGrid, image: torch.Tensor) -> torch.Tensor:
+        """Indices of the circles whose occluded image differs from ``image``.
+
+        The others (black over black) give the unoccluded output and are not run. With the
+        default occlusion a circle changes the image exactly when a pixel under it is above
+        the fill value, which a dilation of those pixels by the circle finds at once; a given
+        ``occlude`` is applied to every circle and compared.
+        """
+        if not self.skip_unchanged:
+            return torch.arange(len(grid))
+        if self.occlude is not None:
+            return changed_items(
+                len(grid), lambda a, b: (None, self._occluded(grid, image, torch.arange(a, b))),
+                image)
+        fill = -1.0 if self.normalize else 0.0
+        occluded = image[0] if self.channel == -1 else image[0, self.channel:self.channel + 1]
+        above = (occluded > fill).any(0).cpu().numpy()
+        reached = ndimage.binary_dilation(above, structure=grid.disk())
+        rows, cols = grid.centres(torch.arange(len(grid)))
+        return torch.from_numpy(reached[rows.numpy(), cols.numpy()]).nonzero().squeeze(1)
 
     @staticmethod
     def result(explanation: Explanation) -> HDMResult:
-        """The :class:`HDMResult` of an HDM explanation (for ``distances`` and ``circle_map``)."""
+        """The :class:`HDMResult` of an HDM explanation (for ``distances`` and ``circle_map``);
+        its ``explanation`` is ``explanation``."""
         if explanation.method != "hdm":
             raise ValueError(f"explanation: expected an HDM explanation, got {explanation.method!r}")
         height, width = explanation.saliency.shape
-        return HDMResult(explanation.arrays["distances"], explanation.info["baseline_distance"],
-                         width, height, explanation.parameters["circle_size"],
-                         explanation.parameters["offset"])
-
-
-def _explanation(result: HDMResult, class_index: int, parameters: dict, run: Perturbations,
-                 distance_seconds: float, seconds: float) -> Explanation:
-    change = result.distances(RAW) - result.baseline
-    worse = np.nan_to_num(result.saliency_map(WORSE_ONLY, reduce="max"))
-    return Explanation(
-        saliency=result.grid.render(change, reduce="mean"),
-        method="hdm",
-        target_class=class_index,
-        parameters=parameters,
-        timings={"total": seconds, "model": run.model_seconds, "distances": distance_seconds},
-        arrays={"distances": result.results, "worse_only": worse.astype(np.float32)},
-        info={"baseline_distance": result.baseline, "model_passes": run.passes + 1,
-              "unchanged_skipped": result.results.size - run.passes,
-              "batch_size": run.batch_size, "grid": [result.grid.rows, result.grid.cols]},
-    )
+        result = HDMResult(explanation.arrays["distances"], explanation.info["baseline_distance"],
+                           width, height, explanation.parameters["circle_size"],
+                           explanation.parameters["offset"])
+        result.explanation = explanation
+        return result

@@ -1,15 +1,16 @@
 """RISE for segmentation: weight random masks by how well the model's output survives them.
 
 RISE (Petsiuk et al., 2018) keeps random smooth subsets of the image, runs the model on each
-masked image and sums the masks weighted by a score of the output. For segmentation the score
-is either
+masked image and sums the masks weighted by a score of the output. :class:`RISE` scores each
+masked image by its ``weighting``:
 
-* the Dice between the class's prediction on the masked image and the target region (the
-  baseline of seed 001, after Dardouillet et al., 2022) -- :class:`RISE` with
-  ``weighting="dice"``, the default;
-* the class probability at each target pixel, one map per pixel, merged by max or mean (the
-  original interpret-segmentation library) -- :class:`SegmentationRISE`, and :class:`RISE` with
-  ``weighting="probability"`` for the mean.
+* "dice": the Dice between the class's prediction on the masked image and the target region
+  (the baseline of seed 001, after Dardouillet et al., 2022), the default;
+* "probability": the mean class probability over the target region;
+* "per_pixel": the class probability at each target pixel, one map per pixel (the original
+  interpret-segmentation library, seed 002); :meth:`RISE.result` gives the
+  :class:`RISEResult` that merges them by max or mean. ``rise.SegmentationRISE`` (the
+  original API, in ``interpret_segmentation.rise``) is a thin adapter over this mode.
 
 Masks: an ``s`` x ``s`` grid of cells kept with probability ``p1``, upsampled bilinearly to
 ``(s + 1) * ceil(H / s)`` pixels and cropped at a random shift to H x W. They are made from a
@@ -20,7 +21,6 @@ seed, one batch at a time, so memory does not grow with their number. Maps are d
 from __future__ import annotations
 
 import math
-import time
 import zipfile
 import zlib
 from pathlib import Path
@@ -30,14 +30,15 @@ import torch
 import torch.nn.functional as F
 
 from ..analysis.metrics import batch_dice
-from ..core import Explainer, Explanation, ModelAdapter, as_image_batch, as_mask, atomic_write
-from ..core.folding import explanation_mode
+from ..core import Explainer, Explanation, atomic_write
 from ..core.model import predicted_mask
-from ..core.perturb import Perturbations, check_batch_size
-from ..core.validate import check_number, check_positive
+from ..core.validate import check_choice, check_number, check_positive
 
 RECIPE_KEY = "rise_mask_recipe"
-WEIGHTINGS = ("dice", "probability")
+WEIGHTINGS = ("dice", "probability", "per_pixel")
+CHUNK_BYTES = 256 * 2**20
+"""Default memory bound of :class:`RISEResult`: the masks and per-pixel maps it makes at once
+take about this many bytes (256 MiB)."""
 
 
 def _check_mask_parameters(n_masks, s, p1, count_name: str = "N") -> None:
@@ -166,74 +167,23 @@ def load_masks(path) -> RandomMasks | StoredMasks:
         raise ValueError(f"{path}: a RISE mask recipe with a bad value ({error})") from None
 
 
-def _masked(image: torch.Tensor, masks, start: int, stop: int, device):
-    """((start, stop, masks start:stop), the image under them)."""
-    batch_masks = masks.batch(start, stop, device)
-    return (start, stop, batch_masks), image * batch_masks
+def weighted_mask_sum(masks, weights: torch.Tensor, chunk: int,
+                      made: torch.Tensor | None = None) -> torch.Tensor:
+    """``weights.T @ masks`` in float64: (R, H * W) from ``weights`` (N, R).
 
-
-def _rise_pass(model: ModelAdapter, image: torch.Tensor, masks, class_index: int,
-               pixels: torch.Tensor, weighting: str, batch_size, progress: bool):
-    """Run every mask; return (map (H, W) or per-pixel scores (N, P), BatchRun).
-
-    ``weighting``: "dice" (one map, masks weighted by Dice with ``pixels``), "probability"
-    (one map, weighted by the mean class probability over ``pixels``) or "per_pixel" (the
-    class probability of each target pixel under each mask, for :class:`RISEResult`).
+    Row r is ``sum_i weights[i, r] * mask_i``. The masks come from the source ``masks``
+    ``chunk`` at a time (memory O(chunk x H x W) besides the result), or from ``made``, a
+    float64 tensor (N, H * W) of all of them already made. The sum is float64, so the order
+    the chunks impose stays below float32 resolution: float32 maps read from it do not
+    depend on the chunk.
     """
-    height, width = image.shape[-2:]
-    if (masks.height, masks.width) != (height, width):
-        raise ValueError(f"masks: made for {masks.height} x {masks.width}, image is "
-                         f"{height} x {width}")
-    device = image.device
-    flat_pixels = pixels.to(device).flatten()
-    pixel_index = flat_pixels.nonzero().squeeze(1)
-    if weighting == "per_pixel":
-        scores = torch.zeros(len(masks), len(pixel_index), device=device)
-    else:
-        total = torch.zeros(1, height * width, dtype=torch.float64, device=device)
-    run = Perturbations(model, len(masks), lambda a, b: _masked(image, masks, a, b, device),
-                        batch_size=batch_size, progress=progress, description="RISE masks")
-    for (start, stop, batch_masks), probabilities in run:
-        class_probability = probabilities[:, class_index].flatten(1)
-        if weighting == "per_pixel":
-            scores[start:stop] = class_probability[:, pixel_index]
-            continue
-        if weighting == "dice":
-            predicted = predicted_mask(probabilities, class_index).flatten(1)
-            weights = batch_dice(predicted, flat_pixels)
-        elif len(pixel_index):
-            weights = class_probability[:, pixel_index].mean(1)
-        else:
-            weights = class_probability.new_zeros(stop - start)
-        total.add_(weights[None].double() @ batch_masks.flatten(1).double())
-    if weighting == "per_pixel":
-        return scores, run
-    return (total / (len(masks) * masks.p1)).float().reshape(height, width), run
-
-
-MASKS_PER_CHUNK = 256
-"""Masks made at once when :class:`RISEResult` streams them (about 60 MB at 240 x 240)."""
-MAP_CHUNK_BYTES = 256 * 2**20
-"""Memory :class:`RISEResult` may use for keeping all masks made at once."""
-PIXELS_PER_CHUNK = 128
-"""Per-pixel maps made at once by :meth:`RISEResult.max` (small enough to stay in cache while
-merged: about 1.5 x faster than large chunks)."""
-
-
-def weighted_mask_sum(masks, weights: torch.Tensor) -> torch.Tensor:
-    """``weights.T @ masks``: (R, H * W) float32 from ``weights`` (N, R).
-
-    Each row r is ``sum_i weights[i, r] * mask_i``. ``masks`` is a mask source (made in
-    chunks of :data:`MASKS_PER_CHUNK`, memory O(R x H x W + chunk x H x W)) or a tensor
-    (N, H * W) of masks already made.
-    """
-    if isinstance(masks, torch.Tensor):
-        return weights.T @ masks
-    device = weights.device
-    total = torch.zeros(weights.shape[1], masks.height * masks.width, device=device)
-    for start in range(0, len(masks), MASKS_PER_CHUNK):
-        stop = min(start + MASKS_PER_CHUNK, len(masks))
-        total.addmm_(weights[start:stop].T, masks.batch(start, stop, device).flatten(1))
+    weights = weights.double()
+    if made is not None:
+        return weights.T @ made
+    total = weights.new_zeros(weights.shape[1], masks.height * masks.width)
+    for start in range(0, len(masks), chunk):
+        stop = min(start + chunk, len(masks))
+        total.addmm_(weights[start:stop].T, masks.batch(start, stop, weights.device).flatten(1).double())
     return total
 
 
@@ -242,132 +192,85 @@ class RISEResult:
 
     The map of target pixel p is ``sum_i scores[i, p] * mask_i / (N * p1)``, with
     ``scores[i, p]`` the class probability at p when mask i is applied. Only the scores
-    (N, P) are kept; :meth:`max` and :meth:`mean` make the masks again in chunks, so memory
-    does not grow with P x H x W.
+    (N, P) are kept; :meth:`max` and :meth:`mean` make the masks again, so memory does not
+    grow with N x H x W or P x H x W.
 
     Parameters
     ----------
-    scores : tensor (N, P)
+    scores : tensor or array (N, P)
         Class probability of each of the P target pixels under each of the N masks.
     masks : RandomMasks or StoredMasks
     pixels : tensor (H, W) bool
         The target pixels (P of them), in row-major order.
+    chunk_bytes : int, default CHUNK_BYTES (256 MiB)
+        The one memory knob: masks and per-pixel maps are made ``chunk`` at a time (float64),
+        ``chunk = chunk_bytes // (16 * H * W)`` (at least 1) of each, so that those made at
+        once take about ``chunk_bytes``. When all N masks fit in one chunk they are made once
+        and reused. The maps do not depend on it.
+
+    ``explanation`` is the :class:`Explanation` the result was read from (None when built
+    from numbers).
     """
 
-    def __init__(self, scores: torch.Tensor, masks, pixels: torch.Tensor):
-        self.scores = scores
+    def __init__(self, scores, masks, pixels, chunk_bytes: int = CHUNK_BYTES):
+        self.scores = torch.as_tensor(scores)
         self.masks = masks
-        self.pixels = pixels
+        self.pixels = torch.as_tensor(pixels)
         self.shape = (masks.height, masks.width)
+        if self.scores.ndim != 2 or self.scores.shape[0] != len(masks):
+            raise ValueError(f"scores: expected ({len(masks)}, P), one row per mask, got "
+                             f"{tuple(self.scores.shape)}")
+        self.chunk_bytes = check_positive(chunk_bytes, "chunk_bytes")
+        self.explanation: Explanation | None = None
 
-    def _maps(self, weights: torch.Tensor, masks=None) -> torch.Tensor:
-        """Maps (R, H * W) for score columns ``weights`` (N, R)."""
-        masks = self.masks if masks is None else masks
-        return weighted_mask_sum(masks, weights / (len(self.masks) * self.masks.p1))
+    @property
+    def chunk(self) -> int:
+        """Masks, and per-pixel maps, made at once."""
+        return max(1, self.chunk_bytes // (16 * self.shape[0] * self.shape[1]))
+
+    def _maps(self, weights: torch.Tensor, made: torch.Tensor | None = None) -> torch.Tensor:
+        """Maps (R, H * W) float64 for score columns ``weights`` (N, R)."""
+        return weighted_mask_sum(self.masks, weights, self.chunk, made) / (len(self.masks) * self.masks.p1)
+
+    def _all_masks_if_they_fit(self) -> torch.Tensor | None:
+        if len(self.masks) > self.chunk:
+            return None
+        return self.masks.batch(0, len(self.masks), self.scores.device).flatten(1).double()
 
     def max(self) -> np.ndarray:
-        """The per-pixel maps merged by their maximum: (H, W) numpy (zeros if P = 0)."""
+        """The per-pixel maps merged by their maximum: (H, W) float32 numpy (zeros if P = 0)."""
         if self.scores.shape[1] == 0:
             return np.zeros(self.shape, dtype=np.float32)
-        chunk = PIXELS_PER_CHUNK
-        masks = self.masks
-        if len(masks) * 4 * self.shape[0] * self.shape[1] <= MAP_CHUNK_BYTES:
-            masks = masks.batch(0, len(masks), self.scores.device).flatten(1)  # made once
+        made = self._all_masks_if_they_fit()
         merged = None
-        for start in range(0, self.scores.shape[1], chunk):
-            part = self._maps(self.scores[:, start:start + chunk], masks).amax(0)
+        for start in range(0, self.scores.shape[1], self.chunk):
+            part = self._maps(self.scores[:, start:start + self.chunk], made).amax(0)
             merged = part if merged is None else torch.maximum(merged, part)
-        return merged.reshape(self.shape).cpu().numpy()
+        return merged.float().reshape(self.shape).cpu().numpy()
 
     def mean(self) -> np.ndarray:
-        """The per-pixel maps merged by their mean: (H, W) numpy (zeros if P = 0)."""
+        """The per-pixel maps merged by their mean: (H, W) float32 numpy (zeros if P = 0).
+
+        The same as RISE's "probability" weighting."""
         if self.scores.shape[1] == 0:
             return np.zeros(self.shape, dtype=np.float32)
-        return self._maps(self.scores.mean(1, keepdim=True)).reshape(self.shape).cpu().numpy()
+        maps = self._maps(self.scores.mean(1, keepdim=True))
+        return maps.float().reshape(self.shape).cpu().numpy()
 
     @property
     def saliencies(self) -> torch.Tensor:
-        """All per-pixel maps (P, H, W), computed on request: P x H x W floats of memory."""
-        return self._maps(self.scores).reshape(-1, *self.shape)
-
-
-class SegmentationRISE:
-    """RISE with the original library's API: one saliency map per predicted pixel.
-
-    Parameters
-    ----------
-    model : nn.Module
-        On ``device``; one output channel (foreground) or several (class 1 is explained).
-    input_size : tuple (height, width)
-        Image size. (The original documented "width and height" but used it as an array
-        shape; for square images both readings agree.)
-    device : torch.device
-    batch_size : int or "auto", default "auto"
-    progress : bool, default True
-
-    Calling the explainer on an image (H, W), (C, H, W) or (1, C, H, W) returns a
-    :class:`RISEResult` with one map per pixel the model predicts as foreground, merged by
-    ``max()`` or ``mean()``. Memory: N x P scores for N masks and P pixels.
-    """
-
-    def __init__(self, model, input_size, device, batch_size: int | str = "auto",
-                 progress: bool = True):
-        if (not isinstance(input_size, (tuple, list)) or len(input_size) != 2
-                or any(not isinstance(v, (int, np.integer)) or v <= 0 for v in input_size)):
-            raise ValueError(f"input_size: expected (height, width) of positive ints, "
-                             f"got {input_size!r}")
-        check_batch_size(batch_size)
-        self.model = ModelAdapter(model, device=device)
-        self.input_size = (int(input_size[0]), int(input_size[1]))
-        self.device = self.model.device
-        self.batch_size = batch_size
-        self.progress = progress
-        self.masks: RandomMasks | StoredMasks | None = None
-
-    def generate_masks(self, N, s, p1, savepath=None, seed: int = 0, overwrite: bool = False):
-        """Define ``N`` random masks on an ``s`` x ``s`` grid keeping cells with probability
-        ``p1``. With ``savepath`` the recipe (not the masks) is saved for :meth:`load_masks`;
-        an existing file is kept unless ``overwrite``."""
-        self.masks = RandomMasks(N, s, p1, *self.input_size, seed=seed)
-        if savepath is not None:
-            self.masks.save(savepath, overwrite=overwrite)
-        self.N = len(self.masks)
-
-    def load_masks(self, path):
-        """Load masks saved by :meth:`generate_masks`, or an .npy array (N, 1, H, W)."""
-        masks = load_masks(path)
-        if (masks.height, masks.width) != self.input_size:
-            raise ValueError(f"{path}: masks of size {masks.height} x {masks.width}, expected "
-                             f"input_size {self.input_size}")
-        self.masks = masks
-        self.N = len(masks)
-
-    def __call__(self, image, pixels=None) -> RISEResult:
-        """Explain ``image`` (H, W), (C, H, W) or (1, C, H, W).
-
-        ``pixels`` (H, W), optional: the output pixels to explain; default those the model
-        predicts as foreground (class 1).
-        """
-        if self.masks is None:
-            raise RuntimeError("call generate_masks(N, s, p1) or load_masks(path) first")
-        batch = as_image_batch(image).to(self.device)
-        if tuple(batch.shape[-2:]) != self.input_size:
-            raise ValueError(f"image: expected size {self.input_size} (input_size), got shape "
-                             f"{tuple(np.shape(image))}")
-        with explanation_mode(self.model.model):
-            if pixels is None:
-                pixels = predicted_mask(self.model.first_pass(batch), 1)[0]
-            else:
-                pixels = as_mask(pixels, self.input_size, "pixels")
-            scores, _ = _rise_pass(self.model, batch, self.masks, 1, pixels, "per_pixel",
-                                   self.batch_size, self.progress)
-        return RISEResult(scores, self.masks, pixels.cpu())
-
-    forward = __call__
+        """All per-pixel maps (P, H, W) float32, computed on request: P x H x W floats."""
+        made = self._all_masks_if_they_fit()
+        maps = torch.empty(self.scores.shape[1], self.shape[0] * self.shape[1],
+                           device=self.scores.device)
+        for start in range(0, self.scores.shape[1], self.chunk):
+            stop = start + self.chunk
+            maps[start:stop] = self._maps(self.scores[:, start:stop], made).float()
+        return maps.reshape(-1, *self.shape)
 
 
 class RISE(Explainer):
-    """RISE through the common entry point.
+    """RISE for segmentation (Petsiuk et al., 2018; seeds 001 and 002).
 
     Parameters
     ----------
@@ -378,42 +281,106 @@ class RISE(Explainer):
         Cells per side of the coarse grid.
     p1 : float, default 0.5
         Probability that a cell is kept.
-    weighting : {"dice", "probability"}, default "dice"
+    weighting : {"dice", "probability", "per_pixel"}, default "dice"
         Score of each masked image: Dice between the class's prediction and the target
-        region, or the mean class probability over the target region.
+        region, the mean class probability over the target region, or the class probability
+        at each target pixel (one map per pixel, see :meth:`result`).
     seed : int, default 0
         Seed of the masks.
-    output, device, batch_size, progress
-        As for every explainer.
+    masks : RandomMasks or StoredMasks, optional
+        Masks to use instead of making them from ``n_masks``, ``s``, ``p1`` and ``seed``
+        (which are then read from them): e.g. :func:`load_masks` of a file. They must have the
+        image's size.
+    output, device, batch_size, progress, fold_batchnorm
+        As for every explainer (:class:`~interpret_segmentation.core.Explainer`).
 
     The Explanation's ``saliency`` (H, W) is ``sum_i score_i * mask_i / (N * p1)``: the
-    expected score when a pixel is kept, non-negative.
+    expected score when a pixel is kept, non-negative. With "per_pixel" it is the mean of the
+    per-pixel maps (the "probability" map) and ``arrays["scores"]`` (N, P) holds the class
+    probability of each of the P target pixels (row-major) under each mask.
     """
 
     method = "rise"
 
     def __init__(self, model, n_masks: int = 2000, s: int = 8, p1: float = 0.5,
-                 weighting: str = "dice", seed: int = 0, **options):
+                 weighting: str = "dice", seed: int = 0, masks=None, **options):
         super().__init__(model, **options)
-        _check_mask_parameters(n_masks, s, p1, count_name="n_masks")
-        if weighting not in WEIGHTINGS:
-            raise ValueError(f"weighting: expected one of {WEIGHTINGS}, got {weighting!r}")
-        self.n_masks, self.s, self.p1 = int(n_masks), int(s), float(p1)
-        self.weighting, self.seed = weighting, int(seed)
+        self.weighting = check_choice(weighting, "weighting", WEIGHTINGS)
+        if masks is not None and not isinstance(masks, (RandomMasks, StoredMasks)):
+            raise TypeError(f"masks: expected RandomMasks, StoredMasks or None, got "
+                            f"{type(masks).__name__}")
+        self.masks = masks
+        if isinstance(masks, RandomMasks):
+            n_masks, s, p1, seed = masks.n_masks, masks.s, masks.p1, masks.seed
+        elif isinstance(masks, StoredMasks):
+            n_masks, s, p1, seed = masks.n_masks, None, masks.p1, None
+        if not isinstance(masks, StoredMasks):
+            _check_mask_parameters(n_masks, s, p1, count_name="n_masks")
+            s, seed = int(s), int(seed)
+        self.n_masks, self.s, self.p1, self.seed = int(n_masks), s, float(p1), seed
+
+    def settings(self) -> dict:
+        """The masks (``s`` and ``seed`` are None for stored masks) and the weighting."""
+        return {"n_masks": self.n_masks, "s": self.s, "p1": self.p1, "weighting": self.weighting,
+                "seed": self.seed}
+
+    def masks_for(self, height: int, width: int):
+        """The mask source for an image of ``height`` x ``width`` (ValueError if ``masks``
+        were given for another size)."""
+        if self.masks is None:
+            return RandomMasks(self.n_masks, self.s, self.p1, height, width, seed=self.seed)
+        if (self.masks.height, self.masks.width) != (height, width):
+            raise ValueError(f"masks: made for {self.masks.height} x {self.masks.width}, image is "
+                             f"{height} x {width}")
+        return self.masks
 
     def _explain(self, item) -> Explanation:
         image, target = item.image, item.target
-        started = time.perf_counter()
-        masks = RandomMasks(self.n_masks, self.s, self.p1, *image.shape[-2:], seed=self.seed)
-        saliency, run = _rise_pass(self.model, image, masks, target.class_index, target.pixels,
-                                   self.weighting, self.batch_size, self.progress)
-        return Explanation(
-            saliency=saliency.cpu().numpy(),
-            method="rise",
-            target_class=target.class_index,
-            parameters={"n_masks": self.n_masks, "s": self.s, "p1": self.p1,
-                        "weighting": self.weighting, "seed": self.seed},
-            timings={"total": time.perf_counter() - started, "model": run.model_seconds},
+        height, width = image.shape[-2:]
+        masks = self.masks_for(height, width)
+        flat_pixels = target.pixels.to(image.device).flatten()
+        pixel_index = flat_pixels.nonzero().squeeze(1)
+        total = torch.zeros(1, height * width, dtype=torch.float64, device=image.device)
+        scores = []
+
+        def make(start: int, stop: int):
+            batch_masks = masks.batch(start, stop, image.device)
+            return batch_masks, image * batch_masks
+
+        run = self.perturbations(len(masks), make, "RISE masks")
+        for batch_masks, probabilities in run:
+            class_probability = probabilities[:, target.class_index].flatten(1)
+            if self.weighting == "dice":
+                predicted = predicted_mask(probabilities, target.class_index).flatten(1)
+                weights = batch_dice(predicted, flat_pixels)
+            else:
+                at_pixels = class_probability[:, pixel_index]
+                weights = at_pixels.mean(1) if len(pixel_index) else at_pixels.new_zeros(len(at_pixels))
+                if self.weighting == "per_pixel":
+                    scores.append(at_pixels.float().cpu())
+            total.add_(weights[None].double() @ batch_masks.flatten(1).double())
+        arrays = {}
+        if self.weighting == "per_pixel":
+            arrays["scores"] = torch.cat(scores).numpy()
+        return self.explanation(
+            item, (total / (len(masks) * masks.p1)).float().reshape(height, width),
+            timings={"model": run.model_seconds}, arrays=arrays,
             info={"model_passes": run.passes + 1, "batch_size": run.batch_size,
-                  "target_empty": not bool(target.pixels.any())},
-        )
+                  "target_empty": not bool(target.pixels.any())})
+
+    def result(self, explanation: Explanation, chunk_bytes: int = CHUNK_BYTES) -> RISEResult:
+        """The :class:`RISEResult` (per-pixel maps, ``max()``, ``mean()``) of a "per_pixel"
+        explanation made by this explainer; its ``explanation`` is ``explanation``."""
+        if explanation.method != "rise" or "scores" not in explanation.arrays:
+            raise ValueError(f"explanation: expected a RISE explanation with weighting "
+                             f"'per_pixel', got {explanation.method!r} with arrays "
+                             f"{sorted(explanation.arrays)}")
+        if explanation.parameters != self.settings():
+            raise ValueError(f"explanation: made with the settings {explanation.parameters}, "
+                             f"this explainer has {self.settings()}; its masks would differ")
+        result = RISEResult(torch.from_numpy(explanation.arrays["scores"]).to(self.model.device),
+                            self.masks_for(*explanation.saliency.shape),
+                            torch.from_numpy(explanation.arrays["target_pixels"].astype(bool)),
+                            chunk_bytes=chunk_bytes)
+        result.explanation = explanation
+        return result
