@@ -1,10 +1,14 @@
 import copy
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from interpret_segmentation import Explanation, Target, methods
+from interpret_segmentation.core import ModelAdapter, resolve_target
 from interpret_segmentation.methods.lrp import (
+    LRP,
     RULE_SETS,
     AlphaBeta,
     Epsilon,
@@ -14,8 +18,16 @@ from interpret_segmentation.methods.lrp import (
     Zero,
     layer_rules,
     relevance,
+    segment,
 )
 from interpret_segmentation.models.vgg import VGG11
+
+
+@pytest.fixture(autouse=True)
+def _own_random_state():
+    """Tests below seed torch's global generator; a fork keeps that from leaking out."""
+    with torch.random.fork_rng():
+        yield
 
 # ---------------------------------------------------------------- tiny networks
 
@@ -694,3 +706,257 @@ def test_relevance_on_vgg(head, rule_set):
     assert r.shape == x.shape and r.dtype == x.dtype
     assert torch.isfinite(r).all() and r.abs().sum() > 0
     assert model.training  # the model's mode came back
+
+
+# ---------------------------------------------------------------- the LRP explainer
+
+
+def _vgg(head: str = "onefc", seed: int = 21) -> VGG11:
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return VGG11(in_channels=1, width=2, head=head, input_size=32)
+
+
+def _image(seed: int, shape=(1, 32, 32), dtype=torch.float32) -> torch.Tensor:
+    return torch.rand(shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+@pytest.mark.parametrize("rule_set", ["montavon", "seibold", "epsilon",
+                                      {"conv1_1": ZBox(0.0, 1.0), nn.Conv2d: AlphaBeta(),
+                                       nn.Linear: Epsilon(0.01, relative=False)}],
+                         ids=["montavon", "seibold", "epsilon", "mapping"])
+@pytest.mark.parametrize("target", [None, 0, Target(1)])
+def test_the_explanation_is_the_relevance_of_the_functional_api(rule_set, target):
+    model = _vgg("128N")
+    image = _image(1)
+    explanation = LRP(model, rule_set=rule_set).explain(image, target)
+    class_index = 1 if target is None else int(getattr(target, "class_index", target))
+    expected = relevance(model, image[None], class_index, rule_set=rule_set)[0]
+    assert explanation.method == "lrp" and explanation.target_class == class_index
+    assert explanation.saliency.dtype == np.float32 and explanation.saliency.shape == (32, 32)
+    np.testing.assert_array_equal(explanation.saliency, expected.sum(0).numpy())
+    np.testing.assert_array_equal(explanation.arrays["relevance"], expected.numpy())
+    with torch.no_grad():
+        logits = model.eval()(image[None])[0]
+    np.testing.assert_allclose(explanation.info["logits"], logits.double().numpy(), rtol=1e-6)
+    assert explanation.info["logit"] == pytest.approx(float(logits[class_index]), rel=1e-6)
+    assert explanation.info["predicted_class"] == int(logits.argmax())
+    predicted = int(logits.argmax()) == class_index
+    assert explanation.arrays["target_pixels"].shape == (32, 32)
+    assert (explanation.arrays["target_pixels"] == predicted).all()  # seed 003's gate
+    assert explanation.info["probability"] == pytest.approx(
+        float(torch.softmax(logits, 0)[class_index]), rel=1e-5)
+    assert set(explanation.parameters["rules"]) == set(layer_rules(model, rule_set))
+
+
+@pytest.mark.parametrize("method, options", [("simple", {}), ("gmm", {"seed": 3}),
+                                             ("bmm", {"max_iter": 20})])
+def test_the_mask_is_the_segmentation_of_the_summed_relevance(method, options):
+    model = _vgg()
+    image = _image(2)
+    explanation = LRP(model, rule_set="seibold", segmentation=method,
+                      segmentation_options=options).explain(image)
+    summed = relevance(model, image[None], 1, rule_set="seibold")[0].sum(0)
+    expected = segment(summed, method, **options)
+    assert explanation.arrays["mask"].dtype == bool
+    np.testing.assert_array_equal(explanation.arrays["mask"], expected)
+    assert explanation.parameters["segmentation"] == method
+    assert explanation.parameters["segmentation_options"] == options
+    assert "segmentation" in explanation.timings
+
+
+@pytest.mark.parametrize("rules", [{}, {nn.Conv2d: Epsilon(1e-9, relative=False),
+                                        nn.Linear: Epsilon(1e-9, relative=False)},
+                                   {"0": ZBox(-3.0, 3.0)}],
+                         ids=["lrp-0", "tiny-epsilon", "z-box-first"])
+@pytest.mark.parametrize("class_index", [0, 2])
+def test_the_explanation_conserves_the_explained_logit(rules, class_index):
+    """LRP-0, epsilon -> 0 and z^B without biases conserve: the map sums to the logit."""
+    net = _bias_free_net(4)  # float64; the image is float32 (as every explainer takes it)
+    image = _image(3, (2, 8, 8)) * 2 - 1
+    explanation = LRP(net, rule_set=rules).explain(image, class_index)
+    with torch.no_grad():
+        logit = float(net.eval()(image[None].double())[0, class_index])
+    assert explanation.info["logit"] == pytest.approx(logit, rel=1e-12)
+    assert explanation.info["relevance_sum"] == pytest.approx(logit, rel=1e-6, abs=1e-9)
+    assert float(explanation.saliency.astype(np.float64).sum()) == pytest.approx(
+        logit, rel=1e-4, abs=1e-5)
+
+
+class _OneLogit(nn.Sequential):
+    """A binary classifier with a single logit, as trained with BCEWithLogitsLoss."""
+
+    def __init__(self):
+        with torch.random.fork_rng():
+            torch.manual_seed(5)
+            super().__init__(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                             nn.Flatten(), nn.Linear(3 * 4 * 4, 1))
+
+
+def test_a_single_logit_is_class_1_and_its_negative_class_0():
+    model = _OneLogit()
+    image = _image(4, (1, 8, 8))
+    explainer = LRP(model, rule_set={nn.Conv2d: Gamma(0.25), nn.Linear: Epsilon()})
+    expected = relevance(model, image[None], 0, rule_set=explainer.rule_set)[0].sum(0).numpy()
+    positive, negative = explainer.explain_batch([image, image], [1, 0])
+    np.testing.assert_array_equal(positive.saliency, expected)
+    np.testing.assert_array_equal(negative.saliency, -expected)
+    assert negative.info["logit"] == -positive.info["logit"]
+    assert positive.info["logits"] == negative.info["logits"] and len(positive.info["logits"]) == 1
+    with torch.no_grad():
+        probability = float(torch.sigmoid(model(image[None]))[0, 0])
+    assert positive.info["probability"] == pytest.approx(probability, rel=1e-6)
+    assert negative.info["probability"] == pytest.approx(1 - probability, rel=1e-5)
+    with pytest.raises(ValueError, match="target"):
+        explainer.explain(image, 2)
+
+
+def test_explain_batch_equals_one_at_a_time():
+    model = _vgg("128N")
+    explainer = LRP(model, rule_set="seibold", segmentation="simple")
+    images = [_image(seed) for seed in (5, 6, 7)]
+    targets = [None, 0, Target(1)]
+    together = explainer.explain_batch(images, targets)
+    for image, target, batch in zip(images, targets, together):
+        alone = explainer.explain(image, target)
+        assert batch.target_class == alone.target_class
+        np.testing.assert_array_equal(batch.saliency, alone.saliency)
+        assert batch.arrays.keys() == alone.arrays.keys()
+        for key, array in alone.arrays.items():
+            np.testing.assert_array_equal(batch.arrays[key], array, err_msg=key)
+        assert batch.info == alone.info
+
+
+def test_save_and_load_give_the_same_explanation(tmp_path):
+    explanation = LRP(_vgg(), segmentation="gmm").explain(_image(8), Target(1))
+    explanation.save(tmp_path / "lrp")
+    loaded = Explanation.load(tmp_path / "lrp")
+    np.testing.assert_array_equal(loaded.saliency, explanation.saliency)
+    assert (loaded.method, loaded.target_class) == ("lrp", 1)
+    assert loaded.parameters == explanation.parameters and loaded.info == explanation.info
+    assert loaded.arrays.keys() == explanation.arrays.keys() == {"relevance", "mask",
+                                                                  "target_pixels"}
+    for key, array in explanation.arrays.items():
+        np.testing.assert_array_equal(loaded.arrays[key], array, err_msg=key)
+        assert loaded.arrays[key].dtype == array.dtype
+
+
+class _FailsOnCall(nn.Module):
+    """Wraps a classifier and raises on its ``fail_at``-th forward call."""
+
+    def __init__(self, model: nn.Module, fail_at: int):
+        super().__init__()
+        self.model, self.fail_at, self.calls = model, fail_at, 0
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls >= self.fail_at:
+            raise RuntimeError("the model broke down")
+        return self.model(x)
+
+
+def test_the_model_is_unchanged_after_explaining_and_after_errors():
+    net = _normalised_net()
+    net.train()
+    net[3].eval()
+    net[4].weight.requires_grad_(False)
+    before = _snapshot(net)
+    image = _image(9, (2, 8, 8), torch.float64)
+    LRP(net, rule_set={"0": ZBox(), nn.Conv2d: Gamma(), nn.Linear: Epsilon()},
+        segmentation="bmm").explain_batch([image, image], [1, 2])
+    _assert_unchanged(net, before)
+    with pytest.raises(RuntimeError, match="inside the rule"):  # fails in the propagation
+        LRP(net, rule_set={"4": _Failing()}).explain(image)
+    _assert_unchanged(net, before)
+    for fail_at, error in ((1, ValueError), (2, RuntimeError)):  # first pass, recorded pass
+        wrapped = _FailsOnCall(net, fail_at)
+        with pytest.raises(error, match="the model broke down"):
+            LRP(wrapped, rule_set={}).explain(image)
+        _assert_unchanged(net, before)
+    with pytest.raises(ValueError, match="target"):
+        LRP(net, rule_set={}).explain(image, 3)
+    _assert_unchanged(net, before)
+
+
+def test_a_target_with_a_region_is_refused_before_any_work():
+    model = _vgg()
+    explainer = LRP(model, rule_set="epsilon")
+    region = np.ones((32, 32), dtype=bool)
+    with pytest.raises(ValueError, match="target: a classifier's output has no pixels"):
+        explainer.explain(_image(10), Target(1, region=region))
+    calls = []
+    handle = model.features.conv1_1.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        with pytest.raises(ValueError, match="has no pixels"):
+            explainer.explain_batch([_image(10), _image(11)], [1, Target(0, region=region)])
+    finally:
+        handle.remove()
+    assert len(calls) == 2  # the two first passes, no propagation
+
+
+def test_bad_options_are_refused_at_construction():
+    model = _vgg()
+    plain = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(2 * 32 * 32, 2))
+    with pytest.raises(ValueError, match="rule set 'montavon' is written for the layer names of "
+                                         "interpret_segmentation.models.VGG11.*'epsilon'"):
+        LRP(plain)
+    LRP(plain, rule_set="epsilon")  # the rule set for any model
+    with pytest.raises(ValueError, match="rule_set: expected one of"):
+        LRP(model, rule_set="zennit")
+    with pytest.raises(TypeError, match="rule_set"):
+        LRP(model, rule_set=3)
+    with pytest.raises(ValueError, match="not supported by LRP"):
+        LRP(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Sigmoid(), nn.Flatten(), nn.LazyLinear(2)))
+    with pytest.raises(ValueError, match=r"segmentation: expected one of \('simple', 'gmm', "
+                                         r"'bmm'\) or None, got 'otsu'"):
+        LRP(model, segmentation="otsu")
+    with pytest.raises(ValueError, match="segmentation_options: not taken by the 'simple'"):
+        LRP(model, segmentation="simple", segmentation_options={"seed": 1})
+    with pytest.raises(ValueError, match="max_iter: expected a positive int, got 0"):
+        LRP(model, segmentation="bmm", segmentation_options={"max_iter": 0})
+    with pytest.raises(ValueError, match="'return_model' is not taken here"):
+        LRP(model, segmentation="bmm", segmentation_options={"return_model": True})
+    with pytest.raises(ValueError, match="given without a segmentation"):
+        LRP(model, segmentation_options={"seed": 1})
+    with pytest.raises(TypeError, match="segmentation_options: expected a dict"):
+        LRP(model, segmentation="gmm", segmentation_options=[("seed", 1)])
+    with pytest.raises(TypeError, match="unexpected keyword argument"):
+        LRP(model, rules="montavon")
+
+
+def test_the_registry_builds_lrp_with_its_defaults():
+    method = methods.get("lrp")
+    assert method.model_kind == "classification" and method.cls is LRP
+    assert "lrp" in methods.available("classification")
+    assert "lrp" not in methods.available("segmentation")
+    assert method.defaults() == {"rule_set": "montavon", "segmentation": None}
+    for option in method.options:
+        assert option.choices is None or method.defaults()[option.name] in (None, *option.choices)
+    assert set(method.options[0].choices) == set(RULE_SETS)
+    explanation = method.build(_vgg(), segmentation="simple").explain(_image(12))
+    assert explanation.parameters["rule_set"] == "montavon" and "mask" in explanation.arrays
+
+
+# ---------------------------------------------------------------- the core reads classifiers
+
+
+def test_the_model_adapter_reads_class_scores_as_the_same_scores_at_every_pixel():
+    model = _vgg()
+    image = _image(13)
+    with torch.no_grad():
+        logits = model.eval()(image[None])
+    adapter = ModelAdapter(model)
+    probabilities = adapter.first_pass(image[None])
+    assert adapter.output == "logits"
+    assert probabilities.shape == (1, 2, 32, 32)
+    expected = torch.softmax(logits, 1)[:, :, None, None].expand(1, 2, 32, 32)
+    torch.testing.assert_close(probabilities, expected, rtol=0, atol=0)
+    scores = adapter.scores(image[None])
+    torch.testing.assert_close(scores, logits[:, :, None, None].expand_as(scores), rtol=0, atol=0)
+    winner = int(logits.argmax())
+    assert resolve_target(None, probabilities).pixels.all() == (winner == 1)
+    assert resolve_target(winner, probabilities).pixels.all()
+    assert not resolve_target(1 - winner, probabilities).pixels.any()
+    one = ModelAdapter(_OneLogit())(_image(14, (1, 8, 8))[None])
+    assert one.shape == (1, 2, 8, 8) and (one[:, 1] == one[0, 1, 0, 0]).all()

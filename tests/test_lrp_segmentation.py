@@ -259,13 +259,17 @@ def test_bad_arguments_are_rejected():
         threshold_sweep(relevance, np.zeros((4, 4), bool), thresholds=[[0.1]])
     with pytest.raises(ValueError, match="thresholds: expected a non-empty 1-D array"):
         threshold_sweep(relevance, np.zeros((4, 4), bool), thresholds=[np.nan])
-    with pytest.raises(ValueError, match="tol: expected a finite number > 0, got 0"):
+    with pytest.raises(ValueError, match="tol: expected a positive number, got 0"):
         simple_segmentation(relevance, tol=0)
-    with pytest.raises(ValueError, match=r"max_iter: expected an integer >= 1, got 0"):
+    with pytest.raises(ValueError, match="tol: expected a positive number, got nan"):
+        bmm_segmentation(relevance, tol=float("nan"))
+    with pytest.raises(ValueError, match=r"max_iter: expected a positive int, got 0"):
         bmm_segmentation(relevance, max_iter=0)
-    with pytest.raises(ValueError, match=r"max_iter: expected an integer >= 1, got 2.5"):
+    with pytest.raises(ValueError, match=r"max_iter: expected a positive int, got 2.5"):
         simple_segmentation(relevance, max_iter=2.5)
+    with pytest.raises(ValueError, match=r"n_components: expected a positive int, got True"):
+        gmm_segmentation(relevance, n_components=True)
     with pytest.raises(ValueError, match="select: expected 'max_value' or 'max_mean', got 'max'"):
         gmm_segmentation(relevance, select="max")
-    with pytest.raises(ValueError, match="seed: expected an integer, got 'a'"):
+    with pytest.raises(ValueError, match="seed: expected an int, got 'a'"):
         gmm_segmentation(relevance, seed="a")

@@ -15,8 +15,8 @@ from .validate import check_device, check_finite
 OUTPUT_KINDS = ("auto", "logits", "probabilities")
 
 SUPPORTED_OUTPUTS = (
-    "a tensor shaped (B, H, W), (B, 1, H, W) or (B, C, H, W), a dict with key 'out' "
-    "holding one, or a tuple/list whose first element is one"
+    "a tensor shaped (B, H, W), (B, 1, H, W) or (B, C, H, W) (or a classifier's (B, K)), a "
+    "dict with key 'out' holding one, or a tuple/list whose first element is one"
 )
 
 
@@ -118,12 +118,16 @@ class ModelAdapter:
     ``[1 - p, p]``, so class 1 is always "the foreground" and class 0 "the background".
     A model with C > 1 channels is read as C classes (softmax over channels).
     Outputs smaller than the input are upsampled bilinearly before the activation.
+    A classifier's output (B, K) is read as the same K class scores at every pixel, (B, K, H,
+    W) constant over the image: the predicted segment of a class is the whole image when the
+    classifier predicts it and empty otherwise.
 
     Parameters
     ----------
     model : nn.Module
-        Takes (B, C_in, H, W); returns a tensor (B, H, W), (B, 1, H, W) or (B, C, H, W),
-        a dict with key ``'out'``, or a tuple/list whose first element is the main output.
+        Takes (B, C_in, H, W); returns a tensor (B, H, W), (B, 1, H, W) or (B, C, H, W)
+        (or (B, K) for a classifier), a dict with key ``'out'``, or a tuple/list whose first
+        element is the main output.
     output : {"auto", "logits", "probabilities"}, default "auto"
         What the model returns. "auto" decides on the first call: values inside [0, 1]
         (and, for several channels, summing to 1) are probabilities, anything else logits.
@@ -181,7 +185,9 @@ class ModelAdapter:
             raise ValueError(
                 f"model output: got {type(out).__name__}; supported outputs are {SUPPORTED_OUTPUTS}"
             )
-        if out.ndim == 3:
+        if out.ndim == 2 and out.shape[0] == inputs.shape[0]:  # a classifier's class scores
+            out = out[:, :, None, None].expand(-1, -1, *inputs.shape[-2:])
+        elif out.ndim == 3:
             out = out[:, None]
         if out.ndim != 4 or out.shape[0] != inputs.shape[0]:
             raise ValueError(

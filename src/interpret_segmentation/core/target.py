@@ -22,7 +22,8 @@ class Target:
         model, the first non-background class of a multi-class model.
     region : array (H, W), optional
         Which output pixels count, e.g. a ground-truth mask. ``None`` (default): the pixels
-        the model predicts as ``class_index`` on the unperturbed image (its arg-max).
+        the model predicts as ``class_index`` on the unperturbed image (its arg-max); for a
+        classifier (output (B, K)) the whole image when it predicts the class, else none.
     """
 
     class_index: int | None = None

@@ -160,6 +160,8 @@ register(Method(
     options=(
         Option("layer", str, "dotted name of the layer (default: the bottleneck of the "
                "library's U-Net)"),
+        Option("relu", bool, "keep the signed map: no ReLU on the weighted sum of feature maps",
+               flag="--signed"),
     ),
 ))
 register(Method(
@@ -178,5 +180,17 @@ register(Method(
         Option("alpha_background", float, "weight of the background's soft Dice"),
         Option("alpha_class", float, "weight of the class's soft Dice"),
         Option("zero_below", float, "mask values below it become 0 after each step"),
+    ),
+))
+register(Method(
+    name="lrp", explainer=".lrp:LRP", title="LRP relevance", model_kind="classification",
+    description="Layer-wise Relevance Propagation of a classifier's class logit to the input, "
+                "optionally made into a mask (seed 003)",
+    options=(
+        Option("rule_set", str, "LRP rules per layer: seed 003's Table 1 sets for VGG-11's "
+               "layer names, or epsilon on every layer of any model",
+               choices=("montavon", "seibold", "epsilon")),
+        Option("segmentation", str, "also turn the relevance into a mask",
+               choices=("simple", "gmm", "bmm")),
     ),
 ))

@@ -3,10 +3,12 @@
 :func:`relevance` propagates a class logit back to the input with per-layer rules
 (:mod:`.rules`) chosen by a rule set: a mapping from layer names or types to rules, or one of
 seed 003's Table 1 sets in :data:`RULE_SETS` (``"montavon"``, ``"seibold"``) for VGG-A
-(:class:`interpret_segmentation.models.vgg.VGG11`). :mod:`.segmentation` turns a relevance map
-into a mask (seed 003's Simple, GMM and BMM).
+(:class:`interpret_segmentation.models.vgg.VGG11`), or ``"epsilon"`` for any model.
+:mod:`.segmentation` turns a relevance map into a mask (seed 003's Simple, GMM and BMM).
+:class:`LRP` is the explainer on the library's one entry point (``explain(image, target)``).
 """
 
+from .explainer import LRP
 from .relevance import SUPPORTED_LAYERS, layer_rules, relevance
 from .rules import RULE_SETS, AlphaBeta, Epsilon, Gamma, Rule, ZBox, Zero
 from .segmentation import (
@@ -19,6 +21,7 @@ from .segmentation import (
 )
 
 __all__ = [
+    "LRP",
     "RULE_SETS",
     "SUPPORTED_LAYERS",
     "AlphaBeta",

@@ -113,6 +113,7 @@ def _leaves(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def _resolve(leaves: list[tuple[str, nn.Module]], rule_set) -> dict[str, Rule]:
+    named = rule_set if isinstance(rule_set, str) else None
     if isinstance(rule_set, str):
         if rule_set not in RULE_SETS:
             raise ValueError(f"rule_set: expected one of {sorted(RULE_SETS)} or a mapping, "
@@ -143,8 +144,13 @@ def _resolve(leaves: list[tuple[str, nn.Module]], rule_set) -> dict[str, Rule]:
     for key in by_name:
         matches = by_key.get(key, [])
         if not matches:
+            hint = ""
+            if named is not None:
+                hint = (f"; rule set {named!r} is written for the layer names of "
+                        f"interpret_segmentation.models.VGG11, for other models use 'epsilon' "
+                        f"or a mapping from layer names or types to rules")
             raise ValueError(f"rule_set: key {key!r} names no layer of the model "
-                             f"(layers with rules: {list(weighted)})")
+                             f"(layers with rules: {list(weighted)}){hint}")
         for name, module in matches:
             if name not in weighted:
                 raise ValueError(f"rule_set: key {key!r} names layer {name!r} of type "
@@ -452,8 +458,8 @@ def relevance(model: nn.Module, x: torch.Tensor, target, rule_set: str | Mapping
         integer tensor or array), each in ``[0, K)``.
     rule_set : str or Mapping, default "montavon"
         ``"montavon"`` or ``"seibold"`` (:data:`~interpret_segmentation.methods.lrp.rules.RULE_SETS`,
-        for the layer names of :class:`~interpret_segmentation.models.vgg.VGG11`), or a
-        mapping from layer names or types to rules, e.g. ``{"conv1_1": ZBox(), nn.Linear:
+        for the layer names of :class:`~interpret_segmentation.models.vgg.VGG11`), ``"epsilon"``
+        (any model), or a mapping from layer names or types to rules, e.g. ``{"conv1_1": ZBox(), nn.Linear:
         Epsilon()}``; see :func:`layer_rules` for the matching. ``{}`` is LRP-0 everywhere.
     return_layers : bool, default False
         Also return the relevance at the input of every leaf layer.
@@ -483,6 +489,33 @@ def relevance(model: nn.Module, x: torch.Tensor, target, rule_set: str | Mapping
         raise TypeError(f"return_layers: expected a bool, got {type(return_layers).__name__}")
     _check_input(x)
     wanted = _targets(target, x.shape[0])
+    current, layers, _ = _propagate(model, x, functools.partial(_one_hot, wanted=wanted),
+                                    rule_set, return_layers)
+    return (current, layers) if return_layers else current
+
+
+def _one_hot(out: torch.Tensor, wanted: torch.Tensor | int) -> torch.Tensor:
+    """The relevance LRP starts from: each image's ``wanted`` logit of ``out`` (B, K), the
+    other logits 0 (ValueError naming ``target`` for an index outside the K classes)."""
+    classes = out.shape[1]
+    index = torch.full((out.shape[0],), wanted) if isinstance(wanted, int) else wanted
+    if (index < 0).any() or (index >= classes).any():
+        raise ValueError(f"target: expected class indices in [0, {classes}), "
+                         f"got {index.tolist() if index.numel() <= 16 else wanted}")
+    index = index.to(out.device)
+    current = torch.zeros_like(out)
+    rows = torch.arange(out.shape[0], device=out.device)
+    current[rows, index] = out[rows, index]
+    return current
+
+
+def _propagate(model: nn.Module, x: torch.Tensor, start, rule_set, return_layers: bool = False):
+    """The work of :func:`relevance` for a checked batch ``x``: one recorded forward pass,
+    ``start(logits)`` -> the output relevance (B, K), then the layers backwards.
+
+    Returns the input relevance, the per-layer relevance (a dict, empty unless
+    ``return_layers``) and the model's logits (B, K), all detached.
+    """
     parameter = next(model.parameters(), None)
     x = x.detach()
     if parameter is not None:
@@ -502,15 +535,7 @@ def relevance(model: nn.Module, x: torch.Tensor, target, rule_set: str | Mapping
         if out.ndim != 2 or out.shape[0] != x.shape[0]:
             raise ValueError(f"model output: expected logits (B, K) = ({x.shape[0]}, K), "
                              f"got shape {tuple(out.shape)}")
-        classes = out.shape[1]
-        index = torch.full((x.shape[0],), wanted) if isinstance(wanted, int) else wanted
-        if (index < 0).any() or (index >= classes).any():
-            raise ValueError(f"target: expected class indices in [0, {classes}), "
-                             f"got {index.tolist() if index.numel() <= 16 else wanted}")
-        index = index.to(out.device)
-        current = torch.zeros_like(out)
-        rows = torch.arange(out.shape[0], device=out.device)
-        current[rows, index] = out[rows, index]
+        current = start(out)
 
         layers = {}
         for position in reversed(range(len(leaves))):
@@ -520,6 +545,4 @@ def relevance(model: nn.Module, x: torch.Tensor, target, rule_set: str | Mapping
             inputs[position] = outputs[position] = None  # free what is no longer needed
             if return_layers:
                 layers[name] = current
-    if return_layers:
-        return current, dict(reversed(layers.items()))
-    return current
+    return current, dict(reversed(layers.items())), out

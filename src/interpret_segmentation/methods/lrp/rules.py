@@ -598,15 +598,21 @@ _SEIBOLD = {
     nn.Linear: Epsilon(0.25),
 }
 
+_EPSILON = {nn.Conv2d: Epsilon(0.25), nn.Linear: Epsilon(0.25)}
+
 RULE_SETS: Mapping[str, Mapping[str | type, Rule]] = MappingProxyType({
     "montavon": MappingProxyType(_MONTAVON),
     "seibold": MappingProxyType(_SEIBOLD),
+    "epsilon": MappingProxyType(_EPSILON),
 })
-"""Seed 003's Table 1 rule sets for VGG-A (layer names of
-:class:`interpret_segmentation.models.vgg.VGG11`), with ``eps = 0.25 std`` and ``gamma = 0.25``.
+"""Named rule sets: seed 003's Table 1 for VGG-A (layer names of
+:class:`interpret_segmentation.models.vgg.VGG11`), with ``eps = 0.25 std`` and ``gamma = 0.25``,
+and one for any model.
 
 ``"montavon"`` (Montavon et al., 2019): z^B on conv1_1; gamma on conv2_1, conv3_1, conv3_2;
 epsilon on conv4_1 ... conv5_2; LRP-0 on the fully connected layers.
 ``"seibold"`` (the seed's own): z^B on conv1_1; alpha=2, beta=1 on conv2_1, conv3_1; gamma on
 conv3_2 ... conv5_2; epsilon on the fully connected layers.
+``"epsilon"`` (not in the seed): epsilon (0.25 std) on every ``Conv2d`` and ``Linear``, keyed
+by type, so it fits every model LRP supports.
 """

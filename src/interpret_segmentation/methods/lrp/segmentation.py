@@ -25,13 +25,15 @@ where the foreground is: every method returns an all-background mask for it.
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from scipy import ndimage, stats
 from sklearn.mixture import GaussianMixture
+
+from ...core.explanation import normalize_map
+from ...core.validate import check_int, check_number
 
 __all__ = [
     "SEGMENTATION_METHODS",
@@ -82,25 +84,6 @@ def _relevance_array(relevance, name: str = "relevance") -> np.ndarray:
         bad = int((~np.isfinite(array)).sum())
         raise ValueError(f"{name}: expected finite values, got {bad} NaN or infinite value(s)")
     return array
-
-
-def _check_positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
-    return int(value)
-
-
-def _check_tol(value, name: str = "tol") -> float:
-    if (isinstance(value, bool) or not isinstance(value, numbers.Real)
-            or not math.isfinite(value) or value <= 0):
-        raise ValueError(f"{name}: expected a finite number > 0, got {value!r}")
-    return float(value)
-
-
-def _minmax(values: np.ndarray) -> np.ndarray:
-    """Affine map of a non-constant array onto [0, 1] (min -> 0, max -> 1)."""
-    low, high = values.min(), values.max()
-    return (values - low) / (high - low)
 
 
 def _mean_filter(relevance: np.ndarray) -> np.ndarray:
@@ -162,13 +145,13 @@ def simple_segmentation(relevance, tol: float = 1e-6, max_iter: int = 1000,
         ``max_iter`` is not an integer >= 1.
     """
     array = _relevance_array(relevance)
-    tol = _check_tol(tol)
-    max_iter = _check_positive_int(max_iter, "max_iter")
+    tol = check_number(tol, "tol", 0, open_low=True)
+    max_iter = check_int(max_iter, "max_iter", minimum=1)
     low, high = float(array.min()), float(array.max())
     if low == high:
         mask = np.zeros(array.shape, dtype=bool)
         return (mask, low) if return_threshold else mask
-    normalised = _minmax(array)
+    normalised = normalize_map(array)
     threshold = _isodata_threshold(normalised.ravel(), tol, max_iter)
     mask = normalised > threshold
     if return_threshold:
@@ -231,18 +214,17 @@ def gmm_segmentation(relevance, seed: int = 0, n_components: int = 3, select: st
         integer >= 1, ``seed`` is not an integer or ``select`` is not one of the two rules.
     """
     array = _relevance_array(relevance)
-    n_components = _check_positive_int(n_components, "n_components")
+    n_components = check_int(n_components, "n_components", minimum=1)
     if not isinstance(select, str) or select not in ("max_value", "max_mean"):
         raise ValueError(f"select: expected 'max_value' or 'max_mean', got {select!r}")
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise ValueError(f"seed: expected an integer, got {seed!r}")
+    seed = check_int(seed, "seed")
     filtered = _mean_filter(array)
     if array.min() == array.max() or filtered.min() == filtered.max():
         return np.zeros(array.shape, dtype=bool)
-    values = _minmax(filtered).reshape(-1, 1)
+    values = normalize_map(filtered).reshape(-1, 1)
     n_components = min(n_components, np.unique(values).size)
     mixture = GaussianMixture(n_components=n_components, init_params="kmeans",
-                              random_state=int(seed))
+                              random_state=seed)
     mixture.fit(values)
     posterior = mixture.predict_proba(values)
     if select == "max_value":
@@ -417,8 +399,8 @@ def bmm_segmentation(relevance, max_iter: int = 100, tol: float = 1e-6, return_m
         integer >= 1 or ``tol`` is not > 0.
     """
     array = _relevance_array(relevance)
-    max_iter = _check_positive_int(max_iter, "max_iter")
-    tol = _check_tol(tol)
+    max_iter = check_int(max_iter, "max_iter", minimum=1)
+    tol = check_number(tol, "tol", 0, open_low=True)
     filtered = np.maximum(_mean_filter(array), 0.0)
     values = filtered.ravel()
     n = values.size
@@ -511,7 +493,7 @@ def threshold_sweep(relevance, ground_truth, thresholds=None, normalize: bool = 
         raise ValueError(f"ground_truth: expected a bool or numeric mask, got dtype {truth.dtype}")
     truth = truth != 0
     if normalize:
-        array = _minmax(array) if array.min() < array.max() else np.zeros_like(array)
+        array = normalize_map(array)  # all zeros for a constant map
     if thresholds is None:
         thresholds = np.linspace(array.min(), array.max(), 101)
     else:
