@@ -103,16 +103,16 @@ def test_per_pixel_maps_are_the_same_for_any_chunk_and_masks_are_made_in_chunks(
     explainer = SegmentationRISE(patch_model, (48, 48), CPU, batch_size=4, progress=False)
     explainer.generate_masks(N=30, s=5, p1=0.5, seed=2)
     whole = explainer(patch_image())
-    assert whole.chunk == CHUNK_BYTES // (16 * 48 * 48) >= 30  # all masks made once
+    assert whole.chunk == CHUNK_BYTES // (8 * 48 * 48) >= 30  # all masks made once
     saliencies, merged_max, merged_mean = whole.saliencies, whole.max(), whole.mean()
     assert np.allclose(merged_max, saliencies.amax(0).numpy(), atol=1e-6)
     assert np.allclose(merged_mean, saliencies.mean(0).numpy(), atol=1e-6)
     masks = CountingMasks(30, 5, 0.5, 48, 48, seed=2)
-    chunked = RISEResult(whole.scores, masks, whole.pixels, chunk_bytes=chunk * 16 * 48 * 48)
+    chunked = RISEResult(whole.scores, masks, whole.pixels, chunk_bytes=chunk * 8 * 48 * 48)
     assert chunked.chunk == chunk
-    assert np.array_equal(chunked.max(), merged_max)
-    assert np.array_equal(chunked.mean(), merged_mean)
-    assert torch.equal(chunked.saliencies, saliencies)
+    np.testing.assert_allclose(chunked.max(), merged_max, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(chunked.mean(), merged_mean, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(chunked.saliencies, saliencies, rtol=1e-6, atol=1e-7)
     # the memory bound: never more than ``chunk`` masks made at once, all of them only if
     # they fit
     assert max(masks.made) == min(chunk, 30) and sum(masks.made) >= 3 * 30

@@ -169,21 +169,20 @@ def load_masks(path) -> RandomMasks | StoredMasks:
 
 def weighted_mask_sum(masks, weights: torch.Tensor, chunk: int,
                       made: torch.Tensor | None = None) -> torch.Tensor:
-    """``weights.T @ masks`` in float64: (R, H * W) from ``weights`` (N, R).
+    """``weights.T @ masks``: (R, H * W) float32 from ``weights`` (N, R).
 
     Row r is ``sum_i weights[i, r] * mask_i``. The masks come from the source ``masks``
     ``chunk`` at a time (memory O(chunk x H x W) besides the result), or from ``made``, a
-    float64 tensor (N, H * W) of all of them already made. The sum is float64, so the order
-    the chunks impose stays below float32 resolution: float32 maps read from it do not
-    depend on the chunk.
+    float32 tensor (N, H * W) of all of them already made. Chunks change only the order of
+    the float32 sums (relative differences of about 1e-7).
     """
-    weights = weights.double()
+    weights = weights.float()
     if made is not None:
         return weights.T @ made
     total = weights.new_zeros(weights.shape[1], masks.height * masks.width)
     for start in range(0, len(masks), chunk):
         stop = min(start + chunk, len(masks))
-        total.addmm_(weights[start:stop].T, masks.batch(start, stop, weights.device).flatten(1).double())
+        total.addmm_(weights[start:stop].T, masks.batch(start, stop, weights.device).flatten(1))
     return total
 
 
@@ -203,10 +202,10 @@ class RISEResult:
     pixels : tensor (H, W) bool
         The target pixels (P of them), in row-major order.
     chunk_bytes : int, default CHUNK_BYTES (256 MiB)
-        The one memory knob: masks and per-pixel maps are made ``chunk`` at a time (float64),
-        ``chunk = chunk_bytes // (16 * H * W)`` (at least 1) of each, so that those made at
+        The one memory knob: masks and per-pixel maps are made ``chunk`` at a time (float32),
+        ``chunk = chunk_bytes // (8 * H * W)`` (at least 1) of each, so that those made at
         once take about ``chunk_bytes``. When all N masks fit in one chunk they are made once
-        and reused. The maps do not depend on it.
+        and reused. The maps do not depend on it beyond float32 rounding.
 
     ``explanation`` is the :class:`Explanation` the result was read from (None when built
     from numbers).
@@ -226,16 +225,16 @@ class RISEResult:
     @property
     def chunk(self) -> int:
         """Masks, and per-pixel maps, made at once."""
-        return max(1, self.chunk_bytes // (16 * self.shape[0] * self.shape[1]))
+        return max(1, self.chunk_bytes // (8 * self.shape[0] * self.shape[1]))
 
     def _maps(self, weights: torch.Tensor, made: torch.Tensor | None = None) -> torch.Tensor:
-        """Maps (R, H * W) float64 for score columns ``weights`` (N, R)."""
+        """Maps (R, H * W) float32 for score columns ``weights`` (N, R)."""
         return weighted_mask_sum(self.masks, weights, self.chunk, made) / (len(self.masks) * self.masks.p1)
 
     def _all_masks_if_they_fit(self) -> torch.Tensor | None:
         if len(self.masks) > self.chunk:
             return None
-        return self.masks.batch(0, len(self.masks), self.scores.device).flatten(1).double()
+        return self.masks.batch(0, len(self.masks), self.scores.device).flatten(1).float()
 
     def max(self) -> np.ndarray:
         """The per-pixel maps merged by their maximum: (H, W) float32 numpy (zeros if P = 0)."""
