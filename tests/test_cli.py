@@ -10,7 +10,7 @@ from PIL import Image
 from torch import nn
 
 from interpret_segmentation import Explanation
-from interpret_segmentation.cli import _parser, main
+from interpret_segmentation.cli import build_parser, main
 from interpret_segmentation.datasets import generate_dataset
 from interpret_segmentation.models import UNet
 from interpret_segmentation.training import default_unet, save_checkpoint
@@ -25,7 +25,7 @@ def _subparsers(parser, prefix=()):
 
 
 def test_every_option_of_every_command_is_documented(capsys):
-    commands = list(_subparsers(_parser()))
+    commands = list(_subparsers(build_parser()))
     names = {" ".join(prefix) for prefix, _ in commands}
     assert {"testnet generate", "testnet train", "explain hdm", "explain rise", "explain gradcam",
             "explain misure", "evaluate", "sweep", "reliability", "demo"} <= names
@@ -220,7 +220,7 @@ def test_evaluate_writes_table_and_resumes(tmp_path, checkpoint, capsys):
 def test_sweep_writes_the_parameter_tables(tmp_path, checkpoint, capsys):
     import csv
 
-    from interpret_segmentation.studies.evaluation import sweep_settings
+    from interpret_segmentation.studies.sweep import sweep_settings
 
     dataset = generate_dataset(tmp_path / "data", n=10, size=48, progress=False)
     argv = ["sweep", "--dataset", str(dataset), "--checkpoint", str(checkpoint), "--n", "1",
@@ -367,11 +367,12 @@ def quick_explainers(monkeypatch):
     """Seg-Grad-CAM and a RISE of 8 masks instead of the demo's four explainers."""
     from interpret_segmentation.methods.gradcam import SegGradCAM
     from interpret_segmentation.methods.rise import RISE
-    from interpret_segmentation.studies import demo
+    from interpret_segmentation.studies import common
 
-    monkeypatch.setattr(demo, "build_explainers", lambda model, progress: {
-        "gradcam": SegGradCAM(model, progress=False),
-        "rise": RISE(model, n_masks=8, s=4, p1=0.5, progress=False)})
+    quick = {"gradcam": lambda model: SegGradCAM(model, progress=False),
+             "rise": lambda model: RISE(model, n_masks=8, s=4, p1=0.5, progress=False)}
+    monkeypatch.setattr(common, "build_explainers", lambda model, names, progress: {
+        name: quick[name](model) for name in names if name in quick})
 
 
 def _one_error_line(capsys, *words):
@@ -552,3 +553,228 @@ def test_demo_keeps_a_foreign_file_beside_the_checkpoint_and_adopts_an_older_dem
                  str(older), "--images", "1", "--no-progress"]) == 0
     assert json.loads((older / "summary.json").read_text())["images"] == 1
     assert not (older / ".interpret-segmentation-demo").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# the explain commands are made from the method registry
+
+
+def _help(capsys, *argv) -> str:
+    """``argv --help`` with its lines joined (argparse wraps long help texts)."""
+    with pytest.raises(SystemExit) as stop:
+        main([*argv, "--help"])
+    assert stop.value.code == 0
+    return " ".join(capsys.readouterr().out.split())
+
+
+def _signature_default(method, name):
+    import inspect
+
+    return inspect.signature(method.cls.__init__).parameters[name].default
+
+
+def test_every_registered_method_has_an_explain_command_with_each_option_and_default(capsys):
+    from interpret_segmentation.methods import registry
+
+    segmentation = registry.available("segmentation")
+    assert {"hdm", "rise", "gradcam", "misure"} <= set(segmentation)
+    listed = _help(capsys, "explain")
+    for name in registry.available():
+        assert (name in listed) == (name in segmentation), name  # others take other models
+    for name in segmentation:
+        method = registry.get(name)
+        shown = _help(capsys, "explain", name)
+        assert " ".join(method.description.split()) in shown
+        for option in method.options:
+            default = _signature_default(method, option.name)
+            assert option.cli_flag in shown, (name, option.cli_flag)
+            if option.type is bool:
+                expected = f"(sets {option.name}={not default}; default {default})"
+            elif "(default" in option.help:  # the registry says it in words (gradcam's layer)
+                expected = " ".join(option.help.split())
+            else:
+                expected = f"(default {default:g})" if isinstance(default, float) else \
+                    f"(default {default})"
+            assert expected in shown, (name, option.name, expected)
+            for choice in option.choices or ():
+                assert choice in shown
+    top = _help(capsys)
+    assert f"({', '.join(segmentation)})" in top and "HDM and RISE" not in top
+    assert ", ".join(segmentation) in _help(capsys, "demo")
+
+
+def test_explain_misure_sets_every_option_the_registry_lists(tmp_path, checkpoint, capsys):
+    Image.fromarray((np.random.default_rng(0).random((24, 24)) * 255).astype(np.uint8)).save(
+        tmp_path / "input.png")
+    assert main(["explain", "misure", "--image", str(tmp_path / "input.png"), "--checkpoint",
+                 str(checkpoint), "--out", str(tmp_path / "out"), "--no-progress",
+                 "--iterations", "2", "--mask-size", "16", "--alpha-class", "3",
+                 "--zero-below", "0.1", "--alpha-background", "0.5"]) == 0
+    parameters = Explanation.load(tmp_path / "out" / "input_misure.npz").parameters
+    assert parameters["alpha_class"] == 3.0 and parameters["zero_below"] == 0.1
+    assert parameters["alpha_background"] == 0.5 and parameters["iterations"] == 2
+    assert parameters["tau"] == 0.9 and parameters["kernel_size"] == 7  # the defaults
+
+
+def test_explain_passes_each_flag_to_the_explainer(tmp_path, checkpoint, monkeypatch):
+    """Every option of every method reaches ``Method.build`` under its own name."""
+    from interpret_segmentation.methods import registry
+
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / "x.png")
+    values = {int: ("7", 7), float: ("0.25", 0.25), str: (None, None)}
+
+    class Built(Exception):
+        pass
+
+    def build(self, model, **options):
+        raise Built(options)
+
+    monkeypatch.setattr(registry.Method, "build", build)
+    for name in registry.available("segmentation"):
+        method = registry.get(name)
+        argv, expected = [], {}
+        for option in method.options:
+            default = _signature_default(method, option.name)
+            if option.type is bool:
+                argv.append(option.cli_flag)
+                expected[option.name] = not default
+            elif option.choices:
+                argv += [option.cli_flag, option.choices[-1]]
+                expected[option.name] = option.choices[-1]
+            elif option.type is str:
+                argv += [option.cli_flag, "some.layer"]
+                expected[option.name] = "some.layer"
+            else:
+                text, value = values[option.type]
+                argv += [option.cli_flag, text]
+                expected[option.name] = value
+        with pytest.raises(Built) as built:
+            main(["explain", name, "--image", str(tmp_path / "x.png"), "--checkpoint",
+                  str(checkpoint), "--out", str(tmp_path / name), "--batch-size", "3",
+                  "--no-progress", *argv])
+        options = built.value.args[0]
+        assert {key: options[key] for key in expected} == expected, name
+        assert options["batch_size"] == 3 and options["progress"] is False
+
+
+TOY_METHOD = '''
+import numpy as np
+
+from interpret_segmentation.core.explainer import Explainer
+
+
+class Toy(Explainer):
+    """Saliency = strength x the image's first channel, mirrored left-right when flip."""
+
+    method = "toy"
+
+    def __init__(self, model, strength: float = 1.0, flip: bool = False, mode: str = "a",
+                 **options):
+        super().__init__(model, **options)
+        if strength <= 0:
+            raise ValueError(f"strength: expected a positive number, got {strength!r}")
+        self.strength, self.flip, self.mode = strength, flip, mode
+
+    def settings(self):
+        return {"strength": self.strength, "flip": self.flip, "mode": self.mode}
+
+    def _explain(self, item):
+        saliency = self.strength * item.image[0, 0].cpu().numpy()
+        return self.explanation(item, saliency[:, ::-1] if self.flip else saliency)
+'''
+
+
+@pytest.fixture
+def toy_method(tmp_path, monkeypatch):
+    """A method "toy" registered for the duration of a test (and its module importable)."""
+    from interpret_segmentation.methods import registry
+
+    (tmp_path / "toymethod.py").write_text(TOY_METHOD)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(registry, "_METHODS", dict(registry._METHODS))
+    return registry.register(registry.Method(
+        name="toy", explainer="toymethod:Toy", title="Toy map", thresholds=(0.5,),
+        description="Toy: the image itself, 100% of it",
+        options=(registry.Option("strength", float, "scale of the map"),
+                 registry.Option("flip", bool, "mirror the map"),
+                 registry.Option("mode", str, "a mode", choices=("a", "b")))))
+
+
+def test_a_registered_method_appears_in_the_cli_and_the_studies(tmp_path, checkpoint, toy_method,
+                                                                 capsys):
+    import csv
+
+    assert "toy" in _help(capsys, "explain")
+    shown = _help(capsys, "explain", "toy")
+    assert "100% of it" in shown and "--strength FLOAT scale of the map (default 1)" in shown
+    assert "--flip mirror the map (sets flip=True; default False)" in shown
+    assert "--mode {a,b}" in shown
+    assert "toy" in _help(capsys, "evaluate") and "toy" in _help(capsys)
+    image = (np.random.default_rng(0).random((20, 22)) * 255).astype(np.uint8)
+    np.save(tmp_path / "input.npy", image.astype(np.float32) / 255)
+    argv = ["explain", "toy", "--image", str(tmp_path / "input.npy"), "--checkpoint",
+            str(checkpoint), "--out", str(tmp_path / "out"), "--no-progress"]
+    assert main([*argv, "--strength", "2", "--flip", "--mode", "b"]) == 0
+    explanation = Explanation.load(tmp_path / "out" / "input_toy.npz")
+    assert explanation.parameters == {"strength": 2.0, "flip": True, "mode": "b"}
+    np.testing.assert_allclose(explanation.saliency, 2 * (image / np.float32(255))[:, ::-1],
+                               rtol=1e-6)
+    assert (tmp_path / "out" / "input_toy.png").exists()
+    assert main([*argv, "--strength", "-1", "--force"]) == 2
+    _one_error_line(capsys, "--strength: expected a positive number")
+    dataset = generate_dataset(tmp_path / "data", n=10, size=48, progress=False)
+    torch.manual_seed(0)
+    everywhere = default_unet()
+    with torch.no_grad():
+        everywhere.head.bias.fill_(5.0)  # predicts the whole image: there is a target
+    assert main(["evaluate", "--dataset", str(dataset), "--checkpoint",
+                 str(save_checkpoint(everywhere, tmp_path / "everywhere.pth")), "--methods",
+                 "toy", "--n", "1", "--out", str(tmp_path / "eval"), "--no-progress"]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "eval" / "per_image.csv")))
+    assert [(row["method"], row["threshold"]) for row in rows] == [("toy", "0.5")]  # registry's
+    assert rows[0]["context_hit"] == "True"  # the map is the image: bright on every shape
+    assert float(rows[0]["perturbation_ratio"]) < 1  # half the brightest pixels of the image
+
+
+def test_bad_option_values_exit_2_with_one_line_naming_the_flag(tmp_path, checkpoint, capsys):
+    Image.fromarray((np.random.default_rng(0).random((20, 20)) * 255).astype(np.uint8)).save(
+        tmp_path / "x.png")
+    common = ["--image", str(tmp_path / "x.png"), "--checkpoint", str(checkpoint), "--out",
+              str(tmp_path / "out"), "--no-progress"]
+    refused_by_argparse = {  # not a value of the flag's type, or not one of its choices
+        ("misure", "--alpha-class", "abc"): "invalid float value: 'abc'",
+        ("hdm", "--circle-size", "1.5"): "invalid int value: '1.5'",
+        ("rise", "--weighting", "area"): "invalid choice: 'area'",
+        ("rise", "--batch-size", "zero"): "expected a positive int or 'auto'",
+    }
+    for (method, flag, value), said in refused_by_argparse.items():
+        with pytest.raises(SystemExit) as stop:
+            main(["explain", method, *common, flag, value])
+        assert stop.value.code == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and flag in err and said in err, err
+        assert err.startswith(f"interpret-segmentation explain {method}: error: ")
+    refused_by_the_explainer = {  # the explainer's own checks, named by the flag
+        ("misure", "--zero-below", "2"): "--zero-below: expected a number in [0, 1)",
+        ("misure", "--kernel-size", "4"): "--kernel-size: expected an odd int >= 3",
+        ("hdm", "--offset", "0"): "--offset: expected a positive int",
+        ("rise", "--p1", "1.5"): "--p1: ",
+    }
+    for (method, flag, value), said in refused_by_the_explainer.items():
+        assert main(["explain", method, *common, flag, value]) == 2, flag
+        _one_error_line(capsys, said)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    assert main(["evaluate", "--methods", "hdm,lime", "--n", "1", "--out",
+                 str(tmp_path / "eval")]) == 2
+    _one_error_line(capsys, "--methods: expected some of hdm, ", "'hdm,lime'")
+
+
+def test_a_method_option_that_takes_an_explain_flag_is_refused_in_one_line(toy_method, capsys,
+                                                                          monkeypatch):
+    from interpret_segmentation.methods import registry
+
+    monkeypatch.setitem(registry._METHODS, "toy", registry.Method(
+        name="toy", explainer="toymethod:Toy", title="Toy", description="Toy",
+        options=(registry.Option("strength", float, "scale", flag="--image"),)))
+    assert main(["demo", "--help"]) == 2
+    _one_error_line(capsys, "method 'toy': option 'strength' (--image) clashes")

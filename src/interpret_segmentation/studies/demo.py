@@ -1,4 +1,5 @@
-"""The demo: testnet data, the default U-Net, HDM and RISE on a few validation images, a report.
+"""The demo: testnet data, the default U-Net, every registered segmentation method on a few
+validation images, a report.
 
 Everything it needs is made locally: the data set is generated when absent, the U-Net trained
 when no checkpoint is cached. Results go to ``out/demo/`` (figures, ``report.md``,
@@ -13,18 +14,15 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from ..analysis.faithfulness import OWN_SCORES, context_map, explanation_scores
 from ..analysis.figures import explanation_figure, save_figure
 from ..analysis.metrics import context_ratio, dice
 from ..core.explanation import Explanation
 from ..core.io import MANIFEST, OutputDirectory, atomic_write
 from ..core.validate import check_positive
 from ..datasets.testnet import generate_dataset
-from ..methods.gradcam import SegGradCAM
-from ..methods.hdm import HDM
-from ..methods.misure import MiSuRe
-from ..methods.rise import RISE
+from ..methods import registry
 from ..training import (
     DEFAULT_MODEL,
     DEFAULT_TRAINING,
@@ -34,7 +32,7 @@ from ..training import (
     load_default_model,
     train_default_model,
 )
-from .evaluation import context_map, explanation_scores
+from . import common
 
 DEFAULT_DATASET = Path("examples/testnet/dataset")
 DEFAULT_CHECKPOINT = Path("examples/testnet/testnet.pth")
@@ -121,20 +119,6 @@ class RuleNotLearnedError(RuntimeError):
     """The demo model's validation Dice is below the rule threshold (``demo --strict``)."""
 
 
-def build_explainers(model, progress: bool) -> dict:
-    """The demo's explainers, with the parameters the seeds recommend."""
-    return {
-        "hdm": HDM(model, circle_size=15, offset=5, progress=progress),
-        "rise": RISE(model, n_masks=2000, s=8, p1=0.5, progress=progress),
-        "gradcam": SegGradCAM(model, progress=progress),
-        "misure": MiSuRe(model, progress=progress),
-    }
-
-
-PANEL_TITLES = {"hdm": "HDM (worse only)", "rise": "RISE (Dice-weighted)",
-                "gradcam": "Seg-Grad-CAM (bottleneck)", "misure": "MiSuRe (MSR mask)"}
-
-
 def run_demo(out=DEFAULT_OUT, dataset=DEFAULT_DATASET, checkpoint=DEFAULT_CHECKPOINT,
              images: int = 4, force: bool = False, progress: bool = True, strict: bool = False,
              log=print) -> dict:
@@ -173,45 +157,14 @@ def run_demo(out=DEFAULT_OUT, dataset=DEFAULT_DATASET, checkpoint=DEFAULT_CHECKP
 def _demo(output: OutputDirectory, dataset: Path, checkpoint: Path, images: int, progress: bool,
           log, started: float) -> dict:
     """The demo's work, every file written into ``output``."""
-    out = output.path
     model, model_summary = prepare_model(dataset, checkpoint, progress, log)
     log(f"model: validation Dice {model_summary['val_dice']:.4f}")
     if not model_summary["rule_learned"]:
         log(f"WARNING: {NOT_LEARNED.format(**model_summary)}")
-    explainers = build_explainers(model, progress)
+    explainers = common.build_explainers(model, registry.available("segmentation"), progress)
     validation = dataset_splits(dataset, n_val=images)[1]
-    rows = []
-    for position in validation.indices:
-        sample = validation.dataset.sample(position)
-        image = torch.from_numpy(sample.image.astype(np.float32) / 255.0)[None]
-        background = sample.image == 0
-        row = {"index": sample.meta["index"], "right_shape": sample.meta["right_shape"],
-               "segmented": sample.meta["segmented"]}
-        maps = {}
-        for name, explainer in explainers.items():
-            explanation = explainer.explain(image)
-            shown = context_map(explanation)
-            ratio = context_ratio(shown, sample.context, background)
-            prediction = explanation.arrays["target_pixels"].astype(bool)
-            row[name] = {"seconds": explanation.timings["total"], "context_ratio": ratio,
-                         "context_hit": ratio >= CONTEXT_FACTOR,
-                         "scores": explanation_scores(model, image, explanation)}
-            if name == "misure":
-                row[name]["dilations"] = explanation.info.get("dilations")  # None: nothing to explain
-            row["prediction_dice"] = dice(prediction, sample.segment)
-            maps[PANEL_TITLES[name]] = shown
-            npz, _ = output.files(*Explanation.paths(f"explanations/{sample.meta['index']}_{name}"))
-            explanation.save(npz, overwrite=True)
-        figure = explanation_figure(
-            sample.image, maps, prediction=prediction,
-            title=f"sample {sample.meta['index']}: {sample.meta['right_shape']} on the right, "
-                  f"{sample.meta['segmented']} segmented")
-        row["figure"] = f"sample_{sample.meta['index']}.png"
-        save_figure(figure, output.file(row["figure"]), overwrite=True)
-        rows.append(row)
-        log(f"image {sample.meta['index']}: " + ", ".join(
-            f"{name} {row[name]['seconds']:.1f}s context ratio {row[name]['context_ratio']:.2f}"
-            for name in explainers))
+    rows = [_explain_sample(output, model, explainers, validation.dataset.sample(position), log)
+            for position in validation.indices]
     summary = {
         "rule_learned": model_summary["rule_learned"],
         "model": model_summary,
@@ -224,56 +177,83 @@ def _demo(output: OutputDirectory, dataset: Path, checkpoint: Path, images: int,
                  lambda f: json.dump(summary, f, indent=2, default=float), mode="w", overwrite=True)
     atomic_write(output.file("report.md"), lambda f: f.write(report_markdown(summary)), mode="w",
                  overwrite=True)
-    log(f"results: {out / 'report.md'} and {out / 'summary.json'} "
+    log(f"results: {output.path / 'report.md'} and {output.path / 'summary.json'} "
         f"({summary['seconds_total']:.0f} s)")
     return summary
 
 
+def _explain_sample(output: OutputDirectory, model, explainers: dict, sample, log) -> dict:
+    """Explain one validation sample with every explainer: its row of the summary, its
+    Explanations (``explanations/<index>_<name>.npz``) and its figure."""
+    image = common.sample_image(sample)
+    index = sample.meta["index"]
+    row = {"index": index, "right_shape": sample.meta["right_shape"],
+           "segmented": sample.meta["segmented"]}
+    maps = {}
+    for name, explainer in explainers.items():
+        explanation = explainer.explain(image)
+        method = registry.get(explanation.method)
+        shown = context_map(explanation, method.shown)
+        ratio = context_ratio(shown, sample.context, sample.image == 0)
+        row[name] = {"seconds": explanation.timings["total"], "context_ratio": ratio,
+                     "context_hit": ratio >= CONTEXT_FACTOR,
+                     "scores": explanation_scores(model, image, explanation, method.thresholds)}
+        if "dilations" in explanation.info:
+            row[name]["dilations"] = explanation.info["dilations"]
+        prediction = explanation.arrays["target_pixels"].astype(bool)
+        row["prediction_dice"] = dice(prediction, sample.segment)
+        maps[method.title] = shown
+        npz, _ = output.files(*Explanation.paths(f"explanations/{index}_{name}"))
+        explanation.save(npz, overwrite=True)
+    figure = explanation_figure(
+        sample.image, maps, prediction=prediction,
+        title=f"sample {index}: {sample.meta['right_shape']} on the right, "
+              f"{sample.meta['segmented']} segmented")
+    row["figure"] = f"sample_{index}.png"
+    save_figure(figure, output.file(row["figure"]), overwrite=True)
+    log(f"image {index}: " + ", ".join(
+        f"{name} {row[name]['seconds']:.1f}s context ratio {row[name]['context_ratio']:.2f}"
+        for name in explainers))
+    return row
+
+
 def _method_summary(name: str, explainer, rows: list) -> dict:
     """Means over the images: seconds, context hits, and Dice explained / perturbation ratio
-    (per paper threshold for RISE and Seg-Grad-CAM, of the MSR for MiSuRe)."""
+    (per threshold, or one value for scores a method measured itself, MiSuRe's MSR), the
+    number of dilations for a method that reports them, and the explainer's settings."""
     summary = {
         "seconds_per_image": float(np.mean([r[name]["seconds"] for r in rows])),
         "context_hit_rate": float(np.mean([r[name]["context_hit"] for r in rows])),
-        "parameters": explainer_parameters(explainer),
+        "parameters": explainer.settings(),
     }
-    settings = sorted({key for r in rows for key in r[name]["scores"]})
+    keys = sorted({key for r in rows for key in r[name]["scores"]})
     for metric in ("dice_explained", "perturbation_ratio"):
         means = {key: float(np.mean([r[name]["scores"][key][metric] for r in rows
-                                     if key in r[name]["scores"]])) for key in settings}
+                                     if key in r[name]["scores"]])) for key in keys}
         if means:
-            summary[metric] = means["msr"] if name == "misure" else means
-    if name == "misure":
-        counts = [r[name]["dilations"] for r in rows if r[name]["dilations"] is not None]
+            summary[metric] = means[OWN_SCORES] if list(means) == [OWN_SCORES] else means
+    if any("dilations" in r[name] for r in rows):
+        counts = [r[name]["dilations"] for r in rows if r[name].get("dilations") is not None]
         summary["dilations"] = float(np.mean(counts)) if counts else None
     return summary
 
 
-def explainer_parameters(explainer) -> dict:
-    """The parameters an explainer was built with, for the report."""
-    if isinstance(explainer, HDM):
-        return {"circle_size": explainer.circle_size, "offset": explainer.offset,
-                "threshold": explainer.threshold}
-    if isinstance(explainer, SegGradCAM):
-        return {"layer": explainer.layer_name}
-    if isinstance(explainer, MiSuRe):
-        chosen = ("tau", "iterations", "lr", "lam", "gamma", "beta", "mask_size")
-        return {key: value for key, value in explainer.settings().items() if key in chosen}
-    return {"n_masks": explainer.n_masks, "s": explainer.s, "p1": explainer.p1,
-            "weighting": explainer.weighting}
-
-
 def report_markdown(summary: dict) -> str:
     """The demo report: model, a table per method, then one figure per image."""
+    return "\n".join([*_report_head(summary), *_method_lines(summary), *_image_lines(summary)])
+
+
+def _report_head(summary: dict) -> list[str]:
     model = summary["model"]
-    lines = [
+    return [
         "# interpret-segmentation demo",
         "",
         "Testnet images (seed 000): the right-hand shape (circle or square) decides which left "
         "shape the U-Net segments. A good explanation shows that shape as well as the segment; "
         f"it *hits the context* when its map, scaled to [0, 1], is on average at least "
-        f"{CONTEXT_FACTOR:g} times higher on the right-hand shape than on empty background. "
-        "HDM is judged on its WORSE_ONLY map.",
+        f"{CONTEXT_FACTOR:g} times higher on the right-hand shape than on empty background."
+        + "".join(f" {name} is judged on its {registry.get(name).shown} map."
+                  for name in summary["methods"] if registry.get(name).shown),
         "",
         *([f"**Warning: {NOT_LEARNED.format(**model)}.**", ""] if not model["rule_learned"]
           else []),
@@ -282,9 +262,13 @@ def report_markdown(summary: dict) -> str:
         + (f", trained in {model['train_seconds']:.0f} s" if model.get("train_seconds") else "")
         + (" (cached checkpoint)" if model["cached"] else "") + ".",
         "",
-        "| method | parameters | seconds / image | context hit rate |",
-        "|---|---|---|---|",
     ]
+
+
+def _method_lines(summary: dict) -> list[str]:
+    """Per method: parameters, seconds and context hits; then its Dice explained and
+    perturbation ratio (seed 001's Table 1)."""
+    lines = ["| method | parameters | seconds / image | context hit rate |", "|---|---|---|---|"]
     for name, method in summary["methods"].items():
         parameters = ", ".join(f"{k}={v}" for k, v in method["parameters"].items())
         lines.append(f"| {name} | {parameters} | {method['seconds_per_image']:.1f} | "
@@ -308,15 +292,20 @@ def report_markdown(summary: dict) -> str:
                   "model needs to make the same prediction: where the model segments the left "
                   "shape anyway once the other shapes are blacked out, the deciding shape is not "
                   "needed and the map does not show it, although the rule depends on it."]
-    lines += ["", "| image | right shape | segmented | prediction Dice | "
-              + " | ".join(f"{name} context ratio" for name in summary["methods"]) + " |",
-              "|---|---|---|---|" + "---|" * len(summary["methods"])]
+    return lines
+
+
+def _image_lines(summary: dict) -> list[str]:
+    """A row per image (shapes, prediction Dice, each method's context ratio), its figure."""
+    methods = summary["methods"]
+    lines = ["", "| image | right shape | segmented | prediction Dice | "
+             + " | ".join(f"{name} context ratio" for name in methods) + " |",
+             "|---|---|---|---|" + "---|" * len(methods)]
     for row in summary["per_image"]:
         lines.append(f"| {row['index']} | {row['right_shape']} | {row['segmented']} | "
                      f"{row['prediction_dice']:.3f} | "
-                     + " | ".join(f"{row[name]['context_ratio']:.2f}" for name in summary["methods"])
-                     + " |")
+                     + " | ".join(f"{row[name]['context_ratio']:.2f}" for name in methods) + " |")
     lines.append("")
     for row in summary["per_image"]:
         lines += [f"![sample {row['index']}]({row['figure']})", ""]
-    return "\n".join(lines)
+    return lines

@@ -8,13 +8,23 @@ truth reaches 0.9, without the ground truth.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
+import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, roc_auc_score, roc_curve
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from ..analysis.figures import save_figure, scatter_figure
+from ..analysis.metrics import dice
 from ..core import Explanation
+from ..core.io import OutputDirectory, RowFile, atomic_write
+from ..core.validate import check_int
+from ..methods import registry
+from ..training import load_default_model
+from .common import sample_image, study_settings, validation_samples
 
 FEATURES = ("dilations", "dice_explained", "perturbation_ratio")
 RELIABLE_DICE = 0.9
@@ -82,70 +92,23 @@ def run_reliability(dataset_root, checkpoint, n: int, out, noise: float = 0.08, 
 
     To have wrong predictions to learn from, the first ``n`` validation images get Gaussian
     noise of a standard deviation drawn from [0, ``noise``] per image. Each noisy image is
-    predicted, its prediction's Dice with the ground truth recorded, and explained with MiSuRe;
-    rows go to ``out/features.csv`` as they are made (a rerun with the same settings resumes;
-    other settings are refused, see :func:`~interpret_segmentation.studies.evaluation.study_settings`).
-    Half the images train
-    the classifier, the other half evaluate it: ``out/reliability.json`` (share of predictions
-    below Dice 0.9, accuracy, ROC AUC) and ``out/roc.png``.
+    predicted, its prediction's Dice with the ground truth recorded, and explained with MiSuRe
+    (at its defaults); rows go to ``out/features.csv`` as they are made (a rerun with the same
+    settings resumes; other settings are refused, see
+    :func:`~interpret_segmentation.studies.common.study_settings`). Half the images train the
+    classifier, the other half evaluate it: ``out/reliability.json`` (share of predictions
+    below Dice 0.9, accuracy, ROC AUC) and ``out/roc.png``. Returns what reliability.json holds.
     """
-    import json
-
-    import torch
-
-    from ..analysis.figures import save_figure, scatter_figure
-    from ..analysis.metrics import dice
-    from ..core.io import OutputDirectory, RowFile, atomic_write
-    from ..core.validate import check_int
-    from ..methods.misure import MiSuRe
-    from ..training import load_default_model
-    from .evaluation import study_settings, validation_samples
-
     check_int(n, "n", minimum=4)
     if not 0 <= noise <= 5:
         raise ValueError(f"noise: expected a standard deviation in [0, 5], got {noise!r}")
-    explainer = MiSuRe(load_default_model(checkpoint), progress=progress)
+    explainer = registry.get("misure").build(load_default_model(checkpoint), progress=progress)
     samples = validation_samples(dataset_root, n)
     settings = study_settings(checkpoint, dataset_root, {"misure": explainer}, noise=noise,
                               seed=seed)
-    rng = np.random.default_rng(seed)
     with OutputDirectory(out, "reliability", settings=settings) as output:
-        out = output.path
-        file = RowFile(output.file("features.csv"), ("index", "noise", "prediction_dice", *FEATURES))
-        done = {row["index"] for row in file.rows}
-        seen = set()
-        for index, sample in samples:
-            seen.add(str(index))
-            sigma = float(rng.uniform(0, noise))  # drawn for every image: reruns see the same
-            if str(index) in done:
-                continue
-            generator = torch.Generator().manual_seed(seed * 100_003 + int(index))
-            image = torch.from_numpy(sample.image.astype(np.float32) / 255.0)[None]
-            noisy = (image + sigma * torch.randn(image.shape, generator=generator)).clamp(0, 1)
-            explanation = explainer.explain(noisy)
-            predicted = explanation.arrays["target_pixels"].astype(bool)
-            row = {"index": index, "noise": sigma, "prediction_dice": dice(predicted, sample.segment)}
-            if explanation.info.get("nothing_to_explain"):
-                row.update({name: "" for name in FEATURES})
-            else:
-                row.update(dict(zip(FEATURES, reliability_features(explanation))))
-            file.append(row)
-            log(f"image {index}: noise {sigma:.2f}, prediction Dice {row['prediction_dice']:.3f}")
-        current = [row for row in file.rows if row["index"] in seen]  # the first n images only
-        rows = [row for row in current if all(row[name] != "" for name in FEATURES)]
-        features = np.array([[float(row[name]) for name in FEATURES] for row in rows])
-        labels = np.array([float(row["prediction_dice"]) >= RELIABLE_DICE for row in rows])
-        if len(rows) < 4:  # two to train the classifier, two to evaluate it
-            raise ValueError(
-                f"n: {len(rows)} of the {len(current)} images had a prediction to explain; the "
-                "reliability classifier needs at least 4; use a larger --n")
-        order = np.random.default_rng(seed).permutation(len(rows))
-        train, test = order[: len(rows) // 2], order[len(rows) // 2:]
-        result = {"images": len(current), "explained": len(rows),
-                  "share_below_0.9": float(1 - labels.mean()) if len(rows) else None}
-        classifier = ReliabilityClassifier(seed).fit(features[train], labels[train])
-        result.update(classifier.evaluate(features[test], labels[test]))
-        result.update({"train_images": len(train), "test_images": len(test)})
+        rows = _feature_rows(explainer, samples, output.file("features.csv"), noise, seed, log)
+        result = _classify(rows, seed)
         figure = scatter_figure(result["false_positive_rate"], result["true_positive_rate"],
                                 xlabel="false positive rate", ylabel="true positive rate",
                                 title=f"reliability of predictions: ROC AUC {result['roc_auc']:.2f}")
@@ -153,7 +116,55 @@ def run_reliability(dataset_root, checkpoint, n: int, out, noise: float = 0.08, 
         save_figure(figure, output.file("roc.png"), overwrite=True)
         atomic_write(output.file("reliability.json"), lambda f: json.dump(result, f, indent=2),
                      mode="w", overwrite=True)
+    out = output.path
     log(f"share of predictions below Dice 0.9: {result['share_below_0.9']:.2f}; held-out "
         f"accuracy {result['accuracy']:.3f}, ROC AUC {result['roc_auc']:.3f} "
         f"({out / 'reliability.json'}, {out / 'roc.png'})")
+    return result
+
+
+def _feature_rows(explainer, samples, path, noise: float, seed: int, log) -> list[dict]:
+    """Rows (index, noise, prediction_dice, *FEATURES) of ``samples`` made noisy, appended to
+    the row file ``path`` as they are made; rows already there are kept. Returns the rows of
+    ``samples`` (features empty where there was nothing to explain)."""
+    rng = np.random.default_rng(seed)
+    file = RowFile(path, ("index", "noise", "prediction_dice", *FEATURES))
+    done = {row["index"] for row in file.rows}
+    seen = set()
+    for index, sample in samples:
+        seen.add(str(index))
+        sigma = float(rng.uniform(0, noise))  # drawn for every image: reruns see the same
+        if str(index) in done:
+            continue
+        generator = torch.Generator().manual_seed(seed * 100_003 + int(index))
+        image = sample_image(sample)
+        noisy = (image + sigma * torch.randn(image.shape, generator=generator)).clamp(0, 1)
+        explanation = explainer.explain(noisy)
+        predicted = explanation.arrays["target_pixels"].astype(bool)
+        row = {"index": index, "noise": sigma, "prediction_dice": dice(predicted, sample.segment)}
+        if explanation.info.get("nothing_to_explain"):
+            row.update({name: "" for name in FEATURES})
+        else:
+            row.update(dict(zip(FEATURES, reliability_features(explanation))))
+        file.append(row)
+        log(f"image {index}: noise {sigma:.2f}, prediction Dice {row['prediction_dice']:.3f}")
+    return [row for row in file.rows if row["index"] in seen]  # the first n images only
+
+
+def _classify(rows: list[dict], seed: int) -> dict:
+    """Train the classifier on half the explained rows and evaluate it on the other half."""
+    explained = [row for row in rows if all(row[name] != "" for name in FEATURES)]
+    if len(explained) < 4:  # two to train the classifier, two to evaluate it
+        raise ValueError(
+            f"n: {len(explained)} of the {len(rows)} images had a prediction to explain; the "
+            "reliability classifier needs at least 4; use a larger --n")
+    features = np.array([[float(row[name]) for name in FEATURES] for row in explained])
+    labels = np.array([float(row["prediction_dice"]) >= RELIABLE_DICE for row in explained])
+    order = np.random.default_rng(seed).permutation(len(explained))
+    train, test = order[: len(explained) // 2], order[len(explained) // 2:]
+    result = {"images": len(rows), "explained": len(explained),
+              "share_below_0.9": float(1 - labels.mean())}
+    classifier = ReliabilityClassifier(seed).fit(features[train], labels[train])
+    result.update(classifier.evaluate(features[test], labels[test]))
+    result.update({"train_images": len(train), "test_images": len(test)})
     return result
