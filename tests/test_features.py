@@ -457,21 +457,21 @@ def test_normalise():
         std={"area": 20.0, "roundness": 0.1, "flat": 0.0},
         count={"area": 5, "roundness": 5, "flat": 5},
     )
-    out = reference.normalise({"area": 100.0, "roundness": 0.9})
+    out = reference.zscores({"area": 100.0, "roundness": 0.9})
     assert out == pytest.approx({"area": 0.0, "roundness": 1.0})
     assert isinstance(out["area"], float)
-    curve = reference.normalise({"area": np.array([80.0, 100.0, 140.0])})["area"]
+    curve = reference.zscores({"area": np.array([80.0, 100.0, 140.0])})["area"]
     np.testing.assert_allclose(curve, [-1.0, 0.0, 2.0])
-    assert reference.normalise({"flat": 3.5}) == {"flat": 1.5}  # std 0: divided by 1
+    assert reference.zscores({"flat": 3.5}) == {"flat": 1.5}  # std 0: divided by 1
     with pytest.raises(KeyError, match="'elongation'.*'volume'"):
-        reference.normalise({"area": 1.0, "elongation": 1.0, "volume": 3.0})
+        reference.zscores({"area": 1.0, "elongation": 1.0, "volume": 3.0})
 
 
 def test_normalise_maps_the_reference_mean_to_zero():
     reference = reference_statistics(hand_pairs())
     values = {name: reference.mean[name] + reference.std[name] for name in FEATURES}
-    assert reference.normalise(reference.mean) == pytest.approx(dict.fromkeys(FEATURES, 0.0))
-    assert reference.normalise(values) == pytest.approx(dict.fromkeys(FEATURES, 1.0))
+    assert reference.zscores(reference.mean) == pytest.approx(dict.fromkeys(FEATURES, 0.0))
+    assert reference.zscores(values) == pytest.approx(dict.fromkeys(FEATURES, 1.0))
 
 
 def test_reference_round_trip_through_json():

@@ -13,8 +13,11 @@ def test_lrp_reproduction_writes_every_combination_and_resumes(tmp_path, monkeyp
                 batch_size=8, conv_lr=1e-3, trunk_lr=1e-4, fc_lr=1e-3, dropout=0.0)
     monkeypatch.setitem(reproduce.SETTINGS, "quick", tiny)
     lines = []
+    torch_state, numpy_state = torch.get_rng_state(), np.random.get_state()[1].copy()
     metrics = reproduce.run_lrp_reproduction(tmp_path / "r", quick=True, progress=False,
                                              log=lines.append)
+    assert torch.equal(torch.get_rng_state(), torch_state)  # the global generators untouched
+    assert np.array_equal(np.random.get_state()[1], numpy_state)
     saved = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert saved["segmentation"] == metrics["segmentation"]
     assert set(saved["classifiers"]) == {"128N", "onefc"}
@@ -55,8 +58,10 @@ def test_deepdream_reproduction_writes_metrics_and_figures_and_resumes(tmp_path,
                 step_size=0.01, dream_starts=2)
     monkeypatch.setitem(deepdream.SETTINGS, "quick", tiny)
     lines = []
+    torch_state = torch.get_rng_state()
     metrics = deepdream.run_deepdream_reproduction(tmp_path / "d", quick=True, progress=False,
                                                    log=lines.append)
+    assert torch.equal(torch.get_rng_state(), torch_state)
     saved = json.loads((tmp_path / "d" / "metrics.json").read_text())
     assert set(saved["marking"]) == {"0.0", "0.2", "0.5", "0.8", "0.9", "1.0"}
     for row in saved["marking"].values():
@@ -121,3 +126,120 @@ def test_dreamed_lesion_is_the_component_most_inside_the_region():
     assert np.array_equal(dreamed_lesion(mask, region), expected)
     assert not dreamed_lesion(mask, np.zeros_like(mask)).any()
     assert not dreamed_lesion(np.zeros_like(mask), region).any()
+
+
+# -- figures: plain Figure objects, no pyplot, no backend chosen ---------------------------------
+
+_FIGURE_INPUTS = """
+from types import SimpleNamespace
+import numpy as np
+import torch
+from interpret_segmentation.studies.reproduce import deepdream, lrp
+
+rng = np.random.default_rng(0)
+def path(steps):
+    return SimpleNamespace(steps_taken=steps, images=rng.random((steps + 1, 1, 8, 8)),
+                           masks=rng.random((steps + 1, 8, 8)) > 0.5)
+features = ("elongation", "max_diameter", "mean_intensity", "rms_intensity")
+dream_args = dict(
+    marking_paths={0.0: path(3), 1.0: path(2)},
+    characteristic_curves={0.0: np.linspace(0, 1, 4), 1.0: np.linspace(1, 0, 3)},
+    metrics={"marking": {"0.0": {"dice_unmarked": 0.9, "characteristic_final": 0.1},
+                         "1.0": {"dice_unmarked": 0.2, "characteristic_final": 0.8}},
+             "marking_rank_correlation": {"spearman_rho": -1.0}},
+    lesion_paths={"round": path(3), "elongated": path(1)},
+    lesion_curves={name: {f: rng.normal(size=4) for f in features}
+                   for name in ("round", "elongated")})
+images = torch.rand(6, 1, 8, 8)
+truths = [rng.random((8, 8)) > 0.5 for _ in range(6)]
+maps = rng.normal(size=(6, 8, 8))
+lrp_args = dict(
+    curves={"128N/montavon": (np.linspace(1, 0, 5), np.linspace(0, 1, 5)),
+            "onefc/seibold": (np.linspace(1, 0, 5), np.full(5, 0.5))},
+    metrics={"segmentation": {"unet": {"recall": 0.4, "precision": 0.7, "iou": 0.3}}},
+    images=images, truths=truths, unet_masks=truths[::-1],
+    best="128N/montavon/gmm", best_maps=(maps, [m > 0 for m in maps]))
+"""
+
+
+def _figure_inputs() -> dict:
+    scope: dict = {}
+    exec(_FIGURE_INPUTS, scope)
+    return scope
+
+
+def test_figures_keep_the_users_backend_and_never_load_pyplot(tmp_path):
+    """The reproductions' figures are drawn without pyplot: a notebook's backend stays."""
+    import os
+    import subprocess
+    import sys
+
+    code = _FIGURE_INPUTS + f"""
+import sys
+from pathlib import Path
+import matplotlib
+matplotlib.use("svg")
+out = Path({str(tmp_path)!r})
+deepdream._figures(out, **dream_args)
+lrp._figures(out, **lrp_args)
+print(matplotlib.get_backend(), "matplotlib.pyplot" in sys.modules)
+"""
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    environment.pop("MPLBACKEND", None)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env=environment, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == ["svg", "False"]
+    for name in (*reproduce.deepdream.FIGURES, "pr_curves.png", "examples.png"):
+        assert (tmp_path / name).read_bytes().startswith(b"\x89PNG")
+
+
+def test_lrp_figures_show_every_curve_and_at_most_four_examples():
+    from matplotlib.figure import Figure
+
+    from interpret_segmentation.studies.reproduce import lrp
+
+    inputs = _figure_inputs()["lrp_args"]
+    curves = lrp._pr_figure(inputs["curves"], inputs["metrics"]["segmentation"]["unet"])
+    assert isinstance(curves, Figure) and curves.canvas.manager is None  # not pyplot's
+    lines = curves.axes[0].lines
+    assert [line.get_label() for line in lines] == ["LRP 128N/montavon", "LRP onefc/seibold",
+                                                    "U-Net"]
+    assert np.array_equal(lines[0].get_xdata(), inputs["curves"]["128N/montavon"][0])
+    assert (lines[2].get_xdata()[0], lines[2].get_ydata()[0]) == (0.4, 0.7)
+    maps, masks = inputs["best_maps"]
+    examples = lrp._examples_figure(inputs["images"], inputs["truths"], inputs["unet_masks"],
+                                    inputs["best"], maps, masks)
+    assert len(examples.axes) == 4 * 5  # six defective images, four shown
+    titles = [axis.get_title() for axis in examples.axes[:5]]
+    assert titles == ["input", "ground truth", "U-Net", "relevance (128N/montavon)", "LRP gmm"]
+    relevance = examples.axes[3].images[0]
+    limit = float(np.abs(maps[0]).max())
+    assert relevance.get_clim() == (-limit, limit)  # signed map, centred colour scale
+    one = lrp._examples_figure(inputs["images"][:1], inputs["truths"][:1],
+                               inputs["unet_masks"][:1], inputs["best"], maps[:1], masks[:1])
+    assert len(one.axes) == 5
+
+
+def test_dream_grids_show_evenly_spaced_steps_and_outline_only_nonempty_masks():
+    from types import SimpleNamespace
+
+    from interpret_segmentation.studies.reproduce import deepdream
+
+    images = np.arange(5, dtype=float).reshape(5, 1, 1, 1) * np.ones((1, 1, 6, 6)) / 4
+    masks = np.zeros((5, 6, 6), dtype=bool)
+    masks[4, 2:4, 2:4] = True  # only the last step has a mask
+    path = SimpleNamespace(steps_taken=4, images=images, masks=masks)
+    figure = deepdream._dream_grid({"a": path, "b": path}, "title", columns=3)
+    assert len(figure.axes) == 2 * 3
+    assert [axis.get_title() for axis in figure.axes[:3]] == ["a, step 0", "a, step 2",
+                                                              "a, step 4"]
+    assert [axis.images[0].get_array()[0, 0] for axis in figure.axes[:3]] == [0.0, 0.5, 1.0]
+    assert [bool(axis.collections) for axis in figure.axes[:3]] == [False, False, True]
+    inputs = _figure_inputs()["dream_args"]
+    summary = deepdream._marking_summary_figure(inputs["characteristic_curves"],
+                                                inputs["metrics"])
+    assert len(summary.axes[0].lines) == 2 and len(summary.axes[1].lines) == 2
+    assert "Spearman rho -1.00" in summary.axes[1].get_title()
+    curves = deepdream._lesion_curves_figure(inputs["lesion_curves"])
+    assert [len(axis.lines) for axis in curves.axes] == [2, 2, 2, 2]

@@ -796,7 +796,7 @@ class FeatureReference:
         object.__setattr__(self, "std", {name: float(self.std[name]) for name in names})
         object.__setattr__(self, "count", {name: int(self.count[name]) for name in names})
 
-    def normalise(self, values: Mapping[str, float | np.ndarray]) -> dict:
+    def zscores(self, values: Mapping[str, float | np.ndarray]) -> dict:
         """Express feature values in reference units: ``(value - mean) / std``.
 
         Parameters

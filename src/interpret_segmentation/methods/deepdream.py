@@ -485,7 +485,7 @@ class _Recorder:
             features=curves,
             zscores=None if reference is None else {
                 name: np.asarray(values, dtype=np.float64)
-                for name, values in reference.normalise(curves).items()},
+                for name, values in reference.zscores(curves).items()},
             steps_taken=len(self.activations) - 1,
             stop_reason=stop_reason,
             parameters={"class_index": target.class_index, "pixel": pixel,

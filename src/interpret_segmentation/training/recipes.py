@@ -212,6 +212,22 @@ def train_default_model(
     FileNotFoundError
         If the data set is missing (the message says how to generate it).
     """
+    out_checkpoint = _refuse_existing(out_checkpoint, results_path)
+    train_set, val_set = dataset_splits(dataset_root, n_train, n_val)
+    model = default_unet(seed)
+    history, seconds = _train_timed(
+        model, train_set, val_set, checkpoint_dir, epochs=epochs, lr=lr, batch_size=batch_size,
+        results_path=results_path, seed=seed, progress=progress, time_limit=time_limit, log=log,
+        num_threads=num_threads, schedule=schedule, stop_at=stop_at, hold=hold,
+        sample_weights=oversampling_weights(train_set, oversample),
+    )
+    _save_final_checkpoint(model, out_checkpoint)
+    return _training_summary(history, seconds, train_set, val_set, out_checkpoint)
+
+
+def _refuse_existing(out_checkpoint, results_path) -> Path:
+    """``out_checkpoint`` as a Path, once neither it nor ``results_path`` exists (FileExistsError
+    naming the one that does: :func:`train_default_model` overwrites nothing)."""
     out_checkpoint = Path(out_checkpoint)
     if out_checkpoint.exists():
         raise FileExistsError(
@@ -223,32 +239,42 @@ def train_default_model(
             f"results file {results_path} already exists; it is never overwritten, choose "
             "another name"
         )
-    train_set, val_set = dataset_splits(dataset_root, n_train, n_val)
-    model = default_unet(seed)
+    return out_checkpoint
+
+
+def _train_timed(model, train_set, val_set, checkpoint_dir, **options) -> tuple[list[dict], float]:
+    """:func:`train` with per-epoch checkpoints ``testnet_<epoch>.pth`` in ``checkpoint_dir``
+    (None: a temporary directory, removed afterwards); returns the history and the seconds the
+    training took."""
     with tempfile.TemporaryDirectory(prefix="testnet-checkpoints-") as scratch:
         directory = Path(checkpoint_dir) if checkpoint_dir is not None else Path(scratch)
         start = time.perf_counter()
-        history = train(
-            model, train_set, val_set, epochs=epochs, lr=lr, batch_size=batch_size,
-            results_path=results_path, checkpoint_dir=directory, checkpoint_prefix="testnet",
-            seed=seed, progress=progress, time_limit=time_limit, log=log,
-            num_threads=num_threads, schedule=schedule, stop_at=stop_at, hold=hold,
-            sample_weights=oversampling_weights(train_set, oversample),
-        )
-        seconds = time.perf_counter() - start
+        history = train(model, train_set, val_set, checkpoint_dir=directory,
+                        checkpoint_prefix="testnet", **options)
+        return history, time.perf_counter() - start
+
+
+def _save_final_checkpoint(model, path: Path) -> None:
+    """Write the trained weights to ``path``, refusing a file that appeared meanwhile."""
     try:
-        save_checkpoint(model, out_checkpoint, overwrite=False)
+        save_checkpoint(model, path, overwrite=False)
     except FileExistsError:
-        raise FileExistsError(f"checkpoint {out_checkpoint} appeared during training; not "
-                              "overwriting it") from None
+        raise FileExistsError(f"checkpoint {path} appeared during training; not overwriting "
+                              "it") from None
+
+
+def _training_summary(history: list[dict], seconds: float, train_set, val_set,
+                      checkpoint: Path) -> dict:
+    """:func:`train_default_model`'s result (see there) from the run's history."""
+    last = history[-1]
     return {
-        "val_dice": history[-1]["val_dice"],
-        "val_hausdorff": history[-1]["val_hausdorff"],
-        "rule_learned": history[-1]["val_dice"] >= RULE_DICE,
+        "val_dice": last["val_dice"],
+        "val_hausdorff": last["val_hausdorff"],
+        "rule_learned": last["val_dice"] >= RULE_DICE,
         "train_seconds": seconds,
         "epochs": len(history),
         "n_train": len(train_set),
         "n_val": len(val_set),
-        "checkpoint": str(out_checkpoint),
+        "checkpoint": str(checkpoint),
         "history": history,
     }

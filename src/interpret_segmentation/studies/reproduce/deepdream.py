@@ -18,22 +18,22 @@ whole mask then describes where the specks fall rather than the lesion.
 
 from __future__ import annotations
 
-import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from scipy import ndimage
 from scipy.stats import spearmanr
 
 from ...analysis.features import FEATURES, reference_statistics
-from ...core.io import OutputDirectory, atomic_write, json_ready
+from ...core import Target
+from ...core.io import OutputDirectory
 from ...datasets.dreams import LesionDataset, MarkingDataset, healthy_organ, marking_response
 from ...methods.deepdream import analyze, white_noise
 from ...models import UNet
-from ...training import evaluate, noise_augment, train
-from .common import free_path, train_or_load
+from ...training import evaluate, noise_augment, seeded
+from .common import Run, write_metrics
 
 MARKING_PROBABILITIES = (0.0, 0.2, 0.5, 0.8, 0.9, 1.0)
 """The p of the networks G_p (seed 004 trains 7; its figure shows these and p = 0.05)."""
@@ -58,7 +58,7 @@ SETTINGS = {
 
 The dreams maximise the sum of the foreground logit over a disk of radius ``size / 10`` at
 the image centre (a single pixel's logit can have a zero gradient where the last layers'
-ReLUs are all off), with the gradient scaled by its mean absolute value (``normalise="mean"``:
+ReLUs are all off), with the gradient scaled by its mean absolute value (``gradient_scaling="mean"``:
 the pixel with the steepest gradient alone moved too little for the marking networks'
 spiky gradients to draw anything), from white noise of standard deviation 0.02 around 0.5
 (noise of 0.1 already looks like the objects' grain to the networks) or from a healthy organ.
@@ -127,20 +127,18 @@ def _rank_correlation(rows) -> dict:
 
 
 def _unet(settings: dict, seed: int) -> UNet:
-    torch.manual_seed(seed)
-    return UNet(in_channels=1, out_channels=1, width=settings["width"], depth=settings["depth"],
-                global_context=False)
+    with seeded(seed):
+        return UNet(in_channels=1, out_channels=1, width=settings["width"],
+                    depth=settings["depth"], global_context=False)
 
 
-def _fit(name: str, model, train_set, val_set, out: Path, settings: dict, seed: int,
-         progress: bool, log, augment=False, finetune: bool = False) -> None:
+def _fit(run: Run, name: str, model, train_set, val_set, finetune: bool = False) -> None:
+    """Train (or reload) one network with noise augmentation, then put it in eval mode;
+    ``finetune``: ``finetune_epochs`` at ``finetune_lr`` instead of ``epochs`` at ``lr``."""
+    settings = run.settings
     epochs, lr = ((settings["finetune_epochs"], settings["finetune_lr"]) if finetune
                   else (settings["epochs"], settings["lr"]))
-    train_or_load(model, out / "models" / f"{name}.pth", lambda m: train(
-        m, train_set, val_set, epochs=epochs, lr=lr,
-        batch_size=settings["batch_size"], results_path=free_path(out / "results" / f"{name}.txt"),
-        checkpoint_dir=out / "models" / "epochs", checkpoint_prefix=name, seed=seed,
-        progress=progress, log=log, augment=augment), log)
+    run.fit(model, name, train_set, val_set, epochs=epochs, lr=lr, augment=noise_augment)
     model.eval()
 
 
@@ -190,101 +188,170 @@ FIGURES = ("marking_dreams.png", "marking_summary.png", "lesion_dreams.png", "le
 def _reproduce(out: Path, settings: dict, quick: bool, seed: int, progress: bool, log) -> dict:
     """The work of :func:`run_deepdream_reproduction`, in ``out`` (its names claimed)."""
     started = time.perf_counter()
-    size, steps = settings["size"], settings["dream_steps"]
-    yy, xx = np.mgrid[:size, :size]
-    centre = (yy - size // 2) ** 2 + (xx - size // 2) ** 2 <= (size / 10) ** 2
-    dream = dict(region=centre, steps=steps, step_size=settings["step_size"], normalise="mean",
+    run = Run(out, settings, quick, seed, progress, log)
+    centre = _centre_disk(settings["size"])
+    dream = dict(target=Target(1, centre), steps=settings["dream_steps"],
+                 step_size=settings["step_size"], gradient_scaling="mean",
                  value_range=(0.0, 1.0), progress=False)
-    metrics: dict = {"marking": {}, "shape": {}, "intensity": {}}
-
-    starts = [white_noise((size, size), seed=seed + k, std=0.02)
-              for k in range(settings["dream_starts"])]
-    unmarked = MarkingDataset(settings["n_test"], p=0.0, seed=seed + _SEEDS["test"], size=size,
-                              marking=False)
-    marking_paths, characteristic_curves, baseline = {}, {}, None
-    for p in MARKING_PROBABILITIES:
-        name = f"marking_p{p:.1f}"
-        model = _unet(settings, seed)
-        if baseline is not None:  # G_p, p > 0, starts from G_0
-            model.load_state_dict(baseline)
-        val_set = MarkingDataset(settings["n_val"], p=p, seed=seed + _SEEDS["val"], size=size)
-        _fit(name, model, MarkingDataset(settings["n_train"], p=p, seed=seed + _SEEDS["train"],
-                                         size=size),
-             val_set, out, settings, seed, progress, log, augment=noise_augment,
-             finetune=baseline is not None)
-        if baseline is None:
-            baseline = {k: v.clone() for k, v in model.state_dict().items()}
-        paths = [analyze(model, start, features={"characteristic": _characteristic}, **dream)
-                 for start in starts]
-        marking_paths[p] = paths[0]
-        characteristic_curves[p] = _nanmean([path.features["characteristic"] for path in paths])
-        metrics["marking"][f"{p:.1f}"] = {
-            "dice_unmarked": evaluate(model, unmarked)["dice"],
-            "dice_marked": evaluate(model, val_set)["dice"],
-            "characteristic_start": float(characteristic_curves[p][0]),
-            "characteristic_final": float(characteristic_curves[p][-1]),
-            "characteristic_final_per_start": [float(path.features["characteristic"][-1])
-                                               for path in paths]}
-        log(f"G_{p:.1f}: " + ", ".join(f"{k} {v:.3f}" for k, v in
-                                        metrics["marking"][f"{p:.1f}"].items()
-                                        if not isinstance(v, list)))
-    metrics["marking_rank_correlation"] = _rank_correlation(metrics["marking"].values())
-    log(f"rank correlation of Dice on unmarked images and final characteristic feature: "
-        f"{metrics['marking_rank_correlation']}")
-
-    reference = reference_statistics(
-        LesionDataset(settings["n_val"], seed=seed + _SEEDS["val"], size=size, shape="round",
-                      intensity="real"), features=SHAPE_FEATURES)
-    organs = [healthy_organ(seed + _SEEDS["test"], size=size, index=k)
-              for k in range(settings["dream_starts"])]
-    lesion_paths, lesion_curves = {}, {}
-    lesion_features = {name: _on_dreamed_lesion(FEATURES[name], centre) for name in SHAPE_FEATURES}
-    for name, (shape, intensity) in LESION_NETWORKS.items():
-        model = _unet(settings, seed)
-        data = dict(size=size, shape=shape, intensity=intensity)
-        val_set = LesionDataset(settings["n_val"], seed=seed + _SEEDS["val"], **data)
-        _fit(f"lesions_{name}", model, LesionDataset(settings["n_train"],
-                                                     seed=seed + _SEEDS["train"], **data),
-             val_set, out, settings, seed, progress, log, augment=noise_augment)
-        paths = [analyze(model, organ, features=lesion_features, reference=reference, **dream)
-                 for organ in organs]
-        lesion_paths[name] = paths[0]
-        # curves and final values: means over the starts (NaN where a dream has no mask)
-        lesion_curves[name] = {feature: _nanmean([path.normalised[feature] for path in paths])
-                               for feature in SHAPE_FEATURES}
-        final = {feature: float(_nanmean([path.features[feature] for path in paths])[-1])
-                 for feature in SHAPE_FEATURES}
-        scores = {feature: float(curve[-1]) for feature, curve in lesion_curves[name].items()}
-        dice = evaluate(model, val_set)["dice"]
-        if shape == "elongated" or name == "round":
-            metrics["shape"][shape] = {"elongation_final": final["elongation"],
-                                       "elongation_final_z": scores["elongation"], "dice": dice}
-        if intensity == "synthetic" or name == "round":
-            metrics["intensity"][intensity] = {
-                "mean_intensity_final": final["mean_intensity"],
-                "rms_intensity_final": final["rms_intensity"],
-                "mean_intensity_final_z": scores["mean_intensity"], "dice": dice}
-        log(f"lesions {name}: Dice {dice:.3f}, final elongation {final['elongation']:.3f}, "
-            f"mean intensity {final['mean_intensity']:.3f}, area {final['area']:.0f} px")
-
-    metrics["settings"] = {**settings, "seed": seed, "quick": quick,
-                           "probabilities": list(MARKING_PROBABILITIES)}
+    marking = _marking_experiment(run, dream)
+    lesions = _lesion_experiment(run, dream, centre)
+    metrics = {"marking": marking.rows, "shape": lesions.shape, "intensity": lesions.intensity,
+               "marking_rank_correlation": marking.correlation,
+               "settings": {**settings, "seed": seed, "quick": quick,
+                            "probabilities": list(MARKING_PROBABILITIES)}}
     metrics["seconds"] = time.perf_counter() - started
-    _figures(out, marking_paths, characteristic_curves, metrics, lesion_paths, lesion_curves)
-    atomic_write(out / "metrics.json",
-                 lambda f: f.write(json.dumps(json_ready(metrics), indent=1,
-                                              allow_nan=False) + "\n"),
-                 mode="w", overwrite=True)
+    _figures(out, marking.paths, marking.curves, metrics, lesions.paths, lesions.curves)
+    write_metrics(out, metrics)
     log(f"results: {out / 'metrics.json'} and figures in {out} ({metrics['seconds']:.0f} s)")
     return metrics
 
 
+def _centre_disk(size: int) -> np.ndarray:
+    """The region every dream maximises: bool (size, size), radius ``size / 10`` at the centre."""
+    yy, xx = np.mgrid[:size, :size]
+    return (yy - size // 2) ** 2 + (xx - size // 2) ** 2 <= (size / 10) ** 2
+
+
+# -- marking experiment (section 3.1) -------------------------------------------------------------
+
+
+@dataclass
+class _Marking:
+    """The marking experiment's results, per p: ``rows`` (metrics.json's ``marking``, keyed
+    ``"0.2"``), ``paths`` (the first start's dream), ``curves`` (characteristic feature, mean
+    of the starts); ``correlation`` once every network is in."""
+
+    rows: dict = field(default_factory=dict)
+    paths: dict = field(default_factory=dict)
+    curves: dict = field(default_factory=dict)
+    correlation: dict | None = None
+
+    def add(self, p: float, paths: list, dice_unmarked: float, dice_marked: float) -> dict:
+        """Record G_p's dreams (one path per start) and Dice scores; returns its row."""
+        curve = _nanmean([path.features["characteristic"] for path in paths])
+        self.paths[p], self.curves[p] = paths[0], curve
+        self.rows[f"{p:.1f}"] = {
+            "dice_unmarked": dice_unmarked, "dice_marked": dice_marked,
+            "characteristic_start": float(curve[0]), "characteristic_final": float(curve[-1]),
+            "characteristic_final_per_start": [float(path.features["characteristic"][-1])
+                                               for path in paths]}
+        return self.rows[f"{p:.1f}"]
+
+
+def _marking_experiment(run: Run, dream: dict) -> _Marking:
+    """Train every G_p, dream from the shared white-noise starts and score it."""
+    size, seed = run.settings["size"], run.seed
+    starts = [white_noise((size, size), seed=seed + k, std=0.02)
+              for k in range(run.settings["dream_starts"])]
+    unmarked = MarkingDataset(run.settings["n_test"], p=0.0, seed=seed + _SEEDS["test"],
+                              size=size, marking=False)
+    result, baseline = _Marking(), None
+    for p in MARKING_PROBABILITIES:
+        model, val_set = _marking_network(run, p, baseline)
+        if baseline is None:
+            baseline = {k: v.clone() for k, v in model.state_dict().items()}
+        paths = [analyze(model, start, features={"characteristic": _characteristic}, **dream)
+                 for start in starts]
+        row = result.add(p, paths, evaluate(model, unmarked)["dice"],
+                         evaluate(model, val_set)["dice"])
+        run.log(f"G_{p:.1f}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items()
+                                            if not isinstance(v, list)))
+    result.correlation = _rank_correlation(result.rows.values())
+    run.log(f"rank correlation of Dice on unmarked images and final characteristic feature: "
+            f"{result.correlation}")
+    return result
+
+
+def _marking_network(run: Run, p: float, baseline: dict | None) -> tuple[UNet, MarkingDataset]:
+    """G_p, trained (or reloaded), and its validation set: from scratch without a
+    ``baseline`` (G_0's state dict), else fine-tuned from it."""
+    model = _unet(run.settings, run.seed)
+    if baseline is not None:  # G_p, p > 0, starts from G_0
+        model.load_state_dict(baseline)
+    data = dict(p=p, size=run.settings["size"])
+    val_set = MarkingDataset(run.settings["n_val"], seed=run.seed + _SEEDS["val"], **data)
+    train_set = MarkingDataset(run.settings["n_train"], seed=run.seed + _SEEDS["train"], **data)
+    _fit(run, f"marking_p{p:.1f}", model, train_set, val_set, finetune=baseline is not None)
+    return model, val_set
+
+
+# -- intensity and shape experiment (section 3.2) -------------------------------------------------
+
+
+@dataclass
+class _Lesions:
+    """The lesion experiment's results: ``shape`` and ``intensity`` (metrics.json's entries),
+    and per network ``paths`` (the first organ's dream) and ``curves`` (feature -> z-score
+    curve, mean of the starts)."""
+
+    shape: dict = field(default_factory=dict)
+    intensity: dict = field(default_factory=dict)
+    paths: dict = field(default_factory=dict)
+    curves: dict = field(default_factory=dict)
+
+    def add(self, name: str, paths: list, dice: float) -> dict:
+        """Record a network's dreams (one path per organ); returns the final feature values
+        (means over the starts, NaN where no dream has a mask)."""
+        shape, intensity = LESION_NETWORKS[name]
+        self.paths[name] = paths[0]
+        self.curves[name] = {feature: _nanmean([path.zscores[feature] for path in paths])
+                             for feature in SHAPE_FEATURES}
+        final = {feature: float(_nanmean([path.features[feature] for path in paths])[-1])
+                 for feature in SHAPE_FEATURES}
+        z = {feature: float(curve[-1]) for feature, curve in self.curves[name].items()}
+        if shape == "elongated" or name == "round":
+            self.shape[shape] = {"elongation_final": final["elongation"],
+                                 "elongation_final_z": z["elongation"], "dice": dice}
+        if intensity == "synthetic" or name == "round":
+            self.intensity[intensity] = {
+                "mean_intensity_final": final["mean_intensity"],
+                "rms_intensity_final": final["rms_intensity"],
+                "mean_intensity_final_z": z["mean_intensity"], "dice": dice}
+        return final
+
+
+def _lesion_experiment(run: Run, dream: dict, centre: np.ndarray) -> _Lesions:
+    """Train the lesion networks, dream from healthy organs, measure the dreamed lesions."""
+    size, seed = run.settings["size"], run.seed
+    reference = reference_statistics(
+        LesionDataset(run.settings["n_val"], seed=seed + _SEEDS["val"], size=size, shape="round",
+                      intensity="real"), features=SHAPE_FEATURES)
+    organs = [healthy_organ(seed + _SEEDS["test"], size=size, index=k)
+              for k in range(run.settings["dream_starts"])]
+    features = {name: _on_dreamed_lesion(FEATURES[name], centre) for name in SHAPE_FEATURES}
+    result = _Lesions()
+    for name in LESION_NETWORKS:
+        model, val_set = _lesion_network(run, name)
+        paths = [analyze(model, organ, features=features, reference=reference, **dream)
+                 for organ in organs]
+        dice = evaluate(model, val_set)["dice"]
+        final = result.add(name, paths, dice)
+        run.log(f"lesions {name}: Dice {dice:.3f}, final elongation {final['elongation']:.3f}, "
+                f"mean intensity {final['mean_intensity']:.3f}, area {final['area']:.0f} px")
+    return result
+
+
+def _lesion_network(run: Run, name: str) -> tuple[UNet, LesionDataset]:
+    """The lesion network ``name`` of :data:`LESION_NETWORKS`, trained (or reloaded), and its
+    validation set."""
+    shape, intensity = LESION_NETWORKS[name]
+    model = _unet(run.settings, run.seed)
+    data = dict(size=run.settings["size"], shape=shape, intensity=intensity)
+    val_set = LesionDataset(run.settings["n_val"], seed=run.seed + _SEEDS["val"], **data)
+    train_set = LesionDataset(run.settings["n_train"], seed=run.seed + _SEEDS["train"], **data)
+    _fit(run, f"lesions_{name}", model, train_set, val_set)
+    return model, val_set
+
+
+# -- figures --------------------------------------------------------------------------------------
+
+
 def _dream_grid(paths: dict, title: str, columns: int = 5):
     """One row per network: the dream at evenly spaced steps with its mask outlined."""
-    import matplotlib.pyplot as plt
+    from ...analysis.figures import subplots
 
-    figure, axes = plt.subplots(len(paths), columns, figsize=(2.1 * columns, 2.2 * len(paths)),
-                                squeeze=False)
+    figure, axes = subplots(len(paths), columns, figsize=(2.1 * columns, 2.2 * len(paths)),
+                            squeeze=False)
     for row, (name, path) in enumerate(paths.items()):
         shown = np.linspace(0, path.steps_taken, columns).round().astype(int)
         for axis, step in zip(axes[row], shown):
@@ -297,20 +364,12 @@ def _dream_grid(paths: dict, title: str, columns: int = 5):
     return figure
 
 
-def _figures(out: Path, marking_paths: dict, characteristic_curves: dict, metrics: dict,
-             lesion_paths: dict, lesion_curves: dict) -> None:
-    import matplotlib
+def _marking_summary_figure(characteristic_curves: dict, metrics: dict):
+    """Seed 004's Fig. 4: the characteristic feature along the paths, and Dice on unmarked
+    images against the final characteristic feature."""
+    from ...analysis.figures import subplots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ...analysis.figures import save_figure
-
-    save_figure(_dream_grid({f"p={p:.1f}": path for p, path in marking_paths.items()},
-                            "DeepDreams of the networks G_p from one white-noise start "
-                            "(red: predicted mask)"), out / "marking_dreams.png", overwrite=True)
-
-    figure, (curves, summary) = plt.subplots(1, 2, figsize=(11, 4.2))
+    figure, (curves, summary) = subplots(1, 2, figsize=(11, 4.2))
     for p, curve in characteristic_curves.items():
         curves.plot(curve, label=f"p = {p:.1f}")
     curves.set(xlabel="DeepDream step", ylabel="characteristic feature (135-degree lines)",
@@ -326,13 +385,15 @@ def _figures(out: Path, marking_paths: dict, characteristic_curves: dict, metric
                                                      f" (Spearman rho {rho:.2f})"))
     for axis in (curves, summary):
         axis.grid(alpha=0.3)
-    save_figure(figure, out / "marking_summary.png", overwrite=True)
+    return figure
 
-    save_figure(_dream_grid(lesion_paths, "DeepDreams of the lesion networks from a healthy "
-                                          "organ (red: predicted mask)"),
-                out / "lesion_dreams.png", overwrite=True)
+
+def _lesion_curves_figure(lesion_curves: dict):
+    """Seed 004's Fig. 5 curves: z-scores of the dreamed lesions' features along the paths."""
+    from ...analysis.figures import subplots
+
     names = ("elongation", "max_diameter", "mean_intensity", "rms_intensity")
-    figure, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.6))
+    figure, axes = subplots(1, len(names), figsize=(4 * len(names), 3.6))
     for axis, feature in zip(axes, names):
         for name, curves in lesion_curves.items():
             axis.plot(curves[feature], label=name)
@@ -340,4 +401,21 @@ def _figures(out: Path, marking_paths: dict, characteristic_curves: dict, metric
         axis.set(title=f"{feature} (z-score vs real round lesions)", xlabel="DeepDream step")
         axis.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    save_figure(figure, out / "lesion_curves.png", overwrite=True)
+    return figure
+
+
+def _figures(out: Path, marking_paths: dict, characteristic_curves: dict, metrics: dict,
+             lesion_paths: dict, lesion_curves: dict) -> None:
+    """Write the four figures of :data:`FIGURES` (no pyplot, no backend chosen)."""
+    from ...analysis.figures import save_figure
+
+    marking = _dream_grid({f"p={p:.1f}": path for p, path in marking_paths.items()},
+                          "DeepDreams of the networks G_p from one white-noise start "
+                          "(red: predicted mask)")
+    save_figure(marking, out / "marking_dreams.png", overwrite=True)
+    save_figure(_marking_summary_figure(characteristic_curves, metrics),
+                out / "marking_summary.png", overwrite=True)
+    lesions = _dream_grid(lesion_paths, "DeepDreams of the lesion networks from a healthy organ "
+                                        "(red: predicted mask)")
+    save_figure(lesions, out / "lesion_dreams.png", overwrite=True)
+    save_figure(_lesion_curves_figure(lesion_curves), out / "lesion_curves.png", overwrite=True)
