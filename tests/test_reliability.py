@@ -19,7 +19,7 @@ def synthetic(n, seed):
 
 def test_learns_a_separable_rule_and_scores_held_out_data():
     classifier = ReliabilityClassifier().fit(*synthetic(200, 0))
-    result = classifier.evaluate(*synthetic(100, 1))
+    result = classifier.scores(*synthetic(100, 1))
     assert result["accuracy"] > 0.95 and result["roc_auc"] > 0.99
     assert result["false_positive_rate"][0] == 0 and result["true_positive_rate"][-1] == 1
     assert classifier.probability([[2.0, 0.99, 1.0]])[0] > 0.9
@@ -68,7 +68,7 @@ def test_reliability_study_counts_the_current_n_and_refuses_other_settings(tmp_p
         def fit(self, features, labels):
             return self
 
-        def evaluate(self, features, labels):
+        def scores(self, features, labels):
             return {"accuracy": 1.0, "roc_auc": 1.0, "false_positive_rate": [0.0, 1.0],
                     "true_positive_rate": [0.0, 1.0]}
 

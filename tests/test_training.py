@@ -8,9 +8,9 @@ from interpret_segmentation.datasets import generate_dataset
 from interpret_segmentation.models import UNet
 from interpret_segmentation.training import (
     default_unet,
-    evaluate,
     load_checkpoint,
     save_checkpoint,
+    score_segmenter,
     segmentation_loss,
     train,
 )
@@ -79,7 +79,7 @@ def test_train_logs_every_epoch_saves_checkpoints_and_never_overwrites(tmp_path)
         assert (tmp_path / f"testnet_{epoch}.pth").exists()
     reloaded = load_checkpoint(UNet(width=4, depth=2, global_context=False),
                                tmp_path / "testnet_6.pth")
-    scores = evaluate(reloaded, _toy_sets()[1])
+    scores = score_segmenter(reloaded, _toy_sets()[1])
     assert scores["dice"] == pytest.approx(history[-1]["val_dice"])
     before = results.read_text()
     with pytest.raises(FileExistsError, match="never overwritten"):
@@ -429,11 +429,11 @@ def test_seeded_draws_what_manual_seed_would_and_restores_the_caller_state():
             pass
 
 
-def test_evaluate_does_not_draw_from_the_global_generator():
+def test_score_segmenter_does_not_draw_from_the_global_generator():
     torch.manual_seed(0)
     model = UNet(width=4, depth=2).train()
     before = torch.get_rng_state()
-    scores = evaluate(model, _toy_sets()[1])
+    scores = score_segmenter(model, _toy_sets()[1])
     assert torch.equal(torch.get_rng_state(), before)
     assert model.training and scores["n"] == 8
     assert 0.0 <= scores["dice"] <= 1.0

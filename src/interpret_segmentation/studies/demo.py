@@ -28,8 +28,8 @@ from ..training import (
     DEFAULT_TRAINING,
     RULE_DICE,
     dataset_splits,
-    evaluate,
     load_default_model,
+    score_segmenter,
     train_default_model,
 )
 from . import common
@@ -102,7 +102,7 @@ def prepare_model(dataset: Path, checkpoint: Path, progress: bool, log=print):
         log(f"WARNING: the cached model {checkpoint} was not trained with today's default "
             "settings; delete it (and its .json) to train the demo model afresh")
     model = load_default_model(checkpoint)
-    scores = evaluate(model, dataset_splits(dataset, n_val=200)[1])
+    scores = score_segmenter(model, dataset_splits(dataset, n_val=200)[1])
     summary = {"val_dice": scores["dice"], "rule_learned": scores["dice"] >= RULE_DICE,
                "val_hausdorff": scores["hausdorff"], "val_images": scores["n"],
                "train_seconds": info.get("train_seconds"), "epochs": info.get("epochs"),

@@ -75,7 +75,7 @@ class ReliabilityClassifier:
         """Probability that the prediction behind a MiSuRe explanation is reliable."""
         return float(self.probability(reliability_features(explanation))[0])
 
-    def evaluate(self, features, labels) -> dict:
+    def scores(self, features, labels) -> dict:
         """Accuracy, ROC AUC and the ROC curve (false and true positive rates) on held-out data."""
         features, labels = self._check(features, labels)
         scores = self.probability(features)
@@ -165,6 +165,6 @@ def _classify(rows: list[dict], seed: int) -> dict:
     result = {"images": len(rows), "explained": len(explained),
               "share_below_0.9": float(1 - labels.mean())}
     classifier = ReliabilityClassifier(seed).fit(features[train], labels[train])
-    result.update(classifier.evaluate(features[test], labels[test]))
+    result.update(classifier.scores(features[test], labels[test]))
     result.update({"train_images": len(train), "test_images": len(test)})
     return result

@@ -35,8 +35,8 @@ from .tasks import (
     ClassificationTask,
     SegmentationTask,
     Task,
-    evaluate,
-    evaluate_classifier,
+    score_classifier,
+    score_segmenter,
     segmentation_loss,
 )
 
@@ -59,8 +59,8 @@ __all__ = [
     "dihedral_augment",
     "affine_elastic_augment",
     "noise_augment",
-    "evaluate",
-    "evaluate_classifier",
+    "score_segmenter",
+    "score_classifier",
     "SCHEDULES",
     "train",
     "seeded",

@@ -27,8 +27,8 @@ __all__ = [
     "TASKS",
     "task_named",
     "segmentation_loss",
-    "evaluate",
-    "evaluate_classifier",
+    "score_segmenter",
+    "score_classifier",
 ]
 
 
@@ -222,7 +222,7 @@ def task_named(task) -> Task:
                     f"{type(task).__name__}")
 
 
-def evaluate(model: nn.Module, dataset: Dataset, batch_size: int = 16, device=None) -> dict:
+def score_segmenter(model: nn.Module, dataset: Dataset, batch_size: int = 16, device=None) -> dict:
     """Mean loss, Dice and Hausdorff distance of a segmentation model on ``dataset``.
 
     :meth:`SegmentationTask.score`: items ``(image, segment (1, H, W) of 0/1)``; the prediction
@@ -236,7 +236,7 @@ def evaluate(model: nn.Module, dataset: Dataset, batch_size: int = 16, device=No
     return SegmentationTask().score(model, dataset, batch_size, device)
 
 
-def evaluate_classifier(model: nn.Module, dataset: Dataset, batch_size: int = 16,
+def score_classifier(model: nn.Module, dataset: Dataset, batch_size: int = 16,
                         device=None) -> dict:
     """Mean cross-entropy, balanced accuracy, TPR and TNR of a classifier on ``dataset``.
 

@@ -32,7 +32,7 @@ from ...core.io import OutputDirectory
 from ...datasets.dreams import LesionDataset, MarkingDataset, healthy_organ, marking_response
 from ...methods.deepdream import analyze, white_noise
 from ...models import UNet
-from ...training import evaluate, noise_augment, seeded
+from ...training import noise_augment, score_segmenter, seeded
 from .common import Run, write_metrics
 
 MARKING_PROBABILITIES = (0.0, 0.2, 0.5, 0.8, 0.9, 1.0)
@@ -252,8 +252,8 @@ def _marking_experiment(run: Run, dream: dict) -> _Marking:
             baseline = {k: v.clone() for k, v in model.state_dict().items()}
         paths = [analyze(model, start, features={"characteristic": _characteristic}, **dream)
                  for start in starts]
-        row = result.add(p, paths, evaluate(model, unmarked)["dice"],
-                         evaluate(model, val_set)["dice"])
+        row = result.add(p, paths, score_segmenter(model, unmarked)["dice"],
+                         score_segmenter(model, val_set)["dice"])
         run.log(f"G_{p:.1f}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items()
                                             if not isinstance(v, list)))
     result.correlation = _rank_correlation(result.rows.values())
@@ -324,7 +324,7 @@ def _lesion_experiment(run: Run, dream: dict, centre: np.ndarray) -> _Lesions:
         model, val_set = _lesion_network(run, name)
         paths = [analyze(model, organ, features=features, reference=reference, **dream)
                  for organ in organs]
-        dice = evaluate(model, val_set)["dice"]
+        dice = score_segmenter(model, val_set)["dice"]
         final = result.add(name, paths, dice)
         run.log(f"lesions {name}: Dice {dice:.3f}, final elongation {final['elongation']:.3f}, "
                 f"mean intensity {final['mean_intensity']:.3f}, area {final['area']:.0f} px")

@@ -24,7 +24,7 @@ from ...core.io import OutputDirectory
 from ...datasets.defects import DefectDataset, defect_split, generate_defect_dataset
 from ...methods.lrp import SEGMENTATION_METHODS, relevance, segment, threshold_sweep
 from ...models import VGG11, UNet, vgg_parameter_groups
-from ...training import affine_elastic_augment, evaluate_classifier, seeded
+from ...training import affine_elastic_augment, score_classifier, seeded
 from .common import Run, write_metrics
 
 HEADS = ("128N", "onefc")
@@ -197,7 +197,7 @@ def _classifier_scores(classifiers: dict, test_set, log) -> dict:
     """Balanced accuracy, TPR and TNR of each classifier on the test part (logged)."""
     scores = {}
     for head, model in classifiers.items():
-        result = evaluate_classifier(model, test_set)
+        result = score_classifier(model, test_set)
         scores[head] = {k: result[k] for k in ("balanced_accuracy", "tpr", "tnr")}
         log(f"VGG {head}: balanced accuracy {result['balanced_accuracy']:.3f}, TPR "
             f"{result['tpr']:.3f}, TNR {result['tnr']:.3f} on {result['n']} test images")
