@@ -178,7 +178,7 @@ def test_examples_say_how_to_make_the_model(tmp_path):
     import sys
     from pathlib import Path
 
-    examples = Path(__file__).resolve().parent.parent / "examples"
+    examples = Path(__file__).resolve().parents[2] / "examples"
     for name in ("_testnet_model.py", "hdm.py", "rise.py"):
         shutil.copy(examples / name, tmp_path / name)
     for script in ("hdm.py", "rise.py"):
