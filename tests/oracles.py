@@ -135,3 +135,41 @@ class NonFiniteModel(nn.Module):
         if self.when == "perturbed":
             spoiled = (x[:, :, 30:38, 30:38] != 1).flatten(1).any(1)
         return torch.where(spoiled[:, None, None, None], torch.full_like(out, self.value), out)
+
+
+class FailsLater(nn.Module):
+    """Wraps a model and raises on its ``fail_at``-th call (counting from 1)."""
+
+    def __init__(self, model: nn.Module, fail_at: int):
+        super().__init__()
+        self.model, self.fail_at, self.calls = model, fail_at, 0
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls >= self.fail_at:
+            raise RuntimeError("the model broke down")
+        return self.model(x)
+
+
+def assert_same_explanation(a, b, ignore_info=("batch_size",)):
+    """Every number of two explanations equal (timings and the batch size aside)."""
+    assert (a.method, a.target_class, a.parameters) == (b.method, b.target_class, b.parameters)
+    assert np.array_equal(a.saliency, b.saliency)
+    assert a.arrays.keys() == b.arrays.keys()
+    for name in a.arrays:
+        assert np.array_equal(a.arrays[name], b.arrays[name]), name
+    assert ({k: v for k, v in a.info.items() if k not in ignore_info}
+            == {k: v for k, v in b.info.items() if k not in ignore_info})
+
+
+def randomise_batchnorm(net: nn.Module) -> nn.Module:
+    """Give every BatchNorm2d of ``net`` running statistics (and affine parameters) away from
+    the identity, so that folding or eval mode changes the numbers; returns ``net``."""
+    for module in net.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-1, 1)
+            module.running_var.uniform_(0.5, 2)
+            if module.affine:
+                module.weight.data.uniform_(0.5, 1.5)
+                module.bias.data.uniform_(-0.5, 0.5)
+    return net

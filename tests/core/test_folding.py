@@ -1,5 +1,6 @@
 import pytest
 import torch
+from oracles import randomise_batchnorm
 from torch import nn
 
 from interpret_segmentation.core import explanation_mode, folded_batchnorm
@@ -15,14 +16,7 @@ def _normalised_net(seed: int = 0) -> nn.Module:
         nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4, affine=False), nn.ReLU()),
         nn.Conv2d(4, 1, 1),
     )
-    for module in net.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            module.running_mean.uniform_(-1, 1)
-            module.running_var.uniform_(0.5, 2)
-            if module.affine:
-                module.weight.data.uniform_(0.5, 1.5)
-                module.bias.data.uniform_(-0.5, 0.5)
-    return net.eval()
+    return randomise_batchnorm(net).eval()
 
 
 def test_folding_keeps_outputs_and_restores_the_model():

@@ -7,6 +7,7 @@ run it quickly, and it is held to the same contract as the others.
 import numpy as np
 import pytest
 import torch
+from oracles import FailsLater
 from torch import nn
 
 from interpret_segmentation import Explanation, Target, methods
@@ -151,20 +152,6 @@ def test_model_is_left_as_it_was(name):
     explanation = _explainer(name, model).explain(_images(1)[0])
     assert isinstance(explanation, Explanation)
     _assert_unchanged(before, model)
-
-
-class FailsLater(nn.Module):
-    """Wraps a model and raises on its ``fail_at``-th call (counting from 1)."""
-
-    def __init__(self, model: nn.Module, fail_at: int):
-        super().__init__()
-        self.model, self.fail_at, self.calls = model, fail_at, 0
-
-    def forward(self, x):
-        self.calls += 1
-        if self.calls >= self.fail_at:
-            raise RuntimeError("the model broke down")
-        return self.model(x)
 
 
 @pytest.mark.parametrize("name", REGISTERED)

@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-from oracles import PatchModel, ThreeClassModel, patch_image, patch_segment
+from oracles import PatchModel, ThreeClassModel, assert_same_explanation, patch_image, patch_segment
 from PIL import Image
 from skimage.metrics import hausdorff_distance as skimage_hausdorff
 from torch import nn
@@ -270,15 +270,7 @@ def test_bad_channel_and_numpy_sizes(patch_model):
     assert (explainer.circle_size, explainer.offset, explainer.threshold) == (9, 8, 0.5)
 
 
-def assert_same_explanation(a, b, ignore_info=("batch_size",)):
-    """Every number of two explanations equal (timings and the batch size aside)."""
-    assert (a.method, a.target_class, a.parameters) == (b.method, b.target_class, b.parameters)
-    assert np.array_equal(a.saliency, b.saliency)
-    assert a.arrays.keys() == b.arrays.keys()
-    for name in a.arrays:
-        assert np.array_equal(a.arrays[name], b.arrays[name]), name
-    assert ({k: v for k, v in a.info.items() if k not in ignore_info}
-            == {k: v for k, v in b.info.items() if k not in ignore_info})
+
 
 
 @pytest.mark.parametrize("model,target", [(PatchModel(), None), (ThreeClassModel(), 2)])

@@ -3,6 +3,7 @@ import copy
 import numpy as np
 import pytest
 import torch
+from oracles import FailsLater, randomise_batchnorm
 from torch import nn
 
 from interpret_segmentation import Explanation, Target, methods
@@ -50,14 +51,7 @@ def _normalised_net(seed: int = 0) -> nn.Sequential:
         nn.Conv2d(4, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4, affine=False), nn.ReLU(),
         nn.Flatten(), nn.Linear(4 * 4 * 4, 3),
     ).double()
-    for module in net.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            module.running_mean.uniform_(-1, 1)
-            module.running_var.uniform_(0.5, 2)
-            if module.affine:
-                module.weight.data.uniform_(0.5, 1.5)
-                module.bias.data.uniform_(-0.5, 0.5)
-    return net
+    return randomise_batchnorm(net)
 
 
 def _logits(net, x, target):
@@ -841,20 +835,6 @@ def test_save_and_load_give_the_same_explanation(tmp_path):
         assert loaded.arrays[key].dtype == array.dtype
 
 
-class _FailsOnCall(nn.Module):
-    """Wraps a classifier and raises on its ``fail_at``-th forward call."""
-
-    def __init__(self, model: nn.Module, fail_at: int):
-        super().__init__()
-        self.model, self.fail_at, self.calls = model, fail_at, 0
-
-    def forward(self, x):
-        self.calls += 1
-        if self.calls >= self.fail_at:
-            raise RuntimeError("the model broke down")
-        return self.model(x)
-
-
 def test_the_model_is_unchanged_after_explaining_and_after_errors():
     net = _normalised_net()
     net.train()
@@ -869,7 +849,7 @@ def test_the_model_is_unchanged_after_explaining_and_after_errors():
         LRP(net, rule_set={"4": _Failing()}).explain(image)
     _assert_unchanged(net, before)
     for fail_at, error in ((1, ValueError), (2, RuntimeError)):  # first pass, recorded pass
-        wrapped = _FailsOnCall(net, fail_at)
+        wrapped = FailsLater(net, fail_at)
         with pytest.raises(error, match="the model broke down"):
             LRP(wrapped, rule_set={}).explain(image)
         _assert_unchanged(net, before)

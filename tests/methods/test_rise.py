@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 import torch
-from oracles import PatchModel, ThreeClassModel, patch_image
+from oracles import PatchModel, ThreeClassModel, assert_same_explanation, patch_image
 from torch import nn
 
 from interpret_segmentation import RISE, SegmentationRISE
@@ -271,15 +271,7 @@ def test_nan_and_out_of_range_probabilities_are_refused(patch_model, p1):
     assert RISE(patch_model, n_masks=np.int64(3), s=np.int32(2), p1=np.float32(0.5)).p1 == 0.5
 
 
-def assert_same_explanation(a, b, ignore_info=("batch_size",)):
-    """Every number of two explanations equal (timings and the batch size aside)."""
-    assert (a.method, a.target_class, a.parameters) == (b.method, b.target_class, b.parameters)
-    assert np.array_equal(a.saliency, b.saliency)
-    assert a.arrays.keys() == b.arrays.keys()
-    for name in a.arrays:
-        assert np.array_equal(a.arrays[name], b.arrays[name]), name
-    assert ({k: v for k, v in a.info.items() if k not in ignore_info}
-            == {k: v for k, v in b.info.items() if k not in ignore_info})
+
 
 
 @pytest.mark.parametrize("weighting", ["dice", "probability", "per_pixel"])
