@@ -13,6 +13,7 @@ import numpy as np
 
 from .core import ModelAdapter, Target, as_image_batch, as_mask
 from .core.perturb import check_batch_size
+from .core.validate import check_positive
 from .methods.rise import RISE, RandomMasks, RISEResult, StoredMasks, load_masks
 
 __all__ = ["RISE", "RISEResult", "RandomMasks", "SegmentationRISE", "StoredMasks", "load_masks"]
@@ -39,12 +40,12 @@ class SegmentationRISE:
 
     def __init__(self, model, input_size, device, batch_size: int | str = "auto",
                  progress: bool = True):
-        if (not isinstance(input_size, (tuple, list)) or len(input_size) != 2
-                or any(not isinstance(v, (int, np.integer)) or v <= 0 for v in input_size)):
+        if not isinstance(input_size, (tuple, list)) or len(input_size) != 2:
             raise ValueError(f"input_size: expected (height, width) of positive ints, "
                              f"got {input_size!r}")
         self.model = model
-        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.input_size = tuple(check_positive(side, f"input_size[{axis}]")
+                                for axis, side in enumerate(input_size))
         self.device = ModelAdapter(model, device=device).device  # model and device checked now
         self.batch_size = check_batch_size(batch_size)
         self.progress = progress

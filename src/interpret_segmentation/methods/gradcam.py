@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core import Explainer, Explanation, Item, ModelAdapter, as_image_batch
-from ..core.validate import check_finite
+from ..core.validate import check_bool, check_finite
 from ..models.unet import UNet
 
 
@@ -124,8 +124,7 @@ class SegGradCAM(Explainer):
         if options.pop("fold_batchnorm", False):
             raise ValueError("fold_batchnorm: Seg-Grad-CAM reads its layer's own output, which "
                              "folding would change; expected False, got True")
-        if not isinstance(relu, (bool, np.bool_)):
-            raise TypeError(f"relu: expected True or False, got {relu!r}")
+        relu = check_bool(relu, "relu")
         super().__init__(model, **options, fold_batchnorm=False)
         self.layer_name, self.layer = resolve_layer(model, layer)
         self.relu = bool(relu)

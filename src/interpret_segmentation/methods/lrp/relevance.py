@@ -51,7 +51,6 @@ import functools
 import inspect
 import weakref
 from collections.abc import Mapping, Sequence
-from numbers import Integral
 
 import numpy as np
 import torch
@@ -60,6 +59,7 @@ from torch.nn import functional as F
 
 from ...core.folding import folded_batchnorm
 from ...core.model import evaluation_mode
+from ...core.validate import check_bool, is_int
 from .rules import RULE_SETS, Rule, Zero, _redistribute
 
 __all__ = ["SUPPORTED_LAYERS", "layer_rules", "relevance"]
@@ -197,7 +197,7 @@ def layer_rules(model: nn.Module, rule_set: str | Mapping = "montavon") -> dict[
 
 def _targets(target, batch: int) -> torch.Tensor | int:
     """Validate the form of ``target``; returns an int or a (B,) int64 tensor."""
-    if isinstance(target, Integral) and not isinstance(target, (bool, np.bool_)):
+    if is_int(target):
         return int(target)
     if isinstance(target, (torch.Tensor, np.ndarray, Sequence)) and not isinstance(target, str):
         tensor = torch.as_tensor(target) if not isinstance(target, torch.Tensor) else target.detach()
@@ -485,8 +485,7 @@ def relevance(model: nn.Module, x: torch.Tensor, target, rule_set: str | Mapping
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
-    if not isinstance(return_layers, bool):
-        raise TypeError(f"return_layers: expected a bool, got {type(return_layers).__name__}")
+    return_layers = check_bool(return_layers, "return_layers")
     _check_input(x)
     wanted = _targets(target, x.shape[0])
     current, layers, _ = _propagate(model, x, functools.partial(_one_hot, wanted=wanted),

@@ -41,13 +41,14 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Mapping
-from numbers import Real
 from types import MappingProxyType
 
 import torch
 from torch import nn
 from torch.func import functional_call
 from torch.nn import functional as F
+
+from ...core.validate import check_bool, check_number, is_number
 
 __all__ = ["RULE_SETS", "AlphaBeta", "Epsilon", "Gamma", "Rule", "ZBox", "Zero"]
 
@@ -103,13 +104,6 @@ def _redistribute(forward: Callable[[torch.Tensor], torch.Tensor], inputs: torch
         z = forward(a)
         (grad,) = torch.autograd.grad(z, a, relevance / _signed(z.detach(), epsilon))
     return a.detach() * grad
-
-
-def _check_number(value, name: str, minimum: float = 0.0) -> float:
-    if (isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value)
-            or value < minimum):
-        raise ValueError(f"{name}: expected a finite number >= {minimum}, got {value!r}")
-    return float(value)
 
 
 class _Linear:
@@ -356,10 +350,8 @@ class Epsilon(Rule):
     """
 
     def __init__(self, epsilon: float = 0.25, relative: bool = True):
-        self.epsilon = _check_number(epsilon, "epsilon")
-        if not isinstance(relative, bool):
-            raise ValueError(f"relative: expected a bool, got {relative!r}")
-        self.relative = relative
+        self.epsilon = check_number(epsilon, "epsilon", 0)
+        self.relative = check_bool(relative, "relative")
 
     @_batched
     def propagate(self, layer, inputs, relevance, output=None):
@@ -397,7 +389,7 @@ class Gamma(Rule):
     """
 
     def __init__(self, gamma: float = 0.25):
-        self.gamma = _check_number(gamma, "gamma")
+        self.gamma = check_number(gamma, "gamma", 0)
 
     @_batched
     def propagate(self, layer, inputs, relevance, output=None):
@@ -449,8 +441,8 @@ class AlphaBeta(Rule):
     """
 
     def __init__(self, alpha: float = 2.0, beta: float = 1.0):
-        self.alpha = _check_number(alpha, "alpha")
-        self.beta = _check_number(beta, "beta")
+        self.alpha = check_number(alpha, "alpha", 0)
+        self.beta = check_number(beta, "beta", 0)
         if abs(self.alpha - self.beta - 1) > 1e-9:
             raise ValueError(f"alpha, beta: expected alpha - beta = 1 (conservation), "
                              f"got alpha={alpha!r}, beta={beta!r}")
@@ -538,7 +530,7 @@ class ZBox(Rule):
                 raise ValueError(f"{name}: expected a finite floating-point tensor, "
                                  f"got dtype {value.dtype}")
             return value.detach()
-        if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
+        if not is_number(value) or not math.isfinite(value):
             raise ValueError(f"{name}: expected None, a finite number or a tensor, got {value!r}")
         return float(value)
 
