@@ -12,10 +12,6 @@ import json
 
 import numpy as np
 import torch
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score, roc_auc_score, roc_curve
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from ..analysis.figures import save_figure, scatter_figure
 from ..analysis.metrics import dice
@@ -43,6 +39,10 @@ class ReliabilityClassifier:
     """Logistic regression (on standardised features) predicting Dice >= 0.9 vs ground truth."""
 
     def __init__(self, seed: int = 0):
+        from sklearn.linear_model import LogisticRegression  # scikit-learn only when used
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
         self.model = make_pipeline(StandardScaler(), LogisticRegression(random_state=seed))
 
     @staticmethod
@@ -79,6 +79,8 @@ class ReliabilityClassifier:
         """Accuracy, ROC AUC and the ROC curve (false and true positive rates) on held-out data."""
         features, labels = self._check(features, labels)
         scores = self.probability(features)
+        from sklearn.metrics import accuracy_score, roc_auc_score, roc_curve
+
         false_positive, true_positive, _ = roc_curve(labels, scores)
         return {"accuracy": float(accuracy_score(labels, scores >= 0.5)),
                 "roc_auc": float(roc_auc_score(labels, scores)),

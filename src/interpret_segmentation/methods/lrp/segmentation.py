@@ -30,7 +30,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from scipy import ndimage, stats
-from sklearn.mixture import GaussianMixture
 
 from ...core.explanation import normalize_map
 from ...core.validate import check_int, check_number
@@ -223,6 +222,8 @@ def gmm_segmentation(relevance, seed: int = 0, n_components: int = 3, select: st
         return np.zeros(array.shape, dtype=bool)
     values = normalize_map(filtered).reshape(-1, 1)
     n_components = min(n_components, np.unique(values).size)
+    from sklearn.mixture import GaussianMixture  # scikit-learn loads slowly: only when used
+
     mixture = GaussianMixture(n_components=n_components, init_params="kmeans",
                               random_state=seed)
     mixture.fit(values)
