@@ -8,6 +8,8 @@ explainer; this class only keeps the original's signatures and its overridable s
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -21,13 +23,18 @@ from .methods.hdm import (
     RAW,
     RESULT_TYPES,
     WORSE_ONLY,
+    BallGrid,
     CircleGrid,
     HDMResult,
     occlude_minimum,
 )
 
-__all__ = ["BETTER_ONLY", "HDM", "RAW", "RESULT_TYPES", "WORSE_ONLY", "CircleGrid", "HDMResult",
-           "HausdorffDistanceMasks", "occlude_minimum"]
+__all__ = ["BETTER_ONLY", "HDM", "RAW", "RESULT_TYPES", "WORSE_ONLY", "BallGrid", "CircleGrid",
+           "HDMResult", "HausdorffDistanceMasks", "occlude_minimum"]
+
+HIDDEN_WARNING_SHARE = 0.25
+"""Share of the occluded pixels below the circles' fill value above which
+:meth:`HausdorffDistanceMasks.explain` warns that its occlusion leaves them as they are."""
 
 
 class HausdorffDistanceMasks:
@@ -49,6 +56,12 @@ class HausdorffDistanceMasks:
 
     A subclass may override :meth:`apply_mask` and :meth:`calculate_distance`; they are
     handed to :class:`HDM` as its ``occlude`` and ``distance`` steps.
+
+    Occlusion is the original's ``min(image, fill)`` with fill 0 (-1 with ``normalize``):
+    pixels already below the fill value are never hidden, so :meth:`explain` warns when more
+    than a quarter of the occluded pixels are (a z-scored or [-1, 1] image). ``HDM(model,
+    baseline=...)`` replaces the pixels under each circle instead. Images only (2-D); for a
+    volume use :class:`HDM`.
     """
 
     def __init__(self, image_width, image_height, threshold: float = 0.5,
@@ -81,7 +94,8 @@ class HausdorffDistanceMasks:
         (B, 1, H, W), 1 outside the circle and its fill value inside; must return
         (B, C, H, W). The default (:func:`~interpret_segmentation.methods.hdm.occlude_minimum`)
         takes the minimum of image and mask inside the circle, like the original's
-        ``torch.min(image, mask)``, and leaves the other pixels as they are.
+        ``torch.min(image, mask)``, and leaves the other pixels as they are (also those below
+        the fill value, which it cannot hide).
         """
         return occlude_minimum(image, mask)
 
@@ -97,17 +111,23 @@ class HausdorffDistanceMasks:
 
     def explainer(self, model, device=None, channel: int = -1) -> HDM:
         """The :class:`HDM` explainer that :meth:`explain` runs: these circles and settings,
-        with :meth:`apply_mask` and :meth:`calculate_distance` only where a subclass
-        overrides them (otherwise HDM's faster defaults)."""
+        the original's occlusion (:func:`~interpret_segmentation.methods.hdm.occlude_minimum`,
+        whose unchanged circles HDM finds at once) and ``probability > threshold``, with
+        :meth:`apply_mask` and :meth:`calculate_distance` where a subclass overrides them
+        (otherwise HDM's faster Hausdorff distance)."""
         if self.grid is None:
             raise RuntimeError("call generate_masks(circle_size, offset) before explain")
-        overridden = {name: getattr(self, method) for name, method in
+        steps = {"occlude": occlude_minimum}
+        steps.update({name: getattr(self, method) for name, method in
                       (("occlude", "apply_mask"), ("distance", "calculate_distance"))
-                      if getattr(type(self), method) is not getattr(HausdorffDistanceMasks, method)}
+                      if self._overrides(method)})
         return HDM(model, circle_size=self.circle_size, offset=self.offset,
                    threshold=self.threshold, normalize=self.normalize, channel=channel,
                    skip_unchanged=self.skip_unchanged, device=device,
-                   batch_size=self.batch_size, progress=self.progress, **overridden)
+                   batch_size=self.batch_size, progress=self.progress, **steps)
+
+    def _overrides(self, method: str) -> bool:
+        return getattr(type(self), method) is not getattr(HausdorffDistanceMasks, method)
 
     def explain(self, model, image, segment, device, channel=-1) -> HDMResult:
         """Explain one image (H, W) or (C, H, W) and its ground-truth ``segment`` (H, W).
@@ -117,10 +137,30 @@ class HausdorffDistanceMasks:
         Returns an :class:`HDMResult`, whose ``explanation`` is HDM's Explanation.
         """
         explainer = self.explainer(model, device, channel)
-        batch = as_image_batch(image)
+        if np.ndim(image) == 5 and np.shape(image)[0] == 1:
+            raise ValueError(f"image: HausdorffDistanceMasks explains 2-D images (seed 002), "
+                             f"got shape {tuple(np.shape(image))}; for a volume use "
+                             f"HDM(model, circle_size=..., offset=...)")
+        batch = as_image_batch(image, spatial_dims=2)
         if tuple(batch.shape[-2:]) != (self.height, self.width):
             raise ValueError(
                 f"image: expected height x width {self.height} x {self.width} as given to "
                 f"HausdorffDistanceMasks, got shape {tuple(np.shape(image))}")
         region = as_mask(segment, (self.height, self.width), "segment")
+        if not self._overrides("apply_mask"):
+            self._warn_if_not_hidden(batch, explainer.channel)
         return HDM.result(explainer.explain(batch, Target(1, region)))
+
+    def _warn_if_not_hidden(self, batch: torch.Tensor, channel: int) -> None:
+        """Warn when more than :data:`HIDDEN_WARNING_SHARE` of the occluded pixels lie below
+        the fill value: ``min(image, fill)`` leaves them as they are."""
+        fill = -1.0 if self.normalize else 0.0
+        occluded = batch if channel == -1 else batch[:, channel:channel + 1]
+        share = float((occluded < fill).float().mean())
+        if share > HIDDEN_WARNING_SHARE:
+            warnings.warn(
+                f"image: {share:.0%} of the occluded pixels lie below the circles' fill value "
+                f"{fill:g} (normalize={self.normalize}), and HausdorffDistanceMasks' occluder "
+                f"min(image, {fill:g}) never hides them; pass normalize=True for images in "
+                f"[-1, 1], override apply_mask, or use HDM(model, baseline=...), which replaces "
+                f"the pixels under each circle", UserWarning, stacklevel=3)

@@ -35,7 +35,8 @@ class SegmentationRISE:
 
     Calling the explainer on an image (H, W), (C, H, W) or (1, C, H, W) returns a
     :class:`RISEResult` with one map per pixel the model predicts as foreground, merged by
-    ``max()`` or ``mean()``. Memory: N x P scores for N masks and P pixels.
+    ``max()`` or ``mean()``. Memory: N x P scores for N masks and P pixels. Images only
+    (2-D, as in seed 002); volumes are explained by :class:`RISE`, also per pixel.
     """
 
     def __init__(self, model, input_size, device, batch_size: int | str = "auto",
@@ -63,9 +64,9 @@ class SegmentationRISE:
     def load_masks(self, path):
         """Load masks saved by :meth:`generate_masks`, or an .npy array (N, 1, H, W)."""
         masks = load_masks(path)
-        if (masks.height, masks.width) != self.input_size:
-            raise ValueError(f"{path}: masks of size {masks.height} x {masks.width}, expected "
-                             f"input_size {self.input_size}")
+        if tuple(masks.shape) != self.input_size:
+            raise ValueError(f"{path}: masks of size {' x '.join(map(str, masks.shape))}, "
+                             f"expected input_size {self.input_size}")
         self.masks = masks
         self.N = len(masks)
 
@@ -83,7 +84,11 @@ class SegmentationRISE:
         predicts as foreground (class 1). The result's ``explanation`` is RISE's Explanation.
         """
         explainer = self.explainer()
-        batch = as_image_batch(image)
+        if np.ndim(image) == 5 and np.shape(image)[0] == 1:
+            raise ValueError(f"image: SegmentationRISE explains 2-D images (seed 002), got "
+                             f"shape {tuple(np.shape(image))}; for a volume use RISE(model, "
+                             f"weighting='per_pixel') or another weighting")
+        batch = as_image_batch(image, spatial_dims=2)
         if tuple(batch.shape[-2:]) != self.input_size:
             raise ValueError(f"image: expected size {self.input_size} (input_size), got shape "
                              f"{tuple(np.shape(image))}")

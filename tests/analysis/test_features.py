@@ -487,3 +487,242 @@ def test_reference_round_trip_through_json():
         FeatureReference.from_dict({"mean": {}, "std": {}})
     with pytest.raises(ValueError, match="std"):
         FeatureReference(mean={"a": 1.0}, std={}, count={"a": 1})
+
+
+# ---------------------------------------------------------------------------------------
+# volumes (D, H, W) and spacing
+# ---------------------------------------------------------------------------------------
+
+
+def ball(size, radius, centre=None):
+    centre = (size // 2,) * 3 if centre is None else centre
+    zz, yy, xx = np.indices((size,) * 3)
+    return (zz - centre[0]) ** 2 + (yy - centre[1]) ** 2 + (xx - centre[2]) ** 2 <= radius**2
+
+
+def box_surface_volume(a, b, c):
+    """Area and volume of the marching-cubes surface (level 1/2) of an a x b x c box of voxels.
+
+    The surface is the box with its faces at the voxels' outer faces, chamfered: each face
+    keeps an (a-1) x (b-1) rectangle, each edge of n voxels a strip (n-1) x sqrt(1/2), each
+    corner an equilateral triangle of side sqrt(1/2) (area sqrt(3)/8). The edge strips cut
+    off prisms of section 1/8 and the corners tetrahedra of volume 5/48 in all."""
+    edges = (a - 1) + (b - 1) + (c - 1)
+    surface = (2 * ((a - 1) * (b - 1) + (b - 1) * (c - 1) + (a - 1) * (c - 1))
+               + 4 * math.sqrt(0.5) * edges + math.sqrt(3))
+    return surface, a * b * c - 0.5 * edges - 5 / 6
+
+
+def sphericity(surface, volume):
+    return math.pi ** (1 / 3) * (6 * volume) ** (2 / 3) / surface
+
+
+def naive_glcm_contrast_3d(image, mask, levels=32):
+    grey = naive_quantise(image.reshape(-1, image.shape[-1]), mask.reshape(-1, mask.shape[-1]),
+                          levels).reshape(image.shape)
+    directions = [d for d in np.ndindex(3, 3, 3) if d != (1, 1, 1)]
+    directions = [tuple(v - 1 for v in d) for d in directions]
+    directions = [d for d in directions if tuple(-v for v in d) > d]  # 13, one of each pair
+    assert len(directions) == 13
+    contrasts = []
+    for direction in directions:
+        matrix = np.zeros((levels, levels))
+        for point in np.ndindex(*image.shape):
+            other = tuple(p + d for p, d in zip(point, direction))
+            if all(0 <= o < s for o, s in zip(other, image.shape)) and mask[point] and mask[other]:
+                matrix[grey[point], grey[other]] += 1
+        matrix = matrix + matrix.T
+        if matrix.sum():
+            i, j = np.indices(matrix.shape)
+            contrasts.append((matrix * (i - j) ** 2).sum() / matrix.sum())
+    return float(np.mean(contrasts)) if contrasts else math.nan
+
+
+def naive_lde_3d(image, mask, levels=32, alpha=0):
+    grey = naive_quantise(image.reshape(-1, image.shape[-1]), mask.reshape(-1, mask.shape[-1]),
+                          levels).reshape(image.shape)
+    squares = []
+    for point in np.ndindex(*image.shape):
+        if not mask[point]:
+            continue
+        dependence = 1
+        for step in np.ndindex(3, 3, 3):
+            other = tuple(p + s - 1 for p, s in zip(point, step))
+            if other != point and all(0 <= o < n for o, n in zip(other, image.shape)) \
+                    and mask[other] and abs(grey[other] - grey[point]) <= alpha:
+                dependence += 1
+        squares.append(dependence**2)
+    return float(np.mean(squares))
+
+
+def test_ball_is_round_and_not_elongated():
+    mask = ball(33, 12)
+    image = np.zeros(mask.shape)
+    values = compute_features(image, mask)
+    assert values["area"] == mask.sum()  # the volume, in voxels
+    assert values["elongation"] == pytest.approx(1.0, abs=1e-12)  # symmetric: isotropic
+    assert 0.9 < values["roundness"] <= 1.0  # the faceted surface is a little larger
+    assert abs(values["max_diameter"] - 25) <= 1.5
+
+
+@pytest.mark.parametrize("sides", [(3, 4, 5), (1, 1, 1), (2, 7, 1), (10, 6, 2)])
+def test_box_shape_features_are_exact(sides):
+    mask = np.zeros((14, 12, 13), bool)
+    mask[2:2 + sides[0], 1:1 + sides[1], 3:3 + sides[2]] = True
+    image = np.zeros(mask.shape)
+    assert F.area(image, mask) == math.prod(sides)
+    assert F.max_diameter(image, mask) == pytest.approx(math.hypot(*sides))
+    assert F.roundness(image, mask) == pytest.approx(sphericity(*box_surface_volume(*sides)))
+    # covariance of n voxel centres along an axis: (n^2 - 1) / 12
+    variances = sorted((n * n - 1) / 12 for n in sides)
+    expected = math.nan if variances[-1] == 0 else math.sqrt(variances[-2] / variances[-1])
+    assert F.elongation(image, mask) == pytest.approx(expected, nan_ok=True)
+
+
+def test_sphericity_counts_the_surface_and_volume_of_a_cavity():
+    mask = np.zeros((14, 14, 14), bool)
+    mask[1:13, 2:12, 1:10] = True
+    mask[4:8, 5:9, 3:6] = False  # a 4 x 4 x 3 hole, closed all around
+    outer, inner = box_surface_volume(12, 10, 9), box_surface_volume(4, 4, 3)
+    expected = sphericity(outer[0] + inner[0], outer[1] - inner[1])
+    assert F.roundness(np.zeros(mask.shape), mask) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("axes", [(18, 12, 8), (8, 18, 12), (12, 8, 18)])
+def test_ellipsoid_elongation_is_the_ratio_of_the_two_longest_axes(axes):
+    zz, yy, xx = np.indices((41, 41, 41)) - 20.0
+    mask = (zz / axes[0]) ** 2 + (yy / axes[1]) ** 2 + (xx / axes[2]) ** 2 <= 1
+    image = np.zeros(mask.shape)
+    assert F.elongation(image, mask) == pytest.approx(12 / 18, abs=0.01)
+    assert F.roundness(image, mask) < F.roundness(image, ball(41, 12)) - 0.05
+    assert abs(F.max_diameter(image, mask) - 2 * 18) <= 2.0
+
+
+def test_anisotropic_spacing_measures_in_physical_units():
+    # 16 x 8 x 8 voxel semi-axes with voxels 0.5 deep: a ball of radius 8 in millimetres
+    zz, yy, xx = np.indices((35, 19, 19)) - np.array([17, 9, 9])[:, None, None, None]
+    mask = (zz / 16.0) ** 2 + (yy / 8.0) ** 2 + (xx / 8.0) ** 2 <= 1
+    image = np.zeros(mask.shape)
+    spacing = (0.5, 1.0, 1.0)
+    values = compute_features(image, mask, spacing=spacing)
+    assert values["area"] == 0.5 * mask.sum()
+    assert values["elongation"] == pytest.approx(1.0, abs=0.02)
+    assert F.elongation(image, mask) == pytest.approx(0.5, abs=0.02)  # in voxel units
+    assert abs(values["max_diameter"] - 17) <= 1.5
+    assert values["roundness"] > 0.87 and values["roundness"] > F.roundness(image, mask) + 0.03
+    # a box: exact in millimetres
+    box = np.zeros((6, 6, 6), bool)
+    box[1:3, 1:4, 1:5] = True
+    assert F.max_diameter(image[:6, :6, :6], box, spacing=(2.0, 0.5, 3.0)) == \
+        pytest.approx(math.sqrt(4.0**2 + 1.5**2 + 12.0**2))
+
+
+def test_two_d_spacing_scales_the_contour_and_the_area():
+    mask = np.zeros((12, 12), bool)
+    mask[2:7, 3:11] = True  # 5 rows x 8 columns
+    dy, dx = 2.0, 0.5
+    # octagon: sides (8 - 1) dx and (5 - 1) dy, four corner cuts of half a pixel diagonal
+    perimeter = 2 * 7 * dx + 2 * 4 * dy + 4 * 0.5 * math.hypot(dy, dx)
+    enclosed = (40 - 0.5) * dy * dx
+    image = np.zeros(mask.shape)
+    assert F.roundness(image, mask, spacing=(dy, dx)) == \
+        pytest.approx(2 * math.sqrt(math.pi * enclosed) / perimeter)
+    assert F.area(image, mask, spacing=(dy, dx)) == 40.0
+    assert F.area(image, mask, spacing=3.0) == 360.0
+    assert F.max_diameter(image, mask, spacing=(dy, dx)) == pytest.approx(math.hypot(10, 4))
+    assert F.elongation(image, mask, spacing=(dy, dx)) == \
+        pytest.approx(math.sqrt((64 - 1) / 4 / ((25 - 1) * 4)))  # (8 dx)^2 vs (5 dy)^2
+
+
+def test_single_voxel():
+    image = np.arange(27.0).reshape(3, 3, 3)
+    mask = np.zeros((3, 3, 3), bool)
+    mask[1, 2, 0] = True
+    values = compute_features(image, mask)
+    assert values["area"] == 1.0 and values["mean_intensity"] == 15.0
+    assert values["max_diameter"] == pytest.approx(math.sqrt(3))
+    assert math.isnan(values["elongation"]) and math.isnan(values["glcm_contrast"])
+    assert values["roundness"] == pytest.approx(math.pi ** (1 / 3) / math.sqrt(3))  # octahedron
+    assert values["intensity_entropy"] == 0.0 and values["large_dependence_emphasis"] == 1.0
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("levels, alpha", [(32, 0), (4, 0), (6, 1)])
+def test_volume_texture_matches_naive_loops_over_26_neighbours(seed, levels, alpha):
+    rng = np.random.default_rng(seed)
+    image = rng.normal(size=(5, 6, 7))
+    mask = rng.random(image.shape) < 0.6
+    assert F.large_dependence_emphasis(image, mask, levels=levels, alpha=alpha) == \
+        pytest.approx(naive_lde_3d(image, mask, levels, alpha))
+    if alpha == 0:
+        assert F.glcm_contrast(image, mask, levels=levels) == \
+            pytest.approx(naive_glcm_contrast_3d(image, mask, levels))
+
+
+def test_constant_block_texture_in_3d():
+    image = np.full((5, 5, 5), 2.0)
+    mask = np.zeros((5, 5, 5), bool)
+    mask[1:4, 1:4, 1:4] = True
+    # 3 x 3 x 3: dependence 27 at the centre, 18 at face centres, 12 on edges, 8 at corners
+    expected = (27**2 + 6 * 18**2 + 12 * 12**2 + 8 * 8**2) / 27
+    assert F.large_dependence_emphasis(image, mask) == pytest.approx(expected)
+    assert F.glcm_contrast(image, mask) == 0.0 and F.intensity_entropy(image, mask) == 0.0
+
+
+def test_intensity_features_do_not_depend_on_the_dimension():
+    rng = np.random.default_rng(3)
+    image = rng.normal(size=(4, 9, 10))
+    mask = rng.random(image.shape) < 0.5
+    names = ["mean_intensity", "rms_intensity", "intensity_entropy"]
+    flat = compute_features(image.reshape(36, 10), mask.reshape(36, 10), names)
+    assert compute_features(image, mask, names) == pytest.approx(flat)
+
+
+def test_volume_inputs_in_every_form_agree():
+    rng = np.random.default_rng(4)
+    image = rng.normal(size=(6, 8, 7))
+    mask = ball(8, 3, (3, 4, 3))[:6, :, :7]
+    expected = compute_features(image, mask)
+    for got in (compute_features(image[None], mask[None]),
+                compute_features(torch.from_numpy(image).float()[None], torch.from_numpy(mask)),
+                compute_features(image, mask.astype(np.uint8)[None], spacing=(1, 1, 1))):
+        assert got == pytest.approx(expected, nan_ok=True, rel=1e-6)
+
+
+def test_spacing_decides_the_dimension_of_a_single_slice():
+    mask = np.zeros((1, 9, 9), bool)
+    mask[0, 2:7, 2:7] = True
+    image = np.zeros(mask.shape)
+    flat = F.roundness(image, mask)  # (1, H, W): one channel of a 2-D image
+    slab = F.roundness(image, mask, spacing=(1.0, 1.0, 1.0))  # a volume of depth 1
+    assert flat == pytest.approx(2 * math.sqrt(math.pi * 24.5) / (4 * 4 + 4 * math.sqrt(0.5)))
+    assert slab == pytest.approx(sphericity(*box_surface_volume(1, 5, 5)))
+    assert F.max_diameter(image, mask, spacing=(1.0, 1.0, 1.0)) == pytest.approx(math.sqrt(51))
+
+
+def test_volume_and_spacing_errors_name_the_argument():
+    volume, mask = np.zeros((4, 5, 6)), np.ones((4, 5, 6))
+    with pytest.raises(ValueError, match=r"mask.*\(4, 5, 6\).*\(4, 5, 5\)"):
+        compute_features(volume, np.ones((4, 5, 5)))
+    with pytest.raises(ValueError, match=r"spacing: expected 2 or 3 .*got 4"):
+        compute_features(volume, mask, spacing=(1, 1, 1, 1))
+    with pytest.raises(ValueError, match=r"spacing.*positive.*0"):
+        F.area(volume, mask, spacing=(1, 0, 1))
+    with pytest.raises(ValueError, match="spacing"):
+        F.area(volume, mask, spacing=-2.0)
+    with pytest.raises(TypeError, match="spacing"):
+        F.area(volume, mask, spacing="thin")
+    with pytest.raises(ValueError, match=r"image.*spacing.*\(4, 5, 6\)"):
+        F.area(volume, mask, spacing=(1, 1))  # two spacings: a 2-D image
+    with pytest.raises(ValueError, match="image"):
+        F.area(np.zeros((2, 3, 4, 5)), np.ones((2, 3, 4, 5)))  # two channels of a volume
+
+
+def test_reference_statistics_of_volumes():
+    pairs = [(np.random.default_rng(k).random((9, 10, 11)), ball(11, 2 + k, (4, 5, 5))[:9, :10])
+             for k in range(3)]
+    reference = reference_statistics(pairs, features=["area", "roundness"], spacing=(2, 1, 1))
+    volumes = [2.0 * mask.sum() for _, mask in pairs]
+    assert reference.mean["area"] == pytest.approx(np.mean(volumes))
+    rounds = [F.roundness(image, mask, spacing=(2, 1, 1)) for image, mask in pairs]
+    assert reference.mean["roundness"] == pytest.approx(np.mean(rounds))

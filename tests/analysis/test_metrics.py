@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +12,7 @@ from interpret_segmentation.analysis.metrics import (
     deletion_insertion,
     dice,
     dice_explained,
+    hausdorff_distance,
     perturbation_ratio,
 )
 
@@ -153,3 +156,177 @@ def test_binarize_refuses_nan_and_inf_thresholds(threshold):
     with pytest.raises(ValueError, match=r"threshold: expected a number in \[0, 1\)"):
         binarize(np.ones((2, 2)), threshold)
     assert binarize(np.array([[0.0, 1.0]]), np.float32(0.5)).tolist() == [[False, True]]
+
+
+# ---------------------------------------------------------------------------------------------
+# volumes, voxel spacing and baselines (issue 13)
+
+
+def brute_force_hausdorff(a, b, spacing):
+    """From every pair of points, coordinates scaled by the spacing."""
+    from scipy.spatial.distance import cdist
+
+    pairs = cdist(np.argwhere(a) * np.asarray(spacing), np.argwhere(b) * np.asarray(spacing))
+    return max(pairs.min(1).max(), pairs.min(0).max())
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from([(5, 7), (4, 6, 5), (3, 1, 8)]), st.integers(0, 2**32 - 1),
+       st.tuples(st.floats(0.1, 5), st.floats(0.1, 5), st.floats(0.1, 5)))
+def test_hausdorff_with_anisotropic_spacing_matches_brute_force(shape, seed, steps):
+    rng = np.random.default_rng(seed)
+    a, b = rng.random(shape) < 0.2, rng.random(shape) < rng.random()
+    spacing = steps[:len(shape)]
+    ours = hausdorff_distance(a, b, spacing=spacing)
+    assert ours == hausdorff_distance(b, a, spacing=spacing)
+    if a.any() and b.any():
+        assert ours == pytest.approx(brute_force_hausdorff(a, b, spacing), rel=1e-9)
+    elif a.any() or b.any():  # the diagonal, in physical units
+        assert ours == pytest.approx(math.sqrt(sum((n * s) ** 2 for n, s in zip(shape, spacing))))
+    else:
+        assert ours == 0.0
+
+
+def test_hausdorff_by_hand_and_its_arguments_checked():
+    a, b = np.zeros((3, 4, 5), bool), np.zeros((3, 4, 5), bool)
+    a[0, 0, 0], b[2, 3, 0] = True, True
+    assert hausdorff_distance(a, b) == pytest.approx(math.hypot(2, 3))
+    assert hausdorff_distance(a, b, spacing=(2.0, 0.5, 9.0)) == pytest.approx(math.hypot(4, 1.5))
+    assert hausdorff_distance(a, np.zeros_like(b), spacing=2) == pytest.approx(
+        2 * math.sqrt(9 + 16 + 25))
+    with pytest.raises(ValueError, match="spacing: expected a positive number or 3 of them"):
+        hausdorff_distance(a, b, spacing=(1.0, 1.0))
+    with pytest.raises(ValueError, match=r"spacing\[2\]: expected a positive number"):
+        hausdorff_distance(a, b, spacing=(1.0, 1.0, 0.0))
+    with pytest.raises(ValueError, match=r"a: expected a 2-D map \(H, W\) or a 3-D volume"):
+        hausdorff_distance(np.zeros((2, 2, 2, 2)), np.zeros((2, 2, 2, 2)))
+
+
+def test_dice_and_perturbation_ratio_of_volumes_by_hand():
+    a, b = np.zeros((4, 5, 6), bool), np.zeros((4, 5, 6), bool)
+    a[1:3, 1:3, 1:3] = True  # 8 voxels
+    b[2:4, 1:3, 1:3] = True  # 8 voxels, 4 shared
+    assert dice(a, b) == pytest.approx(0.5)
+    kept = np.zeros((4, 5, 6))
+    kept[0, 0, :3] = 0.2
+    assert perturbation_ratio(kept, a) == pytest.approx(3 / 8)
+    from interpret_segmentation.analysis.metrics import batch_dice
+
+    stacked = torch.from_numpy(np.stack([a, b, np.zeros_like(a)]))
+    assert batch_dice(stacked, torch.from_numpy(a)).tolist() == pytest.approx([1.0, 0.5, 0.0])
+
+
+class PatchModel3D(torch.nn.Module):
+    """One-channel logits of a volume: (2:5)^3 is foreground iff the input's (8:12)^3 averages
+    within 0.25 of ``value``."""
+
+    def __init__(self, value=1.0):
+        super().__init__()
+        self.value = value
+
+    def forward(self, x):
+        mean = x[:, 0, 8:12, 8:12, 8:12].mean((1, 2, 3))
+        out = torch.full((x.shape[0], 1, *x.shape[2:]), -10.0)
+        out[:, :, 2:5, 2:5, 2:5] = ((0.25 - (mean - self.value).abs()) * 40)[:, None, None, None,
+                                                                               None]
+        return out
+
+
+def patch_volume(value=1.0, background=0.0):
+    volume = torch.full((1, 1, 14, 16, 15), background)
+    volume[..., 8:12, 8:12, 8:12] = value
+    return volume
+
+
+def test_dice_explained_on_volumes_and_with_a_baseline():
+    model, volume = PatchModel3D(), patch_volume()
+    patch = np.zeros((14, 16, 15))
+    patch[8:12, 8:12, 8:12] = 1
+    assert dice_explained(model, volume, patch) == 1.0
+    assert dice_explained(model, volume, np.zeros((14, 16, 15))) == 0.0
+    assert dice_explained(model, volume[0], patch) == 1.0  # (C, D, H, W): kept says 3-D
+    with pytest.raises(ValueError, match=r"kept: expected the image's size \(14, 16, 15\)"):
+        dice_explained(model, volume, np.ones((14, 16, 14)))
+    # z-scored: the patch at -1 on -2; removing to 0 hides it, removing to -1 keeps it
+    z_model, z_volume = PatchModel3D(value=-1.0), patch_volume(-1.0, -2.0)
+    nothing = np.zeros((14, 16, 15))
+    assert dice_explained(z_model, z_volume, nothing) == 0.0
+    assert dice_explained(z_model, z_volume, nothing, baseline=-1.0) == 1.0
+    assert dice_explained(z_model, z_volume, patch, baseline="min") == 1.0
+    assert dice_explained(z_model, z_volume, nothing, baseline="min") == 0.0
+
+
+def test_deletion_and_insertion_of_a_volume_by_hand_and_with_a_baseline():
+    model, volume = PatchModel3D(), patch_volume()
+    on_patch = np.zeros((14, 16, 15))
+    on_patch[8:12, 8:12, 8:12] = 1.0  # 64 of 3360 voxels rank first
+    curves = deletion_insertion(model, volume, on_patch, steps=4, batch_size=3)
+    assert curves["deletion"].tolist() == [1.0, 0.0, 0.0, 0.0, 0.0]
+    assert curves["insertion"].tolist() == [0.0, 1.0, 1.0, 1.0, 1.0]
+    assert curves["deletion_auc"] == pytest.approx(0.125)
+    # a baseline at the patch's own value: deleting it changes nothing, inserting the rest
+    # neither
+    same = deletion_insertion(model, volume, on_patch, steps=4, baseline=1.0)
+    assert same["deletion"].tolist() == [1.0] * 5 and same["insertion"].tolist() == [1.0] * 5
+    with pytest.raises(ValueError, match=r"saliency: expected the image's size"):
+        deletion_insertion(model, volume, on_patch[:, :, :3], steps=4)
+
+
+def test_default_baseline_gives_the_papers_product():
+    model, image = PatchModel(), patch_image() * 0.9 + 0.1
+    kept = np.random.default_rng(1).random((48, 48))
+    assert dice_explained(model, image, kept) == dice_explained(model, image, kept, baseline=0.0)
+    seen = []
+
+    class Recording(PatchModel):
+        def forward(self, x):
+            seen.append(x.clone())
+            return super().forward(x)
+
+    dice_explained(Recording(), image, kept)
+    torch.testing.assert_close(seen[-1], image[None] * torch.from_numpy(kept).float(), rtol=0,
+                               atol=0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.sampled_from([(1, 9), (6, 7), (4, 6, 5), (2, 1, 9)]), st.integers(0, 2**32 - 1),
+       st.sampled_from([None, (0.5, 2.0, 1.0), (3.0, 0.8, 0.8)]), st.integers(1, 300))
+def test_squared_distance_transform_equals_scipy(shape, seed, spacing, chunk):
+    from scipy import ndimage
+
+    from interpret_segmentation.analysis.metrics import squared_distance_transform
+
+    rng = np.random.default_rng(seed)
+    masks = rng.random((3, *shape)) < rng.random()
+    masks[2] = False
+    spacing = None if spacing is None else spacing[:len(shape)]
+    squared = squared_distance_transform(torch.from_numpy(masks), spacing, chunk_elements=chunk)
+    assert squared.dtype == torch.float64 and squared.shape == masks.shape
+    for mask, ours in zip(masks[:2], squared[:2].numpy()):
+        if mask.any():
+            expected = ndimage.distance_transform_edt(~mask, sampling=spacing) ** 2
+            np.testing.assert_allclose(ours, expected, rtol=1e-12, atol=1e-12)
+        else:
+            assert np.isinf(ours).all()
+    assert np.isinf(squared[2].numpy()).all()
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.sampled_from([(6, 7), (4, 6, 5)]), st.integers(0, 2**32 - 1),
+       st.sampled_from([None, (2.5, 1.0, 0.7)]))
+def test_batched_distances_on_the_device_path_equal_one_by_one(shape, seed, spacing):
+    from interpret_segmentation.analysis.metrics import HausdorffToReference
+
+    rng = np.random.default_rng(seed)
+    spacing = None if spacing is None else spacing[:len(shape)]
+    reference = rng.random(shape) < rng.random() * 0.5
+    masks = torch.from_numpy(rng.random((5, *shape)) < rng.random())
+    masks[0] = False
+    masks[1] = torch.from_numpy(reference)
+    measure = HausdorffToReference(reference, spacing)
+    one_by_one = np.array([measure.distance(mask) for mask in masks.numpy()])
+    np.testing.assert_allclose(measure.distances(masks, on_device=True), one_by_one,
+                               rtol=1e-12)
+    assert np.array_equal(measure.distances(masks), one_by_one)  # CPU masks: one by one
+    with pytest.raises(ValueError, match="masks: expected"):
+        measure.distances(masks[:, :2])

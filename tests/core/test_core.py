@@ -76,7 +76,7 @@ def test_multiclass_logits_softmax_and_upsampling():
     assert torch.allclose(probabilities, expected, atol=1e-6)
 
 
-@pytest.mark.parametrize("make", [lambda x: x.sum(), lambda x: {"logits": x}, lambda x: (),
+@pytest.mark.parametrize("make", [lambda x: x.sum(), lambda x: {"aux": x}, lambda x: (),
                                   lambda x: "text", lambda x: x[:1].repeat(1, 1, 1, 1, 1)])
 def test_unreadable_output_names_supported_shapes(make):
     with pytest.raises(ValueError, match="supported outputs"):
@@ -85,7 +85,7 @@ def test_unreadable_output_names_supported_shapes(make):
 
 def test_adapter_rejects_bad_arguments():
     with pytest.raises(TypeError, match="model"):
-        ModelAdapter(lambda x: x)
+        ModelAdapter("not a model")
     with pytest.raises(ValueError, match="output"):
         ModelAdapter(nn.Identity(), output="softmax")
 
@@ -449,7 +449,7 @@ def test_explanation_load_refuses_truncated_or_foreign_files(tmp_path):
         "foreign json": (pair("f", npz, '{"name": "x"}'), r"f\.json"),
         "json list": (pair("g", npz, "[1, 2]"), r"g\.json"),
         "binary json": (pair("h", npz, b"\xff\xfe\x00"), r"h\.json"),
-        "3-D saliency": (pair("i", _npz_bytes(tmp_path, np.ones((2, 2, 2))), meta), r"i\.npz"),
+        "4-D saliency": (pair("i", _npz_bytes(tmp_path, np.ones((2, 2, 2, 2))), meta), r"i\.npz"),
     }
     for label, (bad, named) in cases.items():
         with pytest.raises(ValueError, match=rf"{named}: not an Explanation written by "

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import nn
 
+from interpret_segmentation.analysis.features import FeatureReference, area, compute_features
 from interpret_segmentation.core import Target
 from interpret_segmentation.methods.deepdream import (
     AscentSettings,
@@ -766,3 +767,190 @@ def test_figures_touch_no_pyplot_state_and_outline_a_region(tmp_path):
     assert not figure.axes[0].lines    # and no cross
     plot_curves(path, path_png=tmp_path / "curves.png")
     assert plt.get_fignums() == before
+
+
+# -- volumes ----------------------------------------------------------------------------------
+
+DEPTH = 10
+
+
+def volume_kernel() -> torch.Tensor:
+    """A fixed 3x3x3 pattern with no symmetry."""
+    kernel = torch.linspace(-1.0, 1.0, 27).reshape(3, 3, 3)
+    kernel[1, 1, 1] = 2.0
+    kernel[0, 2, 1] = -1.5
+    return kernel
+
+
+class LinearVolumeModel(nn.Module):
+    """One-channel logits on volumes: cross-correlation with a fixed 3x3x3 kernel, minus 3."""
+
+    def __init__(self, bias=3.0):
+        super().__init__()
+        self.conv = nn.Conv3d(1, 1, 3, padding=1)
+        with torch.no_grad():
+            self.conv.weight.copy_(volume_kernel()[None, None])
+            self.conv.bias.fill_(-bias)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+def placed_3d(z, y, x, shape=(DEPTH, 12, 14)) -> np.ndarray:
+    """d conv_out[z, y, x] / d volume for a 'same' 3x3x3 cross-correlation."""
+    padded = np.zeros(tuple(size + 2 for size in shape))
+    padded[z:z + 3, y:y + 3, x:x + 3] = volume_kernel().numpy()
+    return padded[1:-1, 1:-1, 1:-1]
+
+
+def noise_volume(seed=0, shape=(DEPTH, 12, 14)):
+    return white_noise((1, 1, *shape), seed=seed)
+
+
+def test_one_step_on_a_volume_is_the_scaled_3d_gradient():
+    start = noise_volume(1)
+    voxel = (3, 5, 9)
+    path = run(LinearVolumeModel(), start, pixel=voxel, steps=1, step_size=0.03)
+    gradient = placed_3d(*voxel)
+    expected = start[0, 0] + 0.03 * gradient / np.abs(gradient).max()
+    assert path.images.shape == (2, 1, DEPTH, 12, 14) and path.masks.shape == (2, DEPTH, 12, 14)
+    np.testing.assert_allclose(path.images[1, 0], expected, atol=1e-5)
+    logit = F.conv3d(torch.from_numpy(start), volume_kernel()[None, None], padding=1)[0, 0] - 3.0
+    assert path.activations[0] == pytest.approx(float(logit[voxel]), abs=1e-5)
+    assert path.parameters["pixel"] == list(voxel)
+    np.testing.assert_array_equal(path.region, np.asarray(one_voxel(*voxel)))
+
+
+def one_voxel(z, y, x, shape=(DEPTH, 12, 14)):
+    region = np.zeros(shape, dtype=bool)
+    region[z, y, x] = True
+    return region
+
+
+def test_a_dream_on_a_volume_grows_the_object_and_its_3d_features():
+    start = white_noise((1, 1, DEPTH, 12, 14), seed=2, mean=0.0)  # logits near -3: no object
+    path = run(LinearVolumeModel(), start, steps=30, step_size=0.2,
+               features=["area", "roundness", "elongation", "max_diameter"],
+               spacing=(2.0, 1.0, 1.0))
+    centre = (DEPTH // 2, 6, 7)  # the default voxel: the centre
+    assert path.parameters["pixel"] == list(centre) and path.parameters["spacing"] == [2, 1, 1]
+    assert not path.masks[0].any() and path.masks[-1][centre]
+    assert np.all(np.diff(path.activations) > 0)
+    # the curves are the 3-D features of each step's first channel and mask, in millimetres
+    for step in (0, 15, 30):
+        expected = compute_features(path.images[step, 0], path.masks[step],
+                                    list(path.features), spacing=(2.0, 1.0, 1.0))
+        got = {name: curve[step] for name, curve in path.features.items()}
+        assert got == pytest.approx(expected, nan_ok=True)
+    assert path.features["area"][-1] == 2.0 * path.masks[-1].sum()
+    assert 0 < path.features["roundness"][-1] <= 1
+
+
+def test_a_volume_reads_the_same_in_every_layout():
+    start = noise_volume(3)
+    five = run(LinearVolumeModel(), start, steps=3)
+    four = run(LinearVolumeModel(), start[0], steps=3, spatial_dims=3)  # (C, D, H, W)
+    three = run(LinearVolumeModel(), torch.from_numpy(start[0, 0]), steps=3, spatial_dims=3)
+    for other in (four, three):
+        np.testing.assert_array_equal(other.images, five.images)
+        np.testing.assert_array_equal(other.activations, five.activations)
+
+
+def test_a_3d_region_target_sums_its_voxels_and_is_checked():
+    start = noise_volume(4)
+    region = np.zeros((DEPTH, 12, 14), dtype=bool)
+    region[2:4, 3:5, 6:9] = True
+    path = run(LinearVolumeModel(), start, Target(1, region), steps=1, step_size=0.01)
+    gradient = sum(placed_3d(*voxel) for voxel in np.argwhere(region))
+    expected = start[0, 0] + 0.01 * gradient / np.abs(gradient).max()
+    np.testing.assert_allclose(path.images[1, 0], expected, atol=1e-5)
+    assert path.parameters["pixel"] is None and path.parameters["region_pixels"] == 12
+    with pytest.raises(ValueError, match=r"pixel.*D x H x W = 10 x 12 x 14"):
+        run(LinearVolumeModel(), start, pixel=(DEPTH, 0, 0), steps=1)
+    with pytest.raises(TypeError, match=r"pixel: expected three ints \(z, y, x\)"):
+        run(LinearVolumeModel(), start, pixel=(3, 4), steps=1)
+    with pytest.raises(ValueError, match="target.region"):
+        run(LinearVolumeModel(), start, Target(1, region[0]), steps=1)
+    with pytest.raises(ValueError, match="spacing"):
+        run(LinearVolumeModel(), start, steps=1, spacing=(1.0, 1.0))
+
+
+class TwoLabelVolumeModel(nn.Module):
+    """Two sigmoid labels that overlap: label 0 is the pattern response, label 1 that plus 2."""
+
+    def __init__(self):
+        super().__init__()
+        self.pattern = LinearVolumeModel()
+
+    def forward(self, x):
+        z = self.pattern(x)
+        return torch.cat([z, z + 2.0], dim=1)
+
+
+def test_multi_label_masks_are_each_labels_own_segment():
+    start = noise_volume(5)
+    labels = run(TwoLabelVolumeModel(), start, target=0, steps=4, activation="sigmoid")
+    classes = run(TwoLabelVolumeModel(), start, target=0, steps=4)  # read as softmax classes
+    logits = TwoLabelVolumeModel()(torch.from_numpy(labels.images[-1][None]))[0].detach()
+    np.testing.assert_array_equal(labels.masks[-1], (logits[0] > 0).numpy())  # p_0 > 0.5
+    assert not classes.masks.any()  # label 1 always wins the arg-max
+    np.testing.assert_array_equal(labels.images, classes.images)  # same logit climbed
+
+
+def test_volume_paths_save_load_and_plot(tmp_path):
+    path = run(LinearVolumeModel(), noise_volume(6), steps=4, step_size=0.2,
+               features=["area", "roundness"])
+    written = path.save(tmp_path / "dream")
+    assert written == tmp_path / "dream.npz" and (tmp_path / "dream.json").exists()
+    loaded = DreamPath.load(tmp_path / "dream")
+    for name in ("activations", "masks", "images", "region"):
+        np.testing.assert_array_equal(getattr(loaded, name), getattr(path, name))
+    assert loaded.masks.dtype == bool and loaded.images.dtype == np.float32
+    assert list(loaded.features) == ["area", "roundness"] and loaded.zscores is None
+    for name, curve in path.features.items():
+        np.testing.assert_array_equal(loaded.features[name], curve)
+    assert loaded.to_dict() == path.to_dict()
+    with pytest.raises(FileExistsError):
+        path.save(tmp_path / "dream.npz")
+    path.save(tmp_path / "dream.npz", overwrite=True)
+    figure = plot_path(path, n_columns=3)
+    assert "axial slice z=5" in figure._suptitle.get_text()
+    assert len(figure.axes) == 6
+
+
+def test_saved_paths_keep_zscores_and_refuse_foreign_files(tmp_path):
+    reference = FeatureReference(mean={"area": 1.0, "ones": 0.0}, std={"area": 2.0, "ones": 1.0},
+                                 count={"area": 3, "ones": 3})
+    path = run(LinearModel(), white_noise((SIZE, SIZE), seed=1), steps=3, record_images=False,
+               features={"area": area, "ones": lambda image, mask: 1.0}, reference=reference)
+    loaded = DreamPath.load(path.save(tmp_path / "flat.npz"))
+    assert loaded.images is None and loaded.masks.shape == (4, SIZE, SIZE)
+    for name in ("area", "ones"):
+        np.testing.assert_array_equal(loaded.zscores[name], path.zscores[name])
+    assert loaded.parameters == json.loads(json.dumps(path.parameters))
+    (tmp_path / "other.json").write_text(json.dumps({"method": "hdm"}))
+    np.savez(tmp_path / "other.npz", saliency=np.zeros(3))
+    with pytest.raises(ValueError, match="other.json: not a DreamPath"):
+        DreamPath.load(tmp_path / "other")
+    with pytest.raises(FileNotFoundError, match="missing.npz"):
+        DreamPath.load(tmp_path / "missing")
+
+
+def test_white_noise_makes_volumes_that_start_a_dream():
+    noise = white_noise((1, 1, 4, 5, 6), seed=7)
+    assert noise.shape == (1, 1, 4, 5, 6) and noise.dtype == np.float32
+    np.testing.assert_array_equal(noise, white_noise((1, 1, 4, 5, 6), seed=7))
+    assert run(LinearVolumeModel(), noise, steps=1).masks.shape == (2, 4, 5, 6)
+
+
+def test_monai_3d_unet_dreams_and_is_unchanged():
+    monai = pytest.importorskip("monai.networks.nets")
+    torch.manual_seed(0)
+    model = monai.UNet(spatial_dims=3, in_channels=1, out_channels=2, channels=(4, 8),
+                       strides=(2,), num_res_units=1)
+    before = model_state(model)
+    path = run(model, white_noise((1, 1, 16, 16, 16), seed=0), steps=3, step_size=0.05,
+               features=["area", "roundness", "glcm_contrast"])
+    assert path.masks.shape == (4, 16, 16, 16) and path.activations[-1] > path.activations[0]
+    assert_untouched(model, before)
+    assert model.training

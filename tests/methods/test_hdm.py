@@ -255,8 +255,9 @@ def test_overridden_occlusion_is_checked_circle_by_circle(patch_model):
 @pytest.mark.parametrize("threshold", [float("nan"), float("inf"), -float("inf"), 1.0, -0.5,
                                        True, "0.5", None])
 def test_nan_inf_and_out_of_range_thresholds_are_refused(patch_model, threshold):
-    with pytest.raises(ValueError, match=r"^threshold: expected a number in \[0, 1\), got"):
-        HDM(patch_model, threshold=threshold)
+    if threshold is not None:  # HDM's default: the class's segment, no threshold
+        with pytest.raises(ValueError, match=r"^threshold: expected a number in \[0, 1\), got"):
+            HDM(patch_model, threshold=threshold)
     with pytest.raises(ValueError, match=r"^threshold: expected a number in \[0, 1\), got"):
         hdm.HausdorffDistanceMasks(48, 48, threshold=threshold)
 
@@ -324,8 +325,8 @@ def test_adapter_gives_the_explainers_numbers(patch_model):
         explainer = hdm.HausdorffDistanceMasks(61, 50, progress=False)
         explainer.generate_masks(circle_size=9, offset=4)
         result = explainer.explain(patch_model, image, segment, CPU, channel=channel)
-        direct = HDM(patch_model, circle_size=9, offset=4, channel=channel, progress=False).explain(
-            image, Target(1, segment))
+        direct = HDM(patch_model, circle_size=9, offset=4, channel=channel, progress=False,
+                     threshold=0.5, occlude=hdm.occlude_minimum).explain(image, Target(1, segment))
         assert_same_explanation(result.explanation, direct)
         assert np.array_equal(result.distances(hdm.RAW), direct.arrays["distances"])
         assert result.baseline == direct.info["baseline_distance"]
@@ -348,10 +349,10 @@ def test_subclass_overrides_are_the_explainers_hooks(patch_model):
     assert hdm_explainer.distance == explainer.calculate_distance
     plain = hdm.HausdorffDistanceMasks(48, 48, progress=False)
     plain.generate_masks(circle_size=7, offset=3)
-    assert plain.explainer(patch_model).occlude is None  # the fast defaults
-    assert plain.explainer(patch_model).distance is None
+    assert plain.explainer(patch_model).occlude is hdm.occlude_minimum  # the seed's occluder
+    assert plain.explainer(patch_model).distance is None  # the fast Hausdorff distance
     result = explainer.explain(patch_model, patch_image(), patch_segment(), CPU)
-    direct = HDM(patch_model, circle_size=7, offset=3, progress=False,
+    direct = HDM(patch_model, circle_size=7, offset=3, progress=False, threshold=0.5,
                  occlude=explainer.apply_mask, distance=explainer.calculate_distance).explain(
         patch_image(), Target(1, patch_segment()))
     assert_same_explanation(result.explanation, direct)
@@ -373,3 +374,323 @@ def test_circle_map_scales_with_the_one_normaliser():
     constant = HDMResult(np.full((2, 2), 3.0), 3.0, 10, 10, 5, 5)
     assert np.array(constant.circle_map(hdm.WORSE_ONLY)).max() == round(
         matplotlib.colormaps["Reds"](0.0)[0] * 255)  # constant distances: the map's lowest colour
+
+
+# ---------------------------------------------------------------------------------------------
+# volumes, spacing, the class's segment and baselines (issue 13)
+
+
+class PatchModel3D(nn.Module):
+    """One-channel logits of a volume: the cube ``out_box`` is foreground iff the cube
+    ``in_box`` of the input is bright on average (above ``level``). Nothing else matters."""
+
+    def __init__(self, in_box=(8, 12), out_box=(2, 5), level=0.5):
+        super().__init__()
+        self.in_box, self.out_box, self.level = in_box, out_box, level
+        self.scale = nn.Parameter(torch.tensor(20.0))
+
+    def forward(self, x):
+        low, high = self.in_box
+        brightness = x[:, 0, low:high, low:high, low:high].mean((1, 2, 3))
+        out = torch.full((x.shape[0], 1, *x.shape[2:]), -10.0)
+        low, high = self.out_box
+        out[:, :, low:high, low:high, low:high] = ((brightness - self.level)
+                                                   * self.scale)[:, None, None, None, None]
+        return out
+
+
+def patch_volume(shape=(14, 16, 15)):
+    volume = torch.zeros(1, 1, *shape)
+    volume[..., 8:12, 8:12, 8:12] = 1.0
+    return volume
+
+
+def brute_force_hausdorff(a, b, spacing):
+    """Max over both directions of the distance to the nearest point of the other set, from
+    every pair of points (coordinates scaled by the spacing)."""
+    from scipy.spatial.distance import cdist
+
+    points_a = np.argwhere(a) * np.asarray(spacing)
+    points_b = np.argwhere(b) * np.asarray(spacing)
+    pairs = cdist(points_a, points_b)
+    return max(pairs.min(1).max(), pairs.min(0).max())
+
+
+def naive_volume_distances(model, volume, circle_size, offset, spacing, baseline=0.0):
+    """One occluded volume per model call (a ball of ``baseline`` drawn voxel by voxel),
+    distances by brute force."""
+    shape = volume.shape[2:]
+    grid = hdm.BallGrid(shape, circle_size, offset)
+    adapter = ModelAdapter(model)
+    with torch.no_grad():
+        target = adapter(volume)[0, 1].numpy() > 0.5
+    coordinates = np.indices(shape)
+    distances = []
+    for centre in zip(*(c.tolist() for c in grid.centres(torch.arange(len(grid))))):
+        squared = sum((coordinates[axis] - centre[axis]) ** 2 for axis in range(3))
+        ball = torch.from_numpy(squared <= (circle_size / 2) ** 2)
+        occluded = torch.where(ball, torch.tensor(baseline), volume)
+        with torch.no_grad():
+            output = adapter(occluded)[0, 1].numpy() > 0.5
+        if output.any() and target.any():
+            distances.append(brute_force_hausdorff(output, target, spacing))
+        else:
+            distances.append(0.0 if output.any() == target.any()
+                             else math.sqrt(sum((n * s) ** 2 for n, s in zip(shape, spacing))))
+    return np.array(distances).reshape(grid.counts)
+
+
+@pytest.mark.parametrize("shape,circle_size,offset", [((9, 11, 10), 5, (3, 4, 2)),
+                                                      ((7, 8, 6), 4, 3), ((5, 6, 7), 1, 2)])
+def test_balls_are_the_voxels_within_half_the_diameter_of_the_grid_points(shape, circle_size,
+                                                                          offset):
+    grid = hdm.BallGrid(shape, circle_size, offset)
+    steps = offset if isinstance(offset, tuple) else (offset,) * 3
+    assert grid.counts == tuple(math.ceil(n / o) for n, o in zip(shape, steps))
+    index = torch.arange(len(grid))
+    inside = grid.inside(index).numpy()
+    assert inside.shape == (len(grid), *shape)
+    coordinates = np.indices(shape)
+    for k, centre in enumerate(zip(*(c.tolist() for c in grid.centres(index)))):
+        cell = np.unravel_index(k, grid.counts)  # row-major numbering
+        assert centre == tuple(min(c * o + o // 2, n - 1)
+                               for c, o, n in zip(cell, steps, shape))
+        squared = sum((coordinates[axis] - centre[axis]) ** 2 for axis in range(3))
+        assert np.array_equal(inside[k], squared <= (circle_size / 2) ** 2)
+    lone = hdm.BallGrid((21, 21, 21), circle_size, 21)  # one ball, centred at voxel 10
+    reach = circle_size // 2
+    window = (slice(10 - reach, 11 + reach),) * 3
+    assert np.array_equal(lone.ball(), lone.inside(torch.arange(1))[0].numpy()[window])
+    assert lone.inside(torch.arange(1)).sum() == lone.ball().sum()  # nothing outside the window
+    assert hdm.CircleGrid(20, 30, 7, (2, 5)) == hdm.BallGrid((20, 30), 7, (2, 5))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.tuples(st.integers(1, 9), st.integers(1, 9), st.integers(1, 9)),
+       st.integers(1, 7), st.integers(1, 4), st.data())
+def test_touching_balls_are_exactly_those_over_a_changeable_voxel(shape, circle_size, offset,
+                                                                   data):
+    """The skip-unchanged fast path: a ball is run iff some voxel under it can change."""
+    changeable = data.draw(arrays(bool, shape, elements=st.booleans()))
+    grid = hdm.BallGrid(shape, circle_size, offset)
+    inside = grid.inside(torch.arange(len(grid))).numpy()
+    expected = np.flatnonzero((inside & changeable).reshape(len(grid), -1).any(1))
+    assert grid.touching(changeable).tolist() == expected.tolist()
+
+
+def test_render_paints_each_ball_with_its_value_in_3d():
+    grid = hdm.BallGrid((7, 9, 8), 5, 3)
+    values = np.random.default_rng(0).random(grid.counts)
+    inside = grid.inside(torch.arange(len(grid))).numpy()
+    painted = np.where(inside, values.reshape(-1, 1, 1, 1), -np.inf)
+    expected_max = painted.max(0)
+    expected_max[~inside.any(0)] = np.nan
+    np.testing.assert_allclose(grid.render(values, "max"), expected_max)
+    counts = inside.sum(0)
+    expected_mean = np.where(counts > 0, (inside * values.reshape(-1, 1, 1, 1)).sum(0)
+                             / np.maximum(counts, 1), 0)
+    np.testing.assert_allclose(grid.render(values, "mean"), expected_mean)
+
+
+@settings(max_examples=40, deadline=None)
+@given(arrays(bool, st.tuples(st.integers(1, 8), st.integers(1, 8), st.integers(1, 8)),
+              elements=st.booleans()), st.data())
+def test_volume_hausdorff_matches_skimage(a, data):
+    b = data.draw(arrays(bool, a.shape, elements=st.booleans()))
+    ours = hausdorff_distance(a, b)
+    assert ours == hausdorff_distance(b, a)
+    if a.any() and b.any():
+        assert ours == pytest.approx(skimage_hausdorff(a, b), abs=1e-9)
+    elif a.any() or b.any():
+        assert ours == pytest.approx(math.sqrt(sum(n * n for n in a.shape)))  # the diagonal
+    else:
+        assert ours == 0.0
+
+
+def test_hdm_on_a_volume_matches_a_naive_loop_with_anisotropic_spacing():
+    model, volume = PatchModel3D(), patch_volume()
+    spacing = (2.5, 1.0, 0.7)
+    explanation = HDM(model, circle_size=5, offset=(4, 3, 3), spacing=spacing,
+                      progress=False).explain(volume)
+    expected = naive_volume_distances(model, volume, 5, (4, 3, 3), spacing)
+    assert explanation.arrays["distances"].shape == (4, 6, 5)
+    np.testing.assert_allclose(explanation.arrays["distances"], expected, rtol=1e-12)
+    assert explanation.saliency.shape == explanation.arrays["worse_only"].shape == (14, 16, 15)
+    worse = explanation.arrays["worse_only"]
+    assert worse.max() > 0 and worse[:6].max() == 0  # only balls near the patch (8..11) hurt
+    assert np.unravel_index(explanation.saliency.argmax(), (14, 16, 15)) >= (6, 6, 6)
+    # every ball that changes the output covers the patch
+    grid = hdm.BallGrid((14, 16, 15), 5, (4, 3, 3))
+    covers = grid.inside(torch.arange(len(grid)))[:, 8:12, 8:12, 8:12].flatten(1).any(1)
+    assert not ((expected.ravel() > 0) & ~covers.numpy()).any()
+    # the empty output's distance is the volume's diagonal in physical units
+    assert expected.max() == pytest.approx(math.sqrt((14 * 2.5) ** 2 + 16 ** 2 + (15 * 0.7) ** 2))
+    result = HDM.result(explanation)
+    assert result.depth == 14 and np.array_equal(result.distances(hdm.RAW), expected)
+    with pytest.raises(ValueError, match="circle_map: a picture of a 2-D image"):
+        result.circle_map(hdm.RAW)
+
+
+def test_volume_spacing_scales_distances_and_is_checked():
+    model, volume = PatchModel3D(), patch_volume()
+    unit = HDM(model, circle_size=5, offset=4, progress=False).explain(volume)
+    doubled = HDM(model, circle_size=5, offset=4, spacing=2.0, progress=False).explain(volume)
+    np.testing.assert_allclose(doubled.arrays["distances"], 2 * unit.arrays["distances"])
+    with pytest.raises(ValueError, match="offset: expected an int or 3 ints"):
+        HDM(model, offset=(2, 2), progress=False).explain(volume)
+    with pytest.raises(ValueError, match=r"offset\[1\]: expected a positive int"):
+        HDM(model, offset=(2, 0, 2))
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 7])
+def test_volume_results_do_not_depend_on_the_batch_and_inputs_stay_within_it(batch_size):
+    sizes = []
+
+    class Recording(PatchModel3D):
+        def forward(self, x):
+            sizes.append(len(x))
+            return super().forward(x)
+
+    explain = HDM(Recording(), circle_size=5, offset=3, batch_size=batch_size, progress=False)
+    explanation = explain.explain(patch_volume())
+    reference = HDM(PatchModel3D(), circle_size=5, offset=3, batch_size=3,
+                    progress=False).explain(patch_volume())
+    assert_same_explanation(explanation, reference)
+    assert max(sizes) <= batch_size  # one batch of occluded volumes at a time
+
+
+class LowConfidenceThreeClasses(nn.Module):
+    """Softmax logits (0, 0, z) on the patch model's output box, z = 0.6 (brightness - 0.5):
+    class 2 is the arg-max there when the patch is bright, with probability e^.3 / (2 + e^.3)
+    ~ 0.40 < 0.5; elsewhere class 2 is far below."""
+
+    def forward(self, x):
+        brightness = x[:, 0, 30:38, 30:38].mean((1, 2))
+        out = torch.zeros(x.shape[0], 3, *x.shape[2:])
+        out[:, 2] = -10.0
+        out[:, 2, 5:15, 5:15] = (0.6 * (brightness - 0.5))[:, None, None]
+        return out
+
+
+def test_multiclass_segment_is_the_arg_max_not_probability_above_a_half():
+    model, image = LowConfidenceThreeClasses(), patch_image()
+    probabilities = ModelAdapter(model)(image[None])
+    assert 0.35 < float(probabilities[0, 2, 10, 10]) < 0.5  # the arg-max, below 0.5
+    explanation = HDM(model, circle_size=7, offset=3, progress=False).explain(image, 2)
+    assert explanation.arrays["target_pixels"].sum() == 100
+    assert explanation.info["baseline_distance"] == 0.0  # nothing occluded: on target
+    worse = explanation.arrays["worse_only"]
+    assert worse.max() > 0
+    y, x = np.unravel_index(worse.argmax(), worse.shape)
+    assert 27 <= y < 41 and 27 <= x < 41
+    # seed 002's threshold is still there, for one-channel models, when asked for
+    thresholded = HDM(model, circle_size=7, offset=3, threshold=0.5, progress=False).explain(
+        image, 2)
+    assert thresholded.info["baseline_distance"] == pytest.approx(math.hypot(48, 48))
+
+
+class NearMinusOne(nn.Module):
+    """One-channel logits of a z-scored image: the box (5:15, 5:15) is foreground iff the
+    patch (30:38, 30:38) averages within 0.25 of -1. Every input value is negative."""
+
+    def forward(self, x):
+        mean = x[:, 0, 30:38, 30:38].mean((1, 2))
+        out = torch.full((x.shape[0], 1, *x.shape[2:]), -10.0)
+        out[:, :, 5:15, 5:15] = ((0.25 - (mean + 1).abs()) * 40)[:, None, None, None]
+        return out
+
+
+def z_scored_image():
+    image = torch.full((1, 48, 48), -2.0)
+    image[:, 30:38, 30:38] = -1.0
+    return image
+
+
+def test_default_baseline_hides_negative_pixels_and_seed_adapter_keeps_and_warns():
+    model, image = NearMinusOne(), z_scored_image()
+    explanation = HDM(model, circle_size=7, offset=3, progress=False).explain(image)
+    assert explanation.info["unchanged_skipped"] == 0  # every pixel differs from 0
+    worse = explanation.arrays["worse_only"]
+    y, x = np.unravel_index(worse.argmax(), worse.shape)
+    assert worse.max() > 0 and 27 <= y < 41 and 27 <= x < 41
+    # seed 002's min(image, 0) leaves every pixel as it is: the same all-zero map as before,
+    # with a warning that names normalize and the occluder
+    legacy_explainer = hdm.HausdorffDistanceMasks(48, 48, progress=False)
+    legacy_explainer.generate_masks(7, 3)
+    with pytest.warns(UserWarning, match=r"100% of the occluded pixels.*normalize=False.*"
+                                         r"min\(image, 0\)"):
+        result = legacy_explainer.explain(model, image, patch_segment(), CPU)
+    assert result.explanation.info["model_passes"] == 1
+    assert np.all(result.distances(hdm.RAW) == result.baseline)
+
+
+def test_seed_adapter_is_silent_on_images_in_0_1(patch_model, recwarn):
+    legacy(patch_model, patch_image(), patch_segment())  # black is 0: hidden, not below
+    assert not [w for w in recwarn if "occluded pixels" in str(w.message)]
+
+
+def naive_replacement_distances(model, image, circle_size, offset, baseline):
+    grid = CircleGrid(*image.shape[-2:], circle_size, offset)
+    adapter = ModelAdapter(model)
+    with torch.no_grad():
+        target = adapter(image[None])[0, 1].numpy() > 0.5
+    out = []
+    for k in range(len(grid)):
+        inside = grid.inside(torch.tensor([k]))[0]
+        occluded = torch.where(inside, torch.as_tensor(baseline, dtype=torch.float32), image)
+        with torch.no_grad():
+            output = adapter(occluded[None])[0, 1].numpy() > 0.5
+        out.append(hausdorff_distance(output, target))
+    return np.array(out).reshape(grid.rows, grid.cols)
+
+
+@pytest.mark.parametrize("baseline", [0.0, -1.0, "min", 0.4])
+def test_circles_take_the_baseline_and_skipping_stays_exact(baseline):
+    model = NearMinusOne()
+    image = z_scored_image()
+    image[:, :, :10] = 0.4  # a band at 0.4: balls inside it leave the image as it was there
+    explanation = HDM(model, circle_size=7, offset=3, baseline=baseline,
+                      progress=False).explain(image)
+    value = {"min": -2.0}.get(baseline, baseline)
+    expected = naive_replacement_distances(model, image, 7, 3, value)
+    np.testing.assert_array_equal(explanation.arrays["distances"], expected)
+    run_all = HDM(model, circle_size=7, offset=3, baseline=baseline, skip_unchanged=False,
+                  progress=False).explain(image)
+    np.testing.assert_array_equal(run_all.arrays["distances"], expected)
+    grid = CircleGrid(48, 48, 7, 3)
+    inside = grid.inside(torch.arange(len(grid)))
+    changes = (inside & (image[0] != value)).flatten(1).any(1)
+    assert explanation.info["model_passes"] == int(changes.sum()) + 1
+
+
+def test_normalize_fills_with_minus_one_and_refuses_another_baseline(patch_model):
+    image = patch_image() * 2 - 1  # in [-1, 1]
+    normalized = HDM(patch_model, circle_size=7, offset=3, normalize=True,
+                     progress=False).explain(image)
+    explicit = HDM(patch_model, circle_size=7, offset=3, baseline=-1.0,
+                   progress=False).explain(image)
+    np.testing.assert_array_equal(normalized.arrays["distances"], explicit.arrays["distances"])
+    assert normalized.info["model_passes"] == explicit.info["model_passes"] < len(
+        CircleGrid(48, 48, 7, 3))
+    with pytest.raises(ValueError, match="normalize and baseline"):
+        HDM(patch_model, normalize=True, baseline="mean")
+
+
+def test_gpu_distance_path_gives_the_cpu_numbers(monkeypatch):
+    """On a GPU the distances of a batch are measured there; forced here on the CPU."""
+    from interpret_segmentation.analysis.metrics import HausdorffToReference
+
+    model, volume, spacing = PatchModel3D(), patch_volume(), (2.5, 1.0, 0.7)
+    cpu = HDM(model, circle_size=5, offset=3, spacing=spacing, progress=False).explain(volume)
+    batched = HausdorffToReference.distances
+    calls = []
+
+    def on_device(self, masks, on_device=None):
+        calls.append(len(masks))
+        return batched(self, masks, on_device=True)
+
+    monkeypatch.setattr(HausdorffToReference, "distances", on_device)
+    device = HDM(model, circle_size=5, offset=3, spacing=spacing, batch_size=4,
+                 progress=False).explain(volume)
+    assert calls and max(calls) <= 4
+    np.testing.assert_allclose(device.arrays["distances"], cpu.arrays["distances"], rtol=1e-12)

@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -349,3 +351,180 @@ def test_result_needs_a_per_pixel_explanation_of_the_same_masks(patch_model):
         RISEResult(torch.zeros(5, 3), RandomMasks(6, 4, 0.5, 48, 48), torch.zeros(48, 48, dtype=bool))
     with pytest.raises(ValueError, match="chunk_bytes: expected a positive int"):
         rise.result(explanation, chunk_bytes=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# volumes and baselines (issue 13)
+
+
+def test_image_masks_are_the_same_numbers_as_before_volumes_came():
+    masks = RandomMasks(7, 5, 0.4, 37, 29, seed=11).batch(0, 7)
+    assert masks.shape == (7, 1, 37, 29)
+    assert float(masks.double().sum()) == pytest.approx(2791.8509409571707, rel=1e-12)
+    np.testing.assert_array_equal(masks[3, 0, 10, :6].numpy(), np.array(
+        [0.9477719664573669, 0.9202835559844971, 0.8927950859069824, 0.8653066754341125,
+         0.8378182649612427, 0.8103298544883728], dtype=np.float32))
+
+
+def linear_upsample(array: np.ndarray, axis: int, size: int) -> np.ndarray:
+    """Linear interpolation along ``axis`` to ``size`` samples, half-pixel centres
+    (``align_corners=False``): sample x reads position (x + 0.5) * n / size - 0.5, clamped."""
+    n = array.shape[axis]
+    position = np.clip((np.arange(size) + 0.5) * n / size - 0.5, 0, n - 1)
+    low = np.floor(position).astype(int)
+    high = np.minimum(low + 1, n - 1)
+    weight = position - low
+    shape = [1] * array.ndim
+    shape[axis] = size
+    return (np.take(array, low, axis) * (1 - weight).reshape(shape)
+            + np.take(array, high, axis) * weight.reshape(shape))
+
+
+@pytest.mark.parametrize("s", [3, (2, 4, 3)])
+def test_volume_masks_are_trilinear_cells_cropped_at_their_shift(s):
+    masks = RandomMasks(9, s, 0.5, 13, 11, seed=5, depth=10)
+    cells_per_axis = s if isinstance(s, tuple) else (s,) * 3
+    assert masks.shape == (10, 13, 11) and masks.cells.shape == (9, *cells_per_axis)
+    made = masks.batch(0, 9)
+    assert made.shape == (9, 1, 10, 13, 11)
+    for i in range(9):
+        smooth = masks.cells[i].numpy().astype(np.float64)
+        for axis, (cells, size) in enumerate(zip(cells_per_axis, (10, 13, 11))):
+            smooth = linear_upsample(smooth, axis, (cells + 1) * math.ceil(size / cells))
+        shift = masks.shifts[i].tolist()
+        assert all(0 <= o < math.ceil(n / c) for o, n, c in zip(shift, (10, 13, 11),
+                                                                  cells_per_axis))
+        expected = smooth[tuple(slice(o, o + n) for o, n in zip(shift, (10, 13, 11)))]
+        np.testing.assert_allclose(made[i, 0].numpy(), expected, atol=1e-6)
+    assert torch.equal(torch.cat([masks.batch(0, 4), masks.batch(4, 9)]), made)
+    with pytest.raises(ValueError, match="s: expected a positive int or 3 of them"):
+        RandomMasks(9, (2, 4), 0.5, 13, 11, depth=10)
+
+
+class PatchModel3D(nn.Module):
+    """One-channel logits of a volume: the cube (2:5)^3 is foreground iff the cube (8:12)^3
+    of the input averages above ``level``."""
+
+    def __init__(self, level=0.5):
+        super().__init__()
+        self.level = level
+
+    def forward(self, x):
+        brightness = x[:, 0, 8:12, 8:12, 8:12].mean((1, 2, 3))
+        out = torch.full((x.shape[0], 1, *x.shape[2:]), -10.0)
+        out[:, :, 2:5, 2:5, 2:5] = ((brightness - self.level) * 20)[:, None, None, None, None]
+        return out
+
+
+def patch_volume(value=1.0, background=0.0):
+    volume = torch.full((1, 1, 14, 16, 15), background)
+    volume[..., 8:12, 8:12, 8:12] = value
+    return volume
+
+
+def naive_volume_rise(model, volume, masks, baseline=0.0, per_pixel=False):
+    """One masked volume per model call: ``volume * mask + baseline * (1 - mask)``."""
+    adapter = ModelAdapter(model)
+    with torch.no_grad():
+        target = adapter(volume)[0, 1].numpy() > 0.5
+    maps = np.zeros((int(target.sum()) if per_pixel else 1, *volume.shape[2:]))
+    for i in range(len(masks)):
+        mask = masks.batch(i, i + 1)
+        with torch.no_grad():
+            probabilities = adapter(volume * mask + baseline * (1 - mask))[0].numpy()
+        mask = mask[0, 0].numpy()
+        if per_pixel:
+            maps += probabilities[1][target][:, None, None, None] * mask
+        else:
+            maps[0] += dice(probabilities[1] > 0.5, target) * mask
+    return maps / (len(masks) * masks.p1)
+
+
+def test_volume_rise_matches_a_naive_loop_and_peaks_at_the_patch():
+    model, volume = PatchModel3D(), patch_volume()
+    explanation = RISE(model, n_masks=60, s=(3, 4, 4), p1=0.5, progress=False).explain(volume)
+    masks = RandomMasks(60, (3, 4, 4), 0.5, 16, 15, seed=0, depth=14)
+    expected = naive_volume_rise(model, volume, masks)[0]
+    assert explanation.saliency.shape == (14, 16, 15)
+    np.testing.assert_allclose(explanation.saliency, expected, atol=1e-5)
+    assert explanation.parameters["s"] == [3, 4, 4]
+    assert explanation.saliency[8:12, 8:12, 8:12].mean() > 1.25 * explanation.saliency[:4, :4,
+                                                                                       :4].mean()
+    with pytest.raises(ValueError, match=r"s: expected an int or 3 ints"):
+        RISE(model, n_masks=4, s=(3, 4), progress=False).explain(volume)
+
+
+@pytest.mark.parametrize("weighting", ["dice", "per_pixel"])
+def test_volume_maps_do_not_depend_on_the_batch_and_masks_are_made_per_batch(weighting):
+    seen = []
+
+    class Recording(PatchModel3D):
+        def forward(self, x):
+            seen.append(len(x))
+            return super().forward(x)
+
+    def explain(batch_size, model):
+        return RISE(model, n_masks=23, s=3, weighting=weighting, batch_size=batch_size,
+                    progress=False).explain(patch_volume())
+
+    reference = explain(1, PatchModel3D())
+    for batch_size in (2, 7):
+        seen.clear()
+        assert_same_explanation(explain(batch_size, Recording()), reference)
+        assert max(seen) <= batch_size
+
+
+def test_volume_per_pixel_maps_match_a_naive_loop_and_the_seed_adapter_says_it_is_2d(tmp_path):
+    model, volume = PatchModel3D(), patch_volume()
+    rise = RISE(model, n_masks=20, s=3, weighting="per_pixel", progress=False)
+    result = rise.result(rise.explain(volume))
+    expected = naive_volume_rise(model, volume, RandomMasks(20, 3, 0.5, 16, 15, depth=14),
+                                 per_pixel=True)
+    assert result.saliencies.shape == (27, 14, 16, 15)
+    np.testing.assert_allclose(result.saliencies.numpy(), expected, atol=1e-5)
+    np.testing.assert_allclose(result.max(), expected.max(0), atol=1e-5)
+    np.testing.assert_allclose(result.mean(), expected.mean(0), atol=1e-5)
+    explainer = SegmentationRISE(model, (16, 15), CPU, progress=False)
+    explainer.generate_masks(5, 3, 0.5)
+    with pytest.raises(ValueError, match=r"SegmentationRISE explains 2-D images \(seed 002\).*"
+                                         r"for a volume use RISE"):
+        explainer(volume)
+
+
+@pytest.mark.parametrize("s,depth", [((2, 3, 4), 6), (3, 6), ((2, 5), None)])
+def test_volume_and_per_axis_recipes_round_trip(tmp_path, s, depth):
+    masks = RandomMasks(8, s, 0.3, 9, 7, seed=4, depth=depth)
+    masks.save(tmp_path / "masks.npz")
+    loaded = load_masks(tmp_path / "masks.npz")
+    assert loaded.shape == masks.shape and loaded.s == masks.s
+    assert torch.equal(loaded.batch(0, 8), masks.batch(0, 8))
+    np.save(tmp_path / "array.npy", masks.batch(0, 8).numpy())
+    stored = load_masks(tmp_path / "array.npy")
+    assert stored.shape == masks.shape and torch.equal(stored.batch(0, 8), masks.batch(0, 8))
+    np.savez(tmp_path / "bad.npz", **{rise_method.SHAPED_RECIPE_KEY: np.array([8, 0.3, 4, 4, 1])})
+    with pytest.raises(ValueError, match="expected the recipe"):
+        load_masks(tmp_path / "bad.npz")
+
+
+def naive_masked(image, masks, baseline):
+    return [image * masks.batch(i, i + 1) + baseline * (1 - masks.batch(i, i + 1))
+            for i in range(len(masks))]
+
+
+@pytest.mark.parametrize("baseline,value", [(0.0, 0.0), ("min", -2.0), (-1.5, -1.5)])
+def test_masked_images_take_the_baseline(baseline, value):
+    image = torch.full((1, 48, 48), -2.0)
+    image[:, 30:38, 30:38] = -1.0  # z-scored: everything below 0
+    seen = []
+
+    class Normalised(PatchModel):
+        def forward(self, x):
+            seen.append(x.clone())
+            return super().forward(x + 2)  # bright patch iff it averages above -1.5
+
+    explanation = RISE(Normalised(), n_masks=12, s=4, baseline=baseline, batch_size=5,
+                       progress=False).explain(image)
+    masks = RandomMasks(12, 4, 0.5, 48, 48)
+    expected = torch.cat(naive_masked(image[None], masks, value))
+    torch.testing.assert_close(torch.cat(seen[1:]), expected, rtol=0, atol=1e-6)
+    assert explanation.info["model_passes"] == 13

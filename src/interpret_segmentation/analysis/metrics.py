@@ -1,6 +1,8 @@
 """Segmentation metrics shared by training, the explainers and the report.
 
-All functions take binary masks (numpy or torch, any dtype; non-zero = inside).
+All functions take binary masks (numpy or torch, any dtype; non-zero = inside). The overlap
+and distance measures (Dice, Hausdorff with voxel spacing, perturbation ratio, Dice explained,
+deletion/insertion) take images (H, W) and volumes (D, H, W) alike.
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from ..core.baseline import replace, resolve_baseline
 from ..core.explanation import normalize_map  # noqa: F401  (one normaliser; metrics users import it here)
-from ..core.model import ModelAdapter, as_image_batch, predicted_mask
+from ..core.model import ModelAdapter, as_image_batch
 from ..core.perturb import Perturbations
-from ..core.validate import as_array, check_class_index, check_positive
+from ..core.validate import as_array, check_class_index, check_per_axis, check_positive
 
 
 def _as_numpy(array, name: str) -> np.ndarray:
@@ -35,7 +38,8 @@ def _check_same_shape(first: np.ndarray, second: np.ndarray, names: str) -> None
 
 
 def dice(prediction, reference, empty_value: float = 1.0) -> float:
-    """Dice coefficient 2|A n B| / (|A| + |B|) of two binary masks of the same shape.
+    """Dice coefficient 2|A n B| / (|A| + |B|) of two binary masks of the same shape (images,
+    volumes, any shape).
 
     ``empty_value`` (default 1.0) is returned when both masks are empty.
     """
@@ -50,7 +54,7 @@ def dice(prediction, reference, empty_value: float = 1.0) -> float:
 
 def batch_dice(predictions: torch.Tensor, reference: torch.Tensor,
                empty_value: float = 1.0) -> torch.Tensor:
-    """Dice of each mask in ``predictions`` (B, H, W) against ``reference`` (H, W) or (B, H, W).
+    """Dice of each mask in ``predictions`` (B, *S) against ``reference`` (*S) or (B, *S).
 
     Returns a float tensor (B,). Both empty gives ``empty_value``.
     """
@@ -62,47 +66,89 @@ def batch_dice(predictions: torch.Tensor, reference: torch.Tensor,
     return torch.where(total > 0, 2.0 * overlap / safe, torch.full_like(total, empty_value))
 
 
-def empty_distance(shape) -> float:
-    """The value Hausdorff distances take when exactly one mask is empty: the image diagonal."""
-    return math.hypot(shape[-2], shape[-1])
+def _as_spatial(array, name: str) -> np.ndarray:
+    """A numpy or torch map (H, W) or volume (D, H, W) as a numpy array (ValueError naming
+    ``name`` otherwise)."""
+    array = as_array(array, name)
+    if array.ndim not in (2, 3):
+        raise ValueError(f"{name}: expected a 2-D map (H, W) or a 3-D volume (D, H, W), got "
+                         f"shape {array.shape}")
+    return array
 
 
-def hausdorff_distance(a, b) -> float:
-    """Symmetric Hausdorff distance (Euclidean, in pixels) between two binary masks.
-
-    Equal to ``skimage.metrics.hausdorff_distance(a, b)`` when both masks are non-empty.
-    Both empty gives 0.0; exactly one empty gives the image diagonal (see
-    :func:`empty_distance`) instead of infinity, so maps and means stay finite.
-    """
-    a = _as_bool_numpy(a, "a")
-    b = _as_bool_numpy(b, "b")
-    _check_same_shape(a, b, "a and b")
-    return HausdorffToReference(b).distance(a)
+def empty_distance(shape, spacing=None) -> float:
+    """The value Hausdorff distances take when exactly one mask is empty: the diagonal of the
+    image (or volume) ``shape`` (H, W) or (D, H, W), in the units of ``spacing`` (default 1
+    per axis: pixels)."""
+    spacing = (1.0,) * len(shape) if spacing is None else spacing
+    return math.sqrt(sum((size * step) ** 2 for size, step in zip(shape, spacing)))
 
 
-class HausdorffToReference:
-    """Hausdorff distances from many masks to one fixed reference mask.
-
-    The distance transform of the reference is computed once; each new mask then needs one
-    distance transform restricted to the bounding box of both masks, which is exact because
-    every nearest point lies inside that box.
+def hausdorff_distance(a, b, spacing=None) -> float:
+    """Symmetric Hausdorff distance (Euclidean) between two binary masks (H, W) or (D, H, W).
 
     Parameters
     ----------
-    reference : array (H, W), binary
+    a, b : arrays of one shape, 2-D or 3-D; non-zero is inside
+    spacing : float or sequence of float, optional
+        Size of a pixel (voxel) along each axis, e.g. (3.0, 0.8, 0.8) mm for a CT volume; the
+        distance is in its units. Default 1 per axis: pixels.
+
+    Equal to ``skimage.metrics.hausdorff_distance(a, b)`` when both masks are non-empty (and
+    the spacing is 1). Both empty gives 0.0; exactly one empty gives the diagonal of the image
+    in the same units (see :func:`empty_distance`) instead of infinity, so maps and means stay
+    finite.
+    """
+    a = _as_spatial(a, "a") != 0
+    b = _as_spatial(b, "b") != 0
+    _check_same_shape(a, b, "a and b")
+    return HausdorffToReference(b, spacing).distance(a)
+
+
+def _bounding_box(mask: np.ndarray) -> tuple[slice, ...]:
+    """The smallest box (one slice per axis) holding every True of a non-empty ``mask``."""
+    box = []
+    for axis in range(mask.ndim):
+        others = tuple(a for a in range(mask.ndim) if a != axis)
+        present = np.flatnonzero(mask.any(axis=others))
+        box.append(slice(int(present[0]), int(present[-1]) + 1))
+    return tuple(box)
+
+
+class HausdorffToReference:
+    """Hausdorff distances from many masks to one fixed reference mask (2-D or 3-D).
+
+    The distance transform of the reference is computed once (with the voxel ``spacing``);
+    each new mask then needs one distance transform of its own, for the reference pixels it
+    misses (a mask holding the whole reference needs none). :meth:`distance` takes one mask on
+    the CPU (scipy, restricted to the bounding box of the mask and of the reference pixels it
+    misses, exact because the nearest mask pixel of each lies inside that box);
+    :meth:`distances` takes a batch of masks where they are, and on a GPU computes them there
+    (:func:`squared_distance_transform`), with one transfer of B numbers per batch.
+
+    Parameters
+    ----------
+    reference : array (H, W) or (D, H, W), binary
+    spacing : float or sequence of float, optional
+        Pixel (voxel) size along each axis; default 1 per axis. Distances are in its units.
     """
 
-    def __init__(self, reference):
-        self.reference = _as_bool_numpy(reference, "reference")
-        self.empty_value = empty_distance(self.reference.shape)
+    def __init__(self, reference, spacing=None):
+        self.reference = _as_spatial(reference, "reference") != 0
+        self.spacing = (None if spacing is None
+                        else check_per_axis(spacing, "spacing", self.reference.ndim, float))
+        self.empty_value = empty_distance(self.reference.shape, self.spacing)
         self._reference_empty = not self.reference.any()
         if not self._reference_empty:
             # distance of every pixel to the nearest reference pixel
-            self._to_reference = ndimage.distance_transform_edt(~self.reference)
+            self._to_reference = ndimage.distance_transform_edt(~self.reference,
+                                                                sampling=self.spacing)
+        self._on_device: dict = {}
 
     def distance(self, mask) -> float:
-        """Symmetric Hausdorff distance between ``mask`` (H, W) and the reference."""
-        mask = _as_bool_numpy(mask, "mask")
+        """Symmetric Hausdorff distance between ``mask`` (the reference's shape) and the
+        reference."""
+        mask = _as_spatial(mask, "mask") != 0
         if mask.shape != self.reference.shape:
             raise ValueError(
                 f"mask: expected shape {self.reference.shape} like the reference, got {mask.shape}"
@@ -112,12 +158,94 @@ class HausdorffToReference:
             return 0.0
         if mask_empty or self._reference_empty:
             return self.empty_value
-        mask_to_reference = self._to_reference[mask].max()
-        rows, cols = np.nonzero(mask | self.reference)
-        box = (slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1))
-        to_mask = ndimage.distance_transform_edt(~mask[box])
-        reference_to_mask = to_mask[self.reference[box]].max()
-        return float(max(mask_to_reference, reference_to_mask))
+        mask_to_reference = float(self._to_reference[mask].max())
+        missing = self.reference & ~mask  # the reference pixels at a distance from the mask
+        if not missing.any():
+            return mask_to_reference
+        box = _bounding_box(mask | missing)
+        to_mask = ndimage.distance_transform_edt(~mask[box], sampling=self.spacing)
+        return max(mask_to_reference, float(to_mask[missing[box]].max()))
+
+    def distances(self, masks: torch.Tensor, on_device: bool | None = None) -> np.ndarray:
+        """Hausdorff distances (B,) float64 of masks (B, *S) bool to the reference.
+
+        ``on_device`` None (default): computed where the masks are when that is a GPU (the
+        same numbers as :meth:`distance` up to float64 rounding), one by one with
+        :meth:`distance` on the CPU. True or False forces the one or the other.
+        """
+        if tuple(masks.shape[1:]) != self.reference.shape:
+            raise ValueError(f"masks: expected (B, *{self.reference.shape}), got "
+                             f"{tuple(masks.shape)}")
+        if on_device is None:
+            on_device = masks.device.type != "cpu"
+        if not on_device:
+            return np.array([self.distance(mask) for mask in masks.cpu().numpy()],
+                            dtype=np.float64)
+        return self._device_distances(masks.bool())
+
+    def _reference_on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The reference (*S) bool and its squared distance transform (*S) float64 on
+        ``device``, sent there once."""
+        if device not in self._on_device:
+            reference = torch.from_numpy(self.reference).to(device)
+            squared = torch.from_numpy(self._to_reference ** 2 if not self._reference_empty
+                                       else np.zeros(self.reference.shape)).to(device)
+            self._on_device[device] = reference, squared
+        return self._on_device[device]
+
+    def _device_distances(self, masks: torch.Tensor) -> np.ndarray:
+        reference, to_reference = self._reference_on(masks.device)
+        flat = masks.flatten(1)
+        empty = ~flat.any(1)
+        squared = torch.where(masks, to_reference, 0.0).flatten(1).amax(1)
+        missing = reference & ~masks
+        needed = (missing.flatten(1).any(1) & ~empty).nonzero().squeeze(1)
+        if len(needed):
+            to_masks = squared_distance_transform(masks[needed], self.spacing)
+            farthest = torch.where(missing[needed], to_masks, 0.0).flatten(1).amax(1)
+            squared[needed] = torch.maximum(squared[needed], farthest)
+        result = torch.sqrt(squared).cpu().numpy()
+        empty = empty.cpu().numpy()
+        if self._reference_empty:
+            return np.where(empty, 0.0, self.empty_value)
+        return np.where(empty, self.empty_value, result)
+
+
+def squared_distance_transform(masks: torch.Tensor, spacing=None,
+                               chunk_elements: int = 2**24) -> torch.Tensor:
+    """Squared Euclidean distance from every pixel (voxel) to the nearest True one of its mask.
+
+    Exact and separable: one minimum over each axis in turn (``min_y g(y) + s^2 (x - y)^2``
+    along every line), in float64 where the masks are, so that a GPU computes a batch at once.
+    Costs O(V x side) per mask; memory O(B x V) plus ``chunk_elements`` float64 (128 MiB) for
+    the lines processed at once.
+
+    Parameters
+    ----------
+    masks : Tensor (B, *S) bool
+    spacing : sequence of float, optional
+        Pixel size along each spatial axis; default 1.
+
+    Returns
+    -------
+    Tensor (B, *S) float64; inf everywhere for an empty mask.
+    """
+    dims = masks.ndim - 1
+    spacing = (1.0,) * dims if spacing is None else tuple(spacing)
+    squared = torch.where(masks, 0.0, torch.inf).to(torch.float64)
+    for axis, step in zip(range(1, masks.ndim), spacing):
+        moved = squared.movedim(axis, -1)
+        side = moved.shape[-1]
+        lines = moved.reshape(-1, side)
+        steps = torch.arange(side, device=masks.device, dtype=torch.float64)
+        offsets = (steps[:, None] - steps[None, :]) ** 2 * step ** 2  # (out, in)
+        result = torch.empty_like(lines)
+        per_chunk = max(1, chunk_elements // (side * side))
+        for start in range(0, len(lines), per_chunk):
+            part = lines[start:start + per_chunk]
+            result[start:start + per_chunk] = (part[:, None, :] + offsets).amin(-1)
+        squared = result.reshape(moved.shape).movedim(-1, axis)
+    return squared
 
 
 def iou_precision_recall(prediction, reference) -> dict:
@@ -210,12 +338,12 @@ def binarize(saliency, threshold: float) -> np.ndarray:
 def perturbation_ratio(kept, prediction) -> float:
     """Pixels the explanation keeps (non-zero in ``kept``) per pixel of the predicted object.
 
-    ``kept`` (H, W): a binary or continuous map (MiSuRe's mask); ``prediction`` (H, W) binary.
-    Below 1 means fewer pixels than the object itself suffice. Raises ValueError when the
-    prediction is empty (there is nothing to relate to).
+    ``kept`` (H, W) or (D, H, W): a binary or continuous map (MiSuRe's mask); ``prediction``
+    of the same shape, binary. Below 1 means fewer pixels than the object itself suffice.
+    Raises ValueError when the prediction is empty (there is nothing to relate to).
     """
-    kept = _as_numpy(kept, "kept")
-    prediction = _as_bool_numpy(prediction, "prediction")
+    kept = _as_spatial(kept, "kept")
+    prediction = _as_spatial(prediction, "prediction") != 0
     _check_same_shape(kept, prediction, "kept and prediction")
     if not prediction.any():
         raise ValueError("prediction: expected a predicted object (the ratio is per pixel of "
@@ -223,45 +351,78 @@ def perturbation_ratio(kept, prediction) -> float:
     return float(np.count_nonzero(kept) / prediction.sum())
 
 
-def dice_explained(model, image, kept, class_index: int = 1) -> float:
-    """Dice between the class's prediction on ``image * kept`` and on ``image``.
+def _image_and_map(adapter: ModelAdapter, image, spatial_map, name: str):
+    """``image`` as a batch (1, C, *S) on the model's device and ``spatial_map`` (*S) as a numpy
+    array, checked against each other: the map's dimensions say whether the image is a volume."""
+    spatial_map = _as_spatial(spatial_map, name)
+    batch = as_image_batch(image, "image", spatial_dims=spatial_map.ndim).to(adapter.device)
+    if tuple(spatial_map.shape) != tuple(batch.shape[2:]):
+        raise ValueError(f"{name}: expected the image's size {tuple(batch.shape[2:])}, got "
+                         f"{spatial_map.shape}")
+    return batch, spatial_map
+
+
+def dice_explained(model, image, kept, class_index: int = 1, baseline=0.0) -> float:
+    """Dice between the class's segment on the image with only ``kept`` left and on ``image``.
 
     Parameters
     ----------
     model : nn.Module or ModelAdapter
-    image : array or tensor (H, W), (C, H, W) or (1, C, H, W)
-    kept : array (H, W)
-        What the explanation keeps: a binarised map, or a continuous mask in [0, 1].
+    image : array or tensor (H, W), (C, H, W) or (1, C, H, W); for a volume (D, H, W),
+        (C, D, H, W) or (1, C, D, H, W)
+    kept : array (H, W) or (D, H, W)
+        What the explanation keeps: a binarised map, or a continuous mask in [0, 1]. A 3-D
+        ``kept`` makes the image a volume.
     class_index : int, default 1
         One of the model's classes; negative indices are refused.
+    baseline : float, str or array, default 0.0
+        What the pixels outside ``kept`` become (see
+        :func:`~interpret_segmentation.core.baseline.resolve_baseline`): the image is
+        ``image * kept + baseline * (1 - kept)``; the default 0 is seed 001's
+        ``image * kept``.
 
-    Returns 1.0 when both predictions are empty. Raises
-    :class:`~interpret_segmentation.core.ClassIndexError` (an IndexError) for a class index
-    out of range.
+    The class's segment is the model's one definition (arg-max for softmax classes,
+    probability above 0.5 for a one-channel or sigmoid output). Returns 1.0 when both segments
+    are empty. Raises :class:`~interpret_segmentation.core.ClassIndexError` (an IndexError)
+    for a class index out of range.
     """
     adapter = model if isinstance(model, ModelAdapter) else ModelAdapter(model)
-    batch = as_image_batch(image).to(adapter.device)
-    kept = torch.as_tensor(_as_numpy(kept, "kept"), dtype=torch.float32, device=adapter.device)
-    if tuple(kept.shape) != tuple(batch.shape[-2:]):
-        raise ValueError(f"kept: expected the image's size {tuple(batch.shape[-2:])}, got "
-                         f"{tuple(kept.shape)}")
+    batch, kept = _image_and_map(adapter, image, kept, "kept")
+    keep = torch.as_tensor(kept, device=adapter.device).to(batch.dtype)[None, None]
     original = adapter.first_pass(batch)
     class_index = check_class_index(class_index, original.shape[1])
     with torch.no_grad():
-        explained = adapter(batch * kept, where="on the image times kept")
-    return dice(predicted_mask(explained, class_index)[0],
-                predicted_mask(original, class_index)[0])
+        explained = adapter(replace(batch, keep, resolve_baseline(baseline, batch)),
+                            where="on the image with only kept left")
+    return dice(adapter.segment(explained, class_index)[0],
+                adapter.segment(original, class_index)[0])
 
 
 def deletion_insertion(model, image, saliency, class_index: int = 1, steps: int = 20,
-                       batch_size="auto", progress: bool = False) -> dict:
+                       batch_size="auto", progress: bool = False, baseline=0.0) -> dict:
     """Deletion and insertion curves of a saliency map (seed 001, section 2.3).
 
-    Pixels are ranked by saliency (highest first). Deletion sets the top fraction of them to 0
-    in ``image``; insertion starts from a black image and puts the top fraction back. At each
-    of ``steps + 1`` fractions 0, 1/steps, ..., 1 the class's prediction is compared (Dice)
-    with its prediction on ``image``. A faithful map makes the deletion curve fall early (low
-    area) and the insertion curve rise early (high area).
+    Pixels (voxels) are ranked by saliency (highest first). Deletion sets the top fraction of
+    them to the ``baseline`` in ``image``; insertion starts from the baseline and puts the top
+    fraction of the image back. At each of ``steps + 1`` fractions 0, 1/steps, ..., 1 the
+    class's segment is compared (Dice) with its segment on ``image``. A faithful map makes the
+    deletion curve fall early (low area) and the insertion curve rise early (high area).
+
+    Parameters
+    ----------
+    model : nn.Module or ModelAdapter
+    image : array or tensor, as for :func:`dice_explained`
+    saliency : array (H, W) or (D, H, W)
+        The map (a 3-D map makes the image a volume); NaN ranks last.
+    class_index : int, default 1
+    steps : int, default 20
+    batch_size : int or "auto", default "auto"
+        Perturbed images per model pass; memory O(batch x image).
+    progress : bool, default False
+    baseline : float, str or array, default 0.0
+        What deleted (not yet inserted) pixels are (see
+        :func:`~interpret_segmentation.core.baseline.resolve_baseline`); 0, the default, is
+        seed 001's black image.
 
     Returns
     -------
@@ -276,37 +437,34 @@ def deletion_insertion(model, image, saliency, class_index: int = 1, steps: int 
     """
     steps = check_positive(steps, "steps")
     adapter = model if isinstance(model, ModelAdapter) else ModelAdapter(model)
-    batch = as_image_batch(image).to(adapter.device)
-    height, width = batch.shape[-2:]
-    saliency = _as_numpy(saliency, "saliency")
-    if saliency.shape != (height, width):
-        raise ValueError(f"saliency: expected the image's size {(height, width)}, got "
-                         f"{saliency.shape}")
+    batch, saliency = _image_and_map(adapter, image, saliency, "saliency")
+    shape, size = saliency.shape, saliency.size
     order = torch.from_numpy(np.argsort(-np.nan_to_num(saliency.ravel(), nan=-np.inf),
                                         kind="stable")).to(adapter.device)
     rank = torch.empty_like(order)
     rank[order] = torch.arange(order.numel(), device=adapter.device)
-    rank = rank.reshape(height, width)
-    counts = [round(k * height * width / steps) for k in range(steps + 1)]
+    rank = rank.reshape(shape)
+    counts = [round(k * size / steps) for k in range(steps + 1)]
     probabilities = adapter.first_pass(batch)
     class_index = check_class_index(class_index, probabilities.shape[1])
-    reference = predicted_mask(probabilities, class_index)[0]
+    reference = adapter.segment(probabilities, class_index)[0]
+    fill = resolve_baseline(baseline, batch)
 
     def make(start: int, stop: int) -> tuple[slice, torch.Tensor]:
-        inputs = []
+        keeps = []
         for item in range(start, stop):
             top = rank < counts[item % (steps + 1)]  # the highest-ranked pixels
-            keep = ~top if item <= steps else top  # deletion first, then insertion
-            inputs.append(batch[0] * keep)
-        return slice(start, stop), torch.stack(inputs)
+            keeps.append(~top if item <= steps else top)  # deletion first, then insertion
+        keep = torch.stack(keeps)[:, None].to(batch.dtype)
+        return slice(start, stop), replace(batch, keep, fill)
 
     scores = np.empty(2 * (steps + 1))
     for items, probabilities in Perturbations(adapter, 2 * (steps + 1), make,
                                               batch_size=batch_size, progress=progress,
                                               description="deletion/insertion"):
-        scores[items] = batch_dice(predicted_mask(probabilities, class_index).flatten(1),
+        scores[items] = batch_dice(adapter.segment(probabilities, class_index).flatten(1),
                                    reference.flatten()).cpu().numpy()
-    fractions = np.array(counts) / (height * width)
+    fractions = np.array(counts) / size
     deletion, insertion = scores[:steps + 1], scores[steps + 1:]
     return {"fractions": fractions, "deletion": deletion, "insertion": insertion,
             "deletion_auc": _trapezoid(deletion, fractions),

@@ -38,13 +38,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     """Run the command ``argv`` (default ``sys.argv[1:]``); returns the exit status.
 
-    A user error (OSError such as FileExistsError, ValueError, TypeError) is printed as one
-    line on stderr and gives status 2; argparse's own errors exit with status 2 as well.
+    A user error (OSError such as FileExistsError, ValueError, TypeError, or a
+    ModuleNotFoundError for an optional package such as nibabel) is printed as one line on
+    stderr and gives status 2; argparse's own errors exit with status 2 as well.
     """
     try:
         args = build_parser().parse_args(argv)
         status = args.run(args)
-    except (OSError, ValueError, TypeError) as error:
+    except (OSError, ValueError, TypeError, ModuleNotFoundError) as error:
         message = " ".join(str(error).split())  # one line
         print(f"interpret-segmentation: error: {message}", file=sys.stderr)
         return 2

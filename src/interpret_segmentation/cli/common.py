@@ -6,9 +6,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import inspect
+import math
 from pathlib import Path
-
-import numpy as np
 
 DATASETS = {
     "testnet": {"dataset": "examples/testnet/dataset", "checkpoint": "examples/testnet/testnet.pth",
@@ -74,15 +73,50 @@ def checkpoint_path(args) -> str:
     return DATASETS.get(args.dataset, DATASETS["testnet"])["checkpoint"]
 
 
-def load_array(path: Path, name: str, channels: int | None = 1) -> np.ndarray:
-    """``path`` as :func:`~interpret_segmentation.datasets.files.read_image` reads it, and one
-    line saying what was read (shape, dtype, value range)."""
-    from ..datasets.files import read_image
+def positive_number(text: str) -> float:
+    """argparse type of a positive finite number (``--spacing``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
 
-    array = read_image(path, channels, name)
+
+BASELINES = ("min", "mean", "blur")
+"""The baselines ``--baseline`` takes by name (besides a number or a file)."""
+
+
+def baseline_value(text: str):
+    """argparse type of ``--baseline``: a finite number, one of :data:`BASELINES`, or the Path
+    of an existing file (read later, like ``--image``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is not None and math.isfinite(value):
+        return value
+    if text in BASELINES:
+        return text
+    if value is None and Path(text).is_file():
+        return Path(text)
+    raise argparse.ArgumentTypeError(f"expected a number, {', '.join(BASELINES)} or an image/array "
+                                     f"file, got {text!r}")
+
+
+def load_array(path: Path, name: str, channels: int | None = 1):
+    """``path`` as :func:`~interpret_segmentation.datasets.files.read_image_file` reads it
+    (``(array, spacing)``), and one line saying what was read (shape, dtype, value range,
+    voxel spacing when the file gives one)."""
+    from ..datasets.files import read_image_file
+
+    read = read_image_file(path, channels, name)
+    array = read.array
     values = f"values {array.min():.4g}..{array.max():.4g}" if array.size else "no values"
-    print(f"read {name} {path}: shape {array.shape}, {array.dtype}, {values}")
-    return array
+    spacing = "" if read.spacing is None else f", spacing {' x '.join(f'{s:g}' for s in read.spacing)}"
+    print(f"read {name} {path}: shape {array.shape}, {array.dtype}, {values}{spacing}")
+    return read
 
 
 def build_model(spec: str | None, checkpoint: str):

@@ -1,22 +1,39 @@
-"""``explain METHOD``: one image, one registered method; a subcommand per method, its flags
-made from the method's registry entry."""
+"""``explain METHOD``: one image or volume, one registered method; a subcommand per method,
+its flags made from the method's registry entry."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
 from pathlib import Path
 
 import numpy as np
 
 from ..methods import registry
-from .common import CHECKPOINT, add_progress, batch_size, build_model, load_array
+from .common import (
+    CHECKPOINT,
+    add_progress,
+    baseline_value,
+    batch_size,
+    build_model,
+    load_array,
+    positive_number,
+)
 
+EXPLAINER_FLAGS = {"spatial_dims": "--spatial-dims", "spacing": "--spacing",
+                   "baseline": "--baseline", "output": "--output", "activation": "--activation",
+                   "read": "--read"}
+"""The options every explainer takes (``Explainer``'s keyword arguments) and their flags."""
 OWN_FLAGS = ("--image", "--segment", "--class", "--checkpoint", "--model", "--out",
-             "--batch-size", "--device", "--force", "--no-progress", "--help", "-h")
+             "--batch-size", "--device", "--force", "--no-progress", "--help", "-h",
+             *EXPLAINER_FLAGS.values())
 """Flags every ``explain`` subcommand has; a method option may not take one."""
 OWN_DESTS = ("image", "segment", "class_index", "checkpoint", "model", "out", "batch_size",
-             "device", "force", "progress", "method", "command", "run", "help")
+             "device", "force", "progress", "method", "command", "run", "help", *EXPLAINER_FLAGS)
+ARGUMENT_FLAGS = {**EXPLAINER_FLAGS, "image": "--image", "target.region": "--segment",
+                  "batch_size": "--batch-size", "device": "--device"}
+"""How an explainer's error message names an argument -> the flag that gave it."""
 METAVARS = {int: "INT", float: "FLOAT", str: "TEXT"}
 HDM_CIRCLE_MAPS = (("raw", "RAW", "Blues"), ("better", "BETTER_ONLY", "Greens"),
                    ("worse", "WORSE_ONLY", "Reds"))
@@ -26,8 +43,9 @@ HDM_CIRCLE_MAPS = (("raw", "RAW", "Blues"), ("better", "BETTER_ONLY", "Greens"),
 def add_parser(commands) -> None:
     methods = registry.available("segmentation")
     explain = commands.add_parser(
-        "explain", help="explain one image with a method",
-        description=f"Explain one image with one of the registered methods: {', '.join(methods)}.")
+        "explain", help="explain one image or volume with a method",
+        description=f"Explain one image or volume with one of the registered methods: "
+                    f"{', '.join(methods)}.")
     explain.set_defaults(run=run)
     subcommands = explain.add_subparsers(dest="method", required=True, metavar="METHOD")
     for name in methods:
@@ -52,17 +70,46 @@ def _add_common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image", required=True,
                         help="input: a PNG or other image (scaled to [0, 1] by its bit depth, "
                              "8 or 16; colour kept for a model taking three channels), an "
-                             ".npy array (used as is, (H, W) or (C, H, W)) or a testnet "
-                             "sample directory")
+                             ".npy array (used as is: (H, W) or (C, H, W); (D, H, W) or "
+                             "(C, D, H, W) for a volume), a NIfTI volume (.nii, .nii.gz; "
+                             "its (x, y, z) voxels read as (D, H, W) = (z, y, x), a fourth "
+                             "axis as channels; needs nibabel) or a testnet sample directory")
     parser.add_argument("--segment", default=None,
-                        help="target region as a PNG/.npy mask (default: the predicted mask)")
+                        help="target region as a mask file read like --image, nonzero (above "
+                             "0.5) inside (default: the predicted segment of --class)")
     parser.add_argument("--class", dest="class_index", type=int, default=None,
-                        help="class to explain (default 1: the foreground)")
+                        help="class (or label channel) to explain (default 1: the foreground)")
     parser.add_argument("--checkpoint", default=CHECKPOINT,
                         help=f"state dict to load (default {CHECKPOINT})")
     parser.add_argument("--model", default=None, metavar="MODULE:CALLABLE",
                         help="builds the model the checkpoint belongs to, e.g. "
                              "mypackage.models:build (default: the library's demo U-Net)")
+    parser.add_argument("--spatial-dims", type=int, choices=(2, 3), default=None,
+                        help="2 for images, 3 for volumes (default: that of the model's first "
+                             "convolution, Conv2d or Conv3d; for a model without one, 3 for a "
+                             "NIfTI volume or a 5-D .npy and 2 otherwise). With 3, a 3-D array "
+                             "is (D, H, W) and a 4-D one (C, D, H, W)")
+    parser.add_argument("--spacing", type=positive_number, nargs="+", default=None,
+                        metavar="SIZE",
+                        help="voxel size along each spatial axis, in the order D H W (or H W), "
+                             "for the methods that measure distances (default: a NIfTI "
+                             "file's header, else 1 each)")
+    parser.add_argument("--baseline", type=baseline_value, default=None, metavar="VALUE",
+                        help="what removed pixels become in perturbation methods: a number, "
+                             "min (the image's minimum), mean (per channel), blur (a blurred "
+                             "image) or a file of the image's shape read like --image (default: "
+                             "the method's own, 0 for most)")
+    parser.add_argument("--output", default="auto", choices=("auto", "logits", "probabilities"),
+                        help="what the model returns (default auto: logits unless its outputs "
+                             "lie in [0, 1]; a warning says when that is a guess)")
+    parser.add_argument("--activation", default="auto", choices=("auto", "softmax", "sigmoid"),
+                        help="how logits become class probabilities: softmax over classes or a "
+                             "sigmoid per channel for multi-label heads (default auto: "
+                             "softmax, a sigmoid for a one-channel model)")
+    parser.add_argument("--read", default=None, metavar="KEY",
+                        help="key (or attribute) of the model's output that holds the "
+                             "segmentation (default: the output itself if a tensor, else its "
+                             "'logits' or 'out' entry, or a tuple's first element)")
     parser.add_argument("--out", default="out/explain",
                         help="output directory (default out/explain)")
     parser.add_argument("--batch-size", type=batch_size, default="auto",
@@ -106,7 +153,7 @@ def _escape(text: str) -> str:
 def run(args) -> None:
     import torch
 
-    from ..analysis.figures import explanation_figure, figure_png
+    from ..analysis.figures import figure_png
     from ..core import Target, expected_channels
     from ..core.io import OutputDirectory, write_files
     from ..core.validate import check_device
@@ -121,16 +168,25 @@ def run(args) -> None:
     output.check(*names)  # every output path, before any work
     model = build_model(args.model, args.checkpoint).to(device)
     conv = expected_channels(model)  # a colour image stays colour for a model taking three
-    image = load_array(image_path, "--image", None if conv is None else conv[1])
-    region = None if args.segment is None else load_array(Path(args.segment), "--segment")
-    explainer = build_explainer(method, model, args)
-    explanation = explainer.explain(torch.from_numpy(np.asarray(image, dtype=np.float32)),
-                                    Target(args.class_index, region))
-    figure = figure_png(explanation_figure(image, {method.title: method.shown_map(explanation)},
-                                           prediction=explanation.arrays["target_pixels"]))
-    pictures = _hdm_circle_maps(explanation) if extras else []
+    channels = None if conv is None else conv[1]
+    image, header_spacing = load_array(image_path, "--image", channels)
+    dims = spatial_dims(args.spatial_dims, model, image_path, image)
+    spacing = voxel_spacing(args.spacing, header_spacing, dims)
+    region = None if args.segment is None else load_array(Path(args.segment), "--segment").array
+    baseline = args.baseline
+    if isinstance(baseline, Path):
+        baseline = torch.from_numpy(load_array(baseline, "--baseline", channels).array)
+    common = {"spatial_dims": dims, "spacing": spacing, "baseline": baseline,
+              "output": args.output, "activation": args.activation, "read": args.read}
+    explainer = build_explainer(method, model, args, **common)
+    with flags_named():
+        explanation = explainer.explain(torch.from_numpy(np.asarray(image, dtype=np.float32)),
+                                        Target(args.class_index, region))
+    figure = figure_png(_figure(method, explanation, image, spacing))
+    volume = explanation.saliency.ndim == 3
+    pictures = _hdm_circle_maps(explanation) if extras and not volume else []
     with output:
-        paths = output.files(*names)
+        paths = output.files(*names[:3 + len(pictures)])
         entries = explanation.writers(paths[0])
         entries.append((paths[2], lambda file: file.write(figure), "wb"))
         entries += [(path, lambda file, picture=picture: picture.save(file, format="PNG"), "wb")
@@ -141,28 +197,87 @@ def run(args) -> None:
         print(f"wrote {path}")
 
 
-def build_explainer(method: registry.Method, model, args):
-    """``method``'s explainer with the options given on the command line; an option the
-    explainer refuses is named by its flag."""
+def build_explainer(method: registry.Method, model, args, **common):
+    """``method``'s explainer with the options given on the command line and ``common``, the
+    :data:`EXPLAINER_FLAGS` options (None: the explainer's default); an option the explainer
+    refuses is named by its flag."""
     options = {option.name: getattr(args, option.name) for option in method.options}
-    try:
+    options.update({name: value for name, value in common.items() if value is not None})
+    with flags_named({option.name: option.cli_flag for option in method.options}):
         return method.build(model, batch_size=args.batch_size, progress=args.progress,
                             device=args.device, **options)
+
+
+@contextlib.contextmanager
+def flags_named(flags: dict | None = None):
+    """Context: a ValueError/TypeError whose message starts with an argument's name (``baseline:
+    ...``) is raised again naming its flag (``--baseline: ...``): ``flags`` and
+    :data:`ARGUMENT_FLAGS`."""
+    try:
+        yield
     except (ValueError, TypeError) as error:
         message = str(error)
-        for option in method.options:
-            if message.startswith(f"{option.name}:"):
-                kind = ValueError if isinstance(error, ValueError) else TypeError
-                raise kind(option.cli_flag + message[len(option.name):]) from None
+        for name, flag in {**ARGUMENT_FLAGS, **(flags or {})}.items():
+            if message.startswith(f"{name}:"):
+                try:
+                    renamed = type(error)(flag + message[len(name):])
+                except Exception:  # an error class that takes more than a message
+                    kind = ValueError if isinstance(error, ValueError) else TypeError
+                    renamed = kind(flag + message[len(name):])
+                raise renamed from None
         raise
+
+
+def spatial_dims(given: int | None, model, path: Path, image: np.ndarray) -> int:
+    """The spatial dimensions to explain in: ``given`` (``--spatial-dims``), else those of the
+    model's first convolution (Conv2d or Conv3d, in registration order), else 3 for a NIfTI
+    volume of three or more axes or a 5-D array (1, C, D, H, W), else 2."""
+    from torch import nn
+
+    from ..datasets.files import is_nifti
+
+    if given is not None:
+        return given
+    for module in model.modules():
+        if isinstance(module, nn.modules.conv._ConvNd) and len(module.kernel_size) in (2, 3):
+            return len(module.kernel_size)
+    return 3 if image.ndim == 5 or (is_nifti(path) and image.ndim >= 3) else 2
+
+
+def voxel_spacing(given, header, dims: int) -> tuple[float, ...] | None:
+    """``--spacing`` (checked to give one size per spatial axis), else the file's ``header``
+    spacing for the last ``dims`` axes (a NIfTI volume read as (C, H, W) by a 2-D model keeps
+    (dy, dx)), else None."""
+    if given is not None:
+        if len(given) != dims:
+            axes = "D H W" if dims == 3 else "H W"
+            raise ValueError(f"--spacing: expected {dims} sizes, one per spatial axis ({axes}), "
+                             f"got {len(given)}: {' '.join(map(str, given))}")
+        return tuple(given)
+    if header is None or len(header) < dims:
+        return None
+    return tuple(header[-dims:])
+
+
+def _figure(method: registry.Method, explanation, image: np.ndarray, spacing):
+    """The input, the target and the method's map; a volume as three orthogonal sections
+    through the target (drawn with its voxel ``spacing``)."""
+    from ..analysis.figures import explanation_figure
+
+    volume = explanation.saliency.ndim == 3
+    return explanation_figure(image, {method.title: method.shown_map(explanation)},
+                              prediction=explanation.arrays["target_pixels"],
+                              spacing=spacing if volume else None)
 
 
 def _input_path(path: Path) -> tuple[Path, str]:
     """The image file ``--image`` names (image.png of a sample directory) and the stem of the
-    output files."""
+    output files (``ct`` for ``ct.nii.gz``)."""
+    from ..datasets.files import file_stem
+
     if path.is_dir():
         return path / "image.png", path.name
-    return path, path.stem
+    return path, file_stem(path)
 
 
 def _hdm_circle_maps(explanation) -> list:

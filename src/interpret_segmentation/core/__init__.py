@@ -1,6 +1,7 @@
-"""The mechanism every method shares: model adapter, target, batching, result object."""
+"""The mechanism every method shares: model adapter, target, baseline, batching, result object."""
 
-from .explainer import Explainer, Item
+from .baseline import check_baseline, describe_baseline, replace, resolve_baseline
+from .explainer import Explainer, Item, check_spacing
 from .explanation import Explanation, normalize_map
 from .folding import explanation_mode, folded_batchnorm
 from .io import OutputDirectory, RowFile, atomic_write, json_ready, write_files
@@ -8,6 +9,7 @@ from .model import (
     ModelAdapter,
     as_image_batch,
     as_mask,
+    check_spatial_dims,
     evaluation_mode,
     expected_channels,
     predicted_mask,
@@ -33,6 +35,10 @@ __all__ = [
     "as_mask",
     "as_target",
     "atomic_write",
+    "check_baseline",
+    "check_spacing",
+    "check_spatial_dims",
+    "describe_baseline",
     "json_ready",
     "normalize_map",
     "Item",
@@ -42,6 +48,8 @@ __all__ = [
     "explanation_mode",
     "folded_batchnorm",
     "predicted_mask",
+    "replace",
+    "resolve_baseline",
     "resolve_target",
     "time_model_passes",
     "write_files",

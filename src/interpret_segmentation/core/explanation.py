@@ -32,7 +32,7 @@ class Explanation:
 
     Attributes
     ----------
-    saliency : ndarray (H, W) float32
+    saliency : ndarray (*S) float32, (H, W) or (D, H, W)
         The raw map at the input's resolution (signed where the method is signed). Normalising,
         thresholding and colouring are separate steps.
     method : str
@@ -44,7 +44,8 @@ class Explanation:
     timings : dict
         Seconds: "total", "model" (time inside model passes) and method-specific entries.
     arrays : dict of str -> ndarray
-        Further maps the method produced (e.g. "target_pixels", "prediction", "distances").
+        Further maps the method produced (e.g. "target_pixels", "prediction", "distances"),
+        2-D or 3-D as the image is.
     info : dict
         Further JSON values (e.g. "model_passes", "batch_size", "baseline_distance").
     """
@@ -59,8 +60,9 @@ class Explanation:
 
     def __post_init__(self):
         saliency = np.asarray(self.saliency, dtype=np.float32)
-        if saliency.ndim != 2:
-            raise ValueError(f"saliency: expected a 2-D map (H, W), got shape {saliency.shape}")
+        if saliency.ndim not in (2, 3):
+            raise ValueError(f"saliency: expected a 2-D map (H, W) or a 3-D map (D, H, W), got "
+                             f"shape {saliency.shape}")
         self.saliency = saliency
 
     def normalized(self) -> np.ndarray:

@@ -1,10 +1,10 @@
 """Batch normalisation folded into the convolution before it, for the duration of a block.
 
-In eval mode ``BatchNorm2d`` is a fixed per-channel affine map, so ``bn(conv(x))`` equals one
-convolution with scaled weights and a shifted bias. Folding removes one pass over every
-normalised feature map, forward and backward, without changing the outputs beyond float
-rounding. Explainers that run the model many times fold for the duration of ``explain``; the
-model is restored afterwards, also after an error.
+In eval mode ``BatchNorm2d`` (``BatchNorm3d``) is a fixed per-channel affine map, so
+``bn(conv(x))`` equals one convolution with scaled weights and a shifted bias. Folding removes
+one pass over every normalised feature map, forward and backward, without changing the outputs
+beyond float rounding. Explainers that run the model many times fold for the duration of
+``explain``; the model is restored afterwards, also after an error.
 """
 
 from __future__ import annotations
@@ -26,10 +26,13 @@ def _has_hooks(module: nn.Module) -> bool:
                 or getattr(module, "_backward_pre_hooks", None))
 
 
+PAIRS = ((nn.Conv2d, nn.BatchNorm2d), (nn.Conv3d, nn.BatchNorm3d))
+"""The (convolution, normalisation) types that are folded: 2-D and 3-D."""
+
+
 def _foldable(conv: nn.Module, norm: nn.Module) -> bool:
     return (
-        isinstance(conv, nn.Conv2d)
-        and isinstance(norm, nn.BatchNorm2d)
+        any(isinstance(conv, kinds[0]) and isinstance(norm, kinds[1]) for kinds in PAIRS)
         and not norm.training
         and norm.running_mean is not None
         and norm.num_features == conv.out_channels
@@ -40,8 +43,11 @@ def _foldable(conv: nn.Module, norm: nn.Module) -> bool:
 
 
 def foldable_pairs(model: nn.Module) -> list[tuple[nn.Sequential, int]]:
-    """``(sequential, i)`` for every ``Conv2d`` at position ``i`` of an ``nn.Sequential`` followed
-    directly by an eval-mode ``BatchNorm2d`` that can be folded into it (neither has hooks)."""
+    """``(sequential, i)`` for every ``Conv2d`` (``Conv3d``) at position ``i`` of an
+    ``nn.Sequential`` followed directly by an eval-mode ``BatchNorm2d`` (``BatchNorm3d``) that
+    can be folded into it (neither has hooks); none for a callable that is no module."""
+    if not isinstance(model, nn.Module):
+        return []
     pairs = []
     for sequential in model.modules():
         if isinstance(sequential, nn.Sequential):
@@ -53,7 +59,8 @@ def foldable_pairs(model: nn.Module) -> list[tuple[nn.Sequential, int]]:
 
 @contextlib.contextmanager
 def folded_batchnorm(model: nn.Module) -> Iterator[int]:
-    """Fold eval-mode ``BatchNorm2d`` layers into the ``Conv2d`` before them, for the block.
+    """Fold eval-mode ``BatchNorm2d`` / ``3d`` layers into the convolution before them, for the
+    block.
 
     Only pairs that sit next to each other in an ``nn.Sequential`` are folded (there the
     convolution's output goes nowhere else); a normalisation in training mode, or a layer
@@ -90,7 +97,8 @@ def folded_batchnorm(model: nn.Module) -> Iterator[int]:
 @contextlib.contextmanager
 def explanation_mode(model: nn.Module, fold_batchnorm: bool = True) -> Iterator[nn.Module]:
     """The model as explainers run it: eval mode and, with ``fold_batchnorm``, BatchNorm
-    folded (:func:`folded_batchnorm`); both undone on exit, also after an error."""
+    folded (:func:`folded_batchnorm`); both undone on exit, also after an error. A callable
+    that is no ``nn.Module`` is run as it is."""
     with evaluation_mode(model), (folded_batchnorm(model) if fold_batchnorm
                                   else contextlib.nullcontext()):
         yield model

@@ -189,13 +189,14 @@ def changed_items(count: int, make: Make, unperturbed: torch.Tensor,
     -------
     Tensor (n_changed,) of int64, increasing.
     """
-    changed = []
+    differs = []  # kept on the inputs' device: one transfer at the end
     for start in range(0, count, chunk):
         stop = min(start + chunk, count)
         _, inputs = built(make, start, stop)
-        differs = (inputs != unperturbed).flatten(1).any(1).cpu()
-        changed.append(torch.arange(start, stop)[differs])
-    return torch.cat(changed) if changed else torch.zeros(0, dtype=torch.int64)
+        differs.append((inputs != unperturbed).flatten(1).any(1))
+    if not differs:
+        return torch.zeros(0, dtype=torch.int64)
+    return torch.nonzero(torch.cat(differs).cpu()).flatten()
 
 
 def time_model_passes(model: ModelAdapter, example: torch.Tensor, count: int,

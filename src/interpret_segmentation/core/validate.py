@@ -324,3 +324,24 @@ def check_weights(values, name: str, count: int) -> torch.Tensor:
     if not float(weights.sum()) > 0:
         raise ValueError(f"{expected} all zeros")
     return weights
+
+
+def check_per_axis(value, name: str, axes: int, kind=int) -> tuple:
+    """``value`` as a tuple of ``axes`` positive numbers of ``kind`` (int or float): one number
+    for every axis, or a sequence of one per axis (a circle's offset, a grid's cells per side,
+    voxel spacing).
+
+    Raises ValueError naming ``name`` (``name[i]`` for a bad entry) for a sequence of another
+    length and for entries that are not positive finite numbers of that kind.
+    """
+    if isinstance(value, torch.Tensor):
+        value = value.tolist()
+    if isinstance(value, np.ndarray):
+        value = value.tolist() if value.ndim else value.item()
+    if isinstance(value, (tuple, list)):
+        if len(value) != axes:
+            what = "int" if kind is int else "number"
+            raise ValueError(f"{name}: expected a positive {what} or {axes} of them (one per "
+                             f"spatial axis), got {len(value)}: {shown(value)}")
+        return tuple(check_positive(v, f"{name}[{axis}]", kind) for axis, v in enumerate(value))
+    return (check_positive(value, name, kind),) * axes

@@ -12,9 +12,11 @@ import os
 import shutil
 import sys
 import uuid
+import warnings
+import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 from PIL import Image
@@ -32,6 +34,11 @@ __all__ = [
     "selected_indices",
     "read_gray",
     "read_image",
+    "read_image_file",
+    "ImageFile",
+    "NIFTI_SUFFIXES",
+    "is_nifti",
+    "file_stem",
     "save_png",
     "write_sample",
     "replaceable",
@@ -126,21 +133,84 @@ def read_gray(path: Path) -> np.ndarray:
 
 
 _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+"""File names read as NIfTI volumes (with nibabel)."""
+
+
+class ImageFile(NamedTuple):
+    """What :func:`read_image_file` read.
+
+    Attributes
+    ----------
+    array : np.ndarray
+        float32: (H, W) or (3, H, W) from an image file, the stored array from ``.npy``,
+        (H, W), (D, H, W) or (C, D, H, W) from NIfTI.
+    spacing : tuple of float or None
+        Voxel size along each spatial axis of ``array``, in its order ((D, H, W) or (H, W));
+        None when the file does not say (image files, ``.npy``).
+    """
+
+    array: np.ndarray
+    spacing: tuple[float, ...] | None
+
+
+def is_nifti(path) -> bool:
+    """Whether ``path`` is named like a NIfTI file (``.nii`` or ``.nii.gz``, any case)."""
+    return Path(path).name.lower().endswith(NIFTI_SUFFIXES)
+
+
+def file_stem(path) -> str:
+    """The name of ``path`` without its suffix; ``.nii.gz`` counts as one (``ct.nii.gz`` ->
+    ``ct``)."""
+    path = Path(path)
+    return path.name[:-len(".nii.gz")] if path.name.lower().endswith(".nii.gz") else path.stem
 
 
 def read_image(path, channels: int | None = 1, name: str = "image") -> np.ndarray:
-    """An image file as a float32 array: the one place the library reads images.
+    """An image file as a float32 array: :func:`read_image_file` without the spacing."""
+    return read_image_file(path, channels, name).array
 
-    An ``.npy`` file is loaded as it is (no pickles). Any other file Pillow reads is scaled to
-    [0, 1] by its bit depth: 16-bit images are divided by 65535, 8-bit ones by 255, bilevel
-    ones are 0/1. ``channels`` 1 gives (H, W) (colour turned into luminance), 3 gives
-    (3, H, W) (grey repeated), None keeps what the file holds: (H, W) for grey, (3, H, W) for
-    colour. Alpha is dropped.
+
+def read_image_file(path, channels: int | None = 1, name: str = "image") -> ImageFile:
+    """An image, array or volume file as float32 values and voxel spacing: the one place the
+    library reads images.
+
+    - ``.npy``: the array as it is (no pickles); spacing None.
+    - ``.nii`` / ``.nii.gz`` (NIfTI, read with nibabel, installed by
+      ``pip install interpret-segmentation[nifti]``): the voxel values with the header's
+      scaling applied. NIfTI stores (x, y, z[, channels]); the array comes back in the
+      library's order, channels first and the spatial axes reversed: (x, y) -> (H, W) = (y, x),
+      (x, y, z) -> (D, H, W) = (z, y, x), (x, y, z, c) -> (C, D, H, W) = (c, z, y, x) (a
+      4-D file's fourth axis, e.g. stacked MRI sequences, is read as channels; a 5-D one
+      with a single time point as (x, y, z, c)). No reorientation: voxels keep the file's
+      order. Spacing: the header's voxel sizes (``header.get_zooms()``) reversed the same
+      way, e.g. (dz, dy, dx); None, with a warning, when the header's sizes are not
+      positive.
+    - Any other file Pillow reads, scaled to [0, 1] by its bit depth: 16-bit images are
+      divided by 65535, 8-bit ones by 255, bilevel ones are 0/1. ``channels`` 1 gives
+      (H, W) (colour turned into luminance), 3 gives (3, H, W) (grey repeated), None keeps
+      what the file holds: (H, W) for grey, (3, H, W) for colour. Alpha is dropped. Spacing
+      None.
+
+    Parameters
+    ----------
+    path : str or Path
+    channels : {1, 3, None}, default 1
+        Channels wanted from an image file; ``.npy`` and NIfTI arrays are returned as stored.
+    name : str, default "image"
+        How messages name the file (e.g. ``"--image"``).
+
+    Returns
+    -------
+    ImageFile
+        ``(array, spacing)``.
 
     Raises
     ------
     FileNotFoundError
         When ``path`` is not a file.
+    ModuleNotFoundError
+        For a NIfTI file when nibabel is not installed (saying how to install it).
     ValueError
         Naming ``name`` and the file when it is empty, truncated or no image, or when it
         cannot give ``channels`` channels.
@@ -148,14 +218,55 @@ def read_image(path, channels: int | None = 1, name: str = "image") -> np.ndarra
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{name}: {path} not found")
-    if path.suffix == ".npy":
-        try:
-            array = np.load(path, allow_pickle=False)
-        except (OSError, ValueError, EOFError) as error:
-            raise ValueError(f"{name}: {path} is not a readable .npy array ({error})") from None
-        if array.dtype.kind not in "biuf":
-            raise ValueError(f"{name}: {path} holds {array.dtype} values, expected numbers")
-        return array.astype(np.float32)
+    if path.suffix.lower() == ".npy":
+        return ImageFile(_read_npy(path, name), None)
+    if is_nifti(path):
+        return _read_nifti(path, name)
+    return ImageFile(_read_picture(path, channels, name), None)
+
+
+def _read_npy(path: Path, name: str) -> np.ndarray:
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:
+        raise ValueError(f"{name}: {path} is not a readable .npy array ({error})") from None
+    if array.dtype.kind not in "biuf":
+        raise ValueError(f"{name}: {path} holds {array.dtype} values, expected numbers")
+    return array.astype(np.float32)
+
+
+def _read_nifti(path: Path, name: str) -> ImageFile:
+    try:
+        import nibabel
+    except ImportError:
+        raise ModuleNotFoundError(
+            f"{name}: reading the NIfTI file {path} needs nibabel; install it with "
+            "`pip install interpret-segmentation[nifti]` (or `pip install nibabel`)") from None
+    try:
+        volume = nibabel.load(path)
+        data = np.asarray(volume.get_fdata(dtype=np.float32))
+        zooms = [float(size) for size in volume.header.get_zooms()]
+    except (OSError, ValueError, EOFError, zlib.error, nibabel.filebasedimages.ImageFileError) as error:
+        raise ValueError(f"{name}: {path} is not a NIfTI file nibabel can read, or it is "
+                         f"truncated ({' '.join(str(error).split())})") from None
+    if data.ndim == 5 and data.shape[3] == 1:  # (x, y, z, t=1, c): one time point
+        data, zooms = data[:, :, :, 0], zooms[:3] + zooms[4:]
+    if data.ndim not in (2, 3, 4):
+        raise ValueError(f"{name}: {path} holds a NIfTI array of shape {data.shape}; expected "
+                         "(x, y), (x, y, z) or (x, y, z, channels)")
+    spatial = min(data.ndim, 3)
+    order = (3, 2, 1, 0) if data.ndim == 4 else tuple(reversed(range(spatial)))
+    array = np.ascontiguousarray(data.transpose(order))
+    spacing = tuple(reversed(zooms[:spatial]))
+    if len(spacing) != spatial or not all(np.isfinite(size) and size > 0 for size in spacing):
+        warnings.warn(f"{name}: the header of {path} gives voxel sizes {tuple(zooms)}, not "
+                      f"{spatial} positive numbers; its spacing is left unknown (1 per voxel "
+                      "unless given)", UserWarning, stacklevel=3)
+        spacing = None
+    return ImageFile(array, spacing)
+
+
+def _read_picture(path: Path, channels: int | None, name: str) -> np.ndarray:
     if channels not in (None, 1, 3):
         raise ValueError(f"{name}: the model takes {channels} channels, which an image file "
                          "cannot give; pass an .npy array (C, H, W)")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,8 +103,11 @@ class TriangleSample:
 @functools.lru_cache(maxsize=1)
 def _digits() -> tuple[np.ndarray, np.ndarray]:
     """The bundled scikit-learn digits as float images in [0, 1] (N, 8, 8) and their labels."""
-    from sklearn.datasets import load_digits
-
+    state = random.getstate()  # importing scikit-learn may draw from Python's generator
+    try:
+        from sklearn.datasets import load_digits
+    finally:
+        random.setstate(state)
     bunch = load_digits()
     images = np.asarray(bunch.images, dtype=np.float64) / 16.0
     images.setflags(write=False)

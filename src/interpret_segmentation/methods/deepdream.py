@@ -3,7 +3,8 @@
 Start from an image ``X_0`` in which the network sees no object (a healthy scan, white noise)
 and pick what to maximise, in the library's target vocabulary: the logit of a class summed
 over a region of output pixels, often a single pixel (:class:`~interpret_segmentation.core.Target`,
-or ``pixel=(y, x)``). Then, for ``j = 0, 1, ...``:
+or ``pixel=(y, x)``). Volumes work the same way: a start (1, C, D, H, W), a region (D, H, W)
+or a voxel ``pixel=(z, y, x)``, 3-D masks and 3-D features. Then, for ``j = 0, 1, ...``:
 
 1. forward ``X_j`` and read the activation ``a_j`` and the predicted mask ``M_j = S(X_j)``;
 2. compute the features ``f_k(X_j, M_j)``;
@@ -40,13 +41,18 @@ step is :func:`_ascent_step`), :class:`_Recorder` (what is kept along the path) 
 
 from __future__ import annotations
 
+import json
 import math
 import operator
+import os
 import sys
 import time
 import warnings
+import zipfile
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -61,11 +67,11 @@ from ..core import (
     as_image_batch,
     as_mask,
     as_target,
+    check_spacing,
     explanation_mode,
-    predicted_mask,
     resolve_target,
 )
-from ..core.io import json_ready
+from ..core.io import json_ready, write_files
 from ..core.validate import check_class_index, check_number, check_positive, is_int
 
 __all__ = ["DreamPath", "analyze", "plot_curves", "plot_path", "white_noise"]
@@ -92,9 +98,10 @@ class DreamPath:
     ----------
     activations : ndarray (n + 1,) float64
         The maximised activation ``a_j``: the class logit summed over the target's pixels.
-    masks : ndarray (n + 1, H, W) bool
-        The predicted mask ``M_j`` of the analysed class at each step.
-    images : ndarray (n + 1, C, H, W) float32 or None
+    masks : ndarray (n + 1, *S) bool
+        The predicted mask ``M_j`` (the class's segment) at each step; S is (H, W), or
+        (D, H, W) for a volume.
+    images : ndarray (n + 1, C, *S) float32 or None
         The dream ``X_j`` at each step; None when recorded with ``record_images=False``.
     features : dict name -> ndarray (n + 1,) float64
         The curves ``j -> f_k(X_j, M_j)`` (NaN where the mask is empty, for most features).
@@ -107,13 +114,16 @@ class DreamPath:
         Why the path ended: all ``steps`` made, the activation stopped rising (``tolerance``),
         or the gradient vanished (the image can no longer be changed by the rule).
     parameters : dict
-        The analysis' settings (JSON values): ``class_index``, ``pixel`` ([y, x] when the
-        target is one pixel, else None), ``region_pixels``, the ascent settings, ``output``
-        and the feature names.
+        The analysis' settings (JSON values): ``class_index``, ``pixel`` ([y, x], or
+        [z, y, x] for a volume, when the target is one pixel, else None), ``region_pixels``,
+        the ascent settings, ``output``, ``spacing`` (one size per spatial axis) and the
+        feature names.
     seconds : float
         Wall-clock time of the analysis.
-    region : ndarray (H, W) bool or None
+    region : ndarray (*S) bool or None
         The output pixels whose logits were summed (None on paths built by hand).
+
+    A path is written to disk and read back with :meth:`save` and :meth:`load`.
     """
 
     activations: np.ndarray
@@ -164,17 +174,90 @@ class DreamPath:
             "seconds": self.seconds,
         })
 
+    @staticmethod
+    def paths(path: str | os.PathLike) -> tuple[Path, Path]:
+        """The .npz and .json paths :meth:`save` writes for ``path`` (".npz" added if missing)."""
+        path = Path(path)
+        if path.suffix != ".npz":
+            path = path.with_name(path.name + ".npz")
+        return path, path.with_suffix(".json")
+
+    def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
+        """Write the path: ``path`` (.npz: activations, masks, images, region and curves) and
+        ``path`` with suffix .json (steps, stop reason, parameters, seconds, feature names).
+
+        Both files are written together or neither (through temporary files); existing files
+        are refused (FileExistsError) unless ``overwrite``. Returns the .npz path.
+        """
+        npz, meta_path = self.paths(path)
+        arrays = {"activations": np.asarray(self.activations, dtype=np.float64),
+                  "masks": np.asarray(self.masks, dtype=bool)}
+        if self.images is not None:
+            arrays["images"] = np.asarray(self.images)
+        if self.region is not None:
+            arrays["region"] = np.asarray(self.region, dtype=bool)
+        arrays.update({f"feature_{k}": np.asarray(curve, dtype=np.float64)
+                       for k, curve in enumerate(self.features.values())})
+        if self.zscores is not None:
+            arrays.update({f"zscore_{k}": np.asarray(self.zscores[name], dtype=np.float64)
+                           for k, name in enumerate(self.features)})
+        meta = {"kind": "DreamPath", "features": list(self.features),
+                "zscores": self.zscores is not None, "steps_taken": int(self.steps_taken),
+                "stop_reason": self.stop_reason, "parameters": json_ready(self.parameters),
+                "seconds": float(self.seconds)}
+        write_files([(npz, lambda file: np.savez_compressed(file, **arrays), "wb"),
+                     (meta_path, lambda file: json.dump(meta, file, indent=2), "w")],
+                    overwrite=overwrite)
+        return npz
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> DreamPath:
+        """Read a path written by :meth:`save`.
+
+        Raises FileNotFoundError when a file is missing and ValueError naming the file when it
+        is truncated or was not written by :meth:`save`.
+        """
+        npz, meta_path = cls.paths(path)
+        for needed in (npz, meta_path):
+            if not needed.exists():
+                raise FileNotFoundError(f"{needed} not found (DreamPath.save writes .npz + .json)")
+        written_by = "not a DreamPath written by DreamPath.save"
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise ValueError(f"{meta_path}: {written_by} (unreadable JSON: {error})") from None
+        if not isinstance(meta, dict) or meta.get("kind") != "DreamPath":
+            raise ValueError(f"{meta_path}: {written_by}")
+        try:
+            with np.load(npz, allow_pickle=False) as data:
+                arrays = {name: data[name] for name in data.files}
+            names = meta["features"]
+            features = {name: arrays[f"feature_{k}"] for k, name in enumerate(names)}
+            zscores = ({name: arrays[f"zscore_{k}"] for k, name in enumerate(names)}
+                       if meta["zscores"] else None)
+            return cls(activations=arrays["activations"], masks=arrays["masks"],
+                       images=arrays.get("images"), features=features, zscores=zscores,
+                       steps_taken=int(meta["steps_taken"]), stop_reason=meta["stop_reason"],
+                       parameters=meta["parameters"], seconds=float(meta["seconds"]),
+                       region=arrays.get("region"))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, EOFError,
+                zipfile.BadZipFile, zlib.error) as error:
+            raise ValueError(f"{npz}: {written_by}, or truncated ({type(error).__name__}: "
+                             f"{error})") from None
+
 
 # -- start images -----------------------------------------------------------------------------
 
 
 def white_noise(shape, seed=0, mean: float = 0.5, std: float = 0.1) -> np.ndarray:
-    """A seeded white-noise start image: Gaussian values, float32.
+    """A seeded white-noise start image or volume: Gaussian values, float32.
 
     Parameters
     ----------
     shape : int or tuple of int
-        E.g. ``(240, 240)`` or ``(1, 240, 240)`` (any shape :func:`analyze` accepts).
+        Any shape :func:`analyze` accepts, e.g. ``(240, 240)`` or ``(1, 240, 240)`` for an
+        image, ``(1, 1, 64, 64, 64)`` for a volume (or ``(64, 64, 64)`` with
+        ``analyze(..., spatial_dims=3)``).
     seed : int or numpy.random.Generator, default 0
         Same seed, same image.
     mean, std : float, default 0.5 and 0.1
@@ -276,7 +359,7 @@ def _gradient_scaling(gradient_scaling: str, normalise: str | None) -> str:
 @dataclass(frozen=True)
 class _Goal:
     """What the ascent maximises, checked against the image before any model pass: the logit
-    of ``class_index`` summed over ``pixels`` (H, W) bool. The class is checked against the
+    of ``class_index`` summed over ``pixels`` (*S) bool. The class is checked against the
     model's classes after the first pass (:meth:`resolve`), under the name it came by."""
 
     class_index: int | None
@@ -284,7 +367,7 @@ class _Goal:
     pixels: torch.Tensor
 
     def resolve(self, scores: torch.Tensor) -> ResolvedTarget:
-        """The goal against the scores (1, K, H, W) of the first pass, pixels on their device."""
+        """The goal against the scores (1, K, *S) of the first pass, pixels on their device."""
         class_index = 1 if self.class_index is None else self.class_index
         class_index = check_class_index(class_index, scores.shape[1], self.class_name)
         resolved = resolve_target(Target(class_index, self.pixels), scores)
@@ -320,10 +403,10 @@ def _current_names(target, pixel, neuron, region, class_index) -> tuple[Target, 
     return target, pixel, names
 
 
-def _goal(target: Target, pixel, names: dict, shape: tuple[int, int]) -> _Goal:
-    """What to maximise over an output of ``shape`` (H, W): the target's region, else the
-    one pixel ``pixel`` (default the centre); a pixel and a region together are refused.
-    ``names`` (from :func:`_current_names`) name the arguments in messages."""
+def _goal(target: Target, pixel, names: dict, shape: tuple[int, ...]) -> _Goal:
+    """What to maximise over an output of spatial ``shape`` (H, W) or (D, H, W): the target's
+    region, else the one pixel ``pixel`` (default the centre); a pixel and a region together
+    are refused. ``names`` (from :func:`_current_names`) name the arguments in messages."""
     if pixel is not None and target.region is not None:
         raise ValueError(f"{names['pixel']} and {names['region']}: expected at most one of them "
                          f"(a pixel or a region to maximise), got both")
@@ -333,28 +416,30 @@ def _goal(target: Target, pixel, names: dict, shape: tuple[int, int]) -> _Goal:
             raise ValueError(f"{names['region']}: expected a mask with at least one pixel, got "
                              f"an empty one")
         return _Goal(target.class_index, names["class"], pixels)
-    y, x = (shape[0] // 2, shape[1] // 2) if pixel is None else _check_pixel(pixel, shape,
-                                                                              names["pixel"])
+    chosen = (tuple(size // 2 for size in shape) if pixel is None
+              else _check_pixel(pixel, shape, names["pixel"]))
     pixels = torch.zeros(shape, dtype=torch.bool)
-    pixels[y, x] = True
+    pixels[chosen] = True
     return _Goal(target.class_index, names["class"], pixels)
 
 
-def _check_pixel(pixel, shape: tuple[int, int], name: str) -> tuple[int, int]:
-    """``pixel`` as a pair of ints (y, x) inside the output's (H, W) ``shape``."""
+def _check_pixel(pixel, shape: tuple[int, ...], name: str) -> tuple[int, ...]:
+    """``pixel`` as ints (y, x), or (z, y, x) for a volume, inside the output's ``shape``."""
+    axes = "(y, x)" if len(shape) == 2 else "(z, y, x)"
+    what = "a pair of ints (y, x)" if len(shape) == 2 else "three ints (z, y, x)"
     try:
-        pair = tuple(pixel)
-        if len(pair) != 2 or any(isinstance(v, (bool, np.bool_)) for v in pair):
+        values = tuple(pixel)
+        if len(values) != len(shape) or any(isinstance(v, (bool, np.bool_)) for v in values):
             raise TypeError
-        pair = tuple(operator.index(v) for v in pair)
+        values = tuple(operator.index(v) for v in values)
     except TypeError:
-        raise TypeError(f"{name}: expected a pair of ints (y, x), got {pixel!r}") from None
-    height, width = shape
-    if not (0 <= pair[0] < height and 0 <= pair[1] < width):
-        raise ValueError(f"{name}: expected (y, x) inside the model output's H x W = "
-                         f"{height} x {width} (outputs are resized to the input's size), got "
-                         f"{pixel!r}")
-    return pair
+        raise TypeError(f"{name}: expected {what}, got {pixel!r}") from None
+    if not all(0 <= v < size for v, size in zip(values, shape)):
+        sizes = " x ".join(map(str, shape))
+        raise ValueError(f"{name}: expected {axes} inside the model output's "
+                         f"{'H x W' if len(shape) == 2 else 'D x H x W'} = {sizes} (outputs are "
+                         f"resized to the input's size), got {pixel!r}")
+    return values
 
 
 def _feature_functions(features, reference) -> dict[str, Callable]:
@@ -399,7 +484,7 @@ def _input_gradient(activation: torch.Tensor, x: torch.Tensor,
 
 def _ascent_step(x: torch.Tensor, activation: torch.Tensor,
                  settings: AscentSettings) -> torch.Tensor | None:
-    """``X_{j+1}`` from ``X_j = x`` (1, C, H, W): the projected gradient of ``activation``,
+    """``X_{j+1}`` from ``X_j = x`` (1, C, *S): the projected gradient of ``activation``,
     scaled by its largest or mean absolute value, times ``step_size``, added, then clamped to
     ``value_range``. None when the gradient is zero."""
     gradient = _input_gradient(activation, x, settings.value_range)
@@ -415,7 +500,7 @@ def _ascent_step(x: torch.Tensor, activation: torch.Tensor,
 
 def _climb(adapter: ModelAdapter, start: torch.Tensor, goal: _Goal, settings: AscentSettings,
            recorder: _Recorder, bar) -> tuple[ResolvedTarget, str]:
-    """The ascent from ``start`` (1, C, H, W): forward, record, step, until ``settings.steps``
+    """The ascent from ``start`` (1, C, *S): forward, record, step, until ``settings.steps``
     steps are made, the activation converged or the gradient vanished. Returns the resolved
     target and the stop reason. The last image is forwarded without a gradient."""
     current, target = start, None
@@ -426,7 +511,7 @@ def _climb(adapter: ModelAdapter, start: torch.Tensor, goal: _Goal, settings: As
             scores = adapter.scores(x)
             target = goal.resolve(scores) if target is None else target
             activation = scores[0, target.class_index][target.pixels].sum()
-        recorder.record(x, scores, activation, target.class_index)
+        recorder.record(x, _segment(adapter, scores.detach(), target.class_index), activation)
         if last:
             break
         if settings.converged(recorder.activations):
@@ -441,22 +526,31 @@ def _climb(adapter: ModelAdapter, start: torch.Tensor, goal: _Goal, settings: As
 # -- recording --------------------------------------------------------------------------------
 
 
+def _segment(adapter: ModelAdapter, scores: torch.Tensor, class_index: int) -> torch.Tensor:
+    """The class's segment (1, *S) by the adapter's one definition, from the scores (1, K, *S)
+    of the same pass: the probabilities they stand for are the sigmoid of each label's
+    log-odds for multi-label heads, else the softmax over the classes (a monotone reading of
+    the scores, so the arg-max and ``p > 0.5`` are those of the model's probabilities)."""
+    probabilities = torch.sigmoid(scores) if adapter.multilabel else torch.softmax(scores, dim=1)
+    return adapter.segment(probabilities, class_index)
+
+
 class _Recorder:
     """What is kept at each step: ``a_j``, ``M_j`` and ``X_j`` (every channel with
     ``images``, else the first channel only when ``features`` need it); the features are
-    computed by :meth:`path`, once the model passes are done."""
+    computed by :meth:`path`, once the model passes are done, with the voxel ``spacing``."""
 
-    def __init__(self, images: bool, features: dict[str, Callable]):
+    def __init__(self, images: bool, features: dict[str, Callable], spacing: tuple[float, ...]):
         self.keep_images = images
         self.functions = features
+        self.spacing = spacing
         self.activations: list[float] = []
         self.masks: list[np.ndarray] = []
         self.images: list[np.ndarray] = []
 
-    def record(self, x: torch.Tensor, scores: torch.Tensor, activation: torch.Tensor,
-               class_index: int) -> None:
+    def record(self, x: torch.Tensor, mask: torch.Tensor, activation: torch.Tensor) -> None:
         self.activations.append(float(activation.detach()))
-        self.masks.append(predicted_mask(scores.detach(), class_index)[0].cpu().numpy())
+        self.masks.append(mask[0].cpu().numpy())
         if self.keep_images or self.functions:
             channels = x.detach()[0] if self.keep_images else x.detach()[0, :1]
             self.images.append(channels.to("cpu", torch.float32, copy=True).numpy())
@@ -467,7 +561,8 @@ class _Recorder:
         # still-spinning worker threads and was 10x slower on 2 cores.
         curves: dict[str, list[float]] = {name: [] for name in self.functions}
         for picture, mask in zip(self.images if self.functions else [], self.masks):
-            for name, value in compute_features(picture[0], mask, self.functions).items():
+            values = compute_features(picture[0], mask, self.functions, spacing=self.spacing)
+            for name, value in values.items():
                 curves[name].append(value)
         return {name: np.asarray(values, dtype=np.float64) for name, values in curves.items()}
 
@@ -490,7 +585,7 @@ class _Recorder:
             stop_reason=stop_reason,
             parameters={"class_index": target.class_index, "pixel": pixel,
                         "region_pixels": int(region.sum()), **parameters,
-                        "features": list(self.functions)},
+                        "spacing": list(self.spacing), "features": list(self.functions)},
             seconds=time.perf_counter() - started,
             region=region,
         )
@@ -503,39 +598,43 @@ def analyze(model: nn.Module, image, target=None, *, pixel=None,
             steps: int = 100, step_size: float = 0.01, gradient_scaling: str = "max",
             features=None, reference=None,
             value_range=None, tolerance: float | None = None, patience: int = 5,
-            record_images: bool = True, progress: bool = True, output: str = "logits",
-            neuron=None, region=None, class_index: int | None = None,
+            record_images: bool = True, progress: bool = True, output: str = "auto",
+            activation: str = "auto", read=None, spatial_dims: int | None = None,
+            spacing=None, neuron=None, region=None, class_index: int | None = None,
             normalise: str | None = None) -> DreamPath:
     """DeepDream analysis (seed 004, section 2.2): climb the gradient of one class's logit at
-    a pixel (or summed over a region) from a start image and record the image, the predicted
-    mask and features at every step.
+    a pixel (or summed over a region) from a start image or volume and record the image, the
+    predicted mask and features at every step.
 
     Parameters
     ----------
-    model : nn.Module
+    model : nn.Module or callable
         Any segmentation model the :class:`~interpret_segmentation.core.ModelAdapter`
-        understands (a tensor (B, H, W), (B, 1, H, W) or (B, C, H, W), a dict with 'out', or a
-        tuple whose first element is the output; smaller outputs are upsampled bilinearly to
-        the input size). It runs in eval mode with BatchNorm folded into the convolutions
-        (:func:`~interpret_segmentation.core.explanation_mode`) and is restored afterwards,
-        also after an error.
-    image : array or tensor (H, W), (C, H, W) or (1, C, H, W)
-        The start ``X_0``: an image without the object (or :func:`white_noise`).
+        understands, 2-D or 3-D (a tensor (B, K, *S) or (B, *S), a dict or Hugging Face
+        output with 'logits' or 'out', or a tuple whose first element is the output; smaller
+        outputs are upsampled to the input size). It runs in eval mode with BatchNorm folded
+        into the convolutions (:func:`~interpret_segmentation.core.explanation_mode`) and is
+        restored afterwards, also after an error.
+    image : array or tensor (H, W), (C, H, W), (1, C, H, W) or a volume (1, C, D, H, W)
+        The start ``X_0``: an image without the object (or :func:`white_noise`). With
+        ``spatial_dims=3`` also (D, H, W) or (C, D, H, W) volumes.
     target : None, int or Target, optional
         What is maximised: the logit of class ``class_index`` summed over the output pixels of
-        ``region`` (:class:`~interpret_segmentation.core.Target`; an int is the class alone).
-        The class defaults to 1. Without a region the activation is the logit at ``pixel``,
-        by default the centre pixel ``(H // 2, W // 2)``: a dream starts from an image in
-        which the network sees no object, so the predicted segment (the region the
-        attribution methods default to) is empty. For a one-channel (sigmoid) model class 1
-        is the foreground (the logit is the channel's value, the mask ``p > 0.5``) and 0 the
-        background (the negated channel, mask ``p <= 0.5``); for C channels any class in
-        [0, C) (channel ``class_index``, mask where it is the arg-max). Models that output
+        ``region`` (:class:`~interpret_segmentation.core.Target`, a region (H, W) or
+        (D, H, W); an int is the class alone). The class defaults to 1. Without a region the
+        activation is the logit at ``pixel``, by default the centre pixel ``(H // 2, W // 2)``
+        (``(D // 2, H // 2, W // 2)`` in a volume): a dream starts from an image in which the
+        network sees no object, so the predicted segment (the region the attribution methods
+        default to) is empty. For a one-channel (sigmoid) model class 1 is the foreground (the
+        logit is the channel's value, the mask ``p > 0.5``) and 0 the background (the negated
+        channel, mask ``p <= 0.5``); for K channels any class in [0, K) (channel
+        ``class_index``; its mask, the class's segment, is where it is the arg-max, or
+        ``p > 0.5`` for a multi-label head with ``activation="sigmoid"``). Models that output
         probabilities are read through their log-odds or log probabilities, as
         :meth:`ModelAdapter.scores`. The class is checked after the first forward pass.
-    pixel : pair of ints (y, x), optional
+    pixel : ints (y, x), or (z, y, x) for a volume, optional
         The one output pixel whose logit is maximised: shorthand for a target whose region
-        holds only ``(y, x)`` (``target=2, pixel=(y, x)`` is
+        holds only that pixel (``target=2, pixel=(y, x)`` is
         ``Target(2, region=<mask of (y, x)>)``). Not with a target that has a region.
     steps : int, default 100
         Most gradient steps; the path holds ``steps_taken + 1`` entries, ``j = 0 .. n``.
@@ -550,11 +649,12 @@ def analyze(model: nn.Module, image, target=None, *, pixel=None,
         ``step_size * H * W / field size``, so choose a smaller ``step_size``). "mean" moves
         a spiky gradient's many smaller entries further and grows fuller patterns.
     features : None, sequence or dict, optional
-        Features ``f(image (H, W), mask (H, W) bool) -> float`` computed on the first channel
-        of each ``X_j`` and ``M_j`` (by
-        :func:`~interpret_segmentation.analysis.features.compute_features`, so user callables
-        get float64 and bool arrays): None for all default features, names and/or callables,
-        or a dict name -> callable (see
+        Features ``f(image (*S), mask (*S) bool) -> float`` computed on the first channel of
+        each ``X_j`` and ``M_j`` (by
+        :func:`~interpret_segmentation.analysis.features.compute_features` with ``spacing``,
+        so user callables get float64 and bool arrays; on volumes the shape features are the
+        3-D ones: volume, sphericity, 3-D elongation and diameter): None for all default
+        features, names and/or callables, or a dict name -> callable (see
         :func:`~interpret_segmentation.analysis.features.resolve_features`). An empty list or
         dict: no features (activations, masks and images only).
     reference : FeatureReference, optional
@@ -573,12 +673,24 @@ def analyze(model: nn.Module, image, target=None, *, pixel=None,
         Keep every ``X_j`` (float32) in ``DreamPath.images``.
     progress : bool, default True
         tqdm bar over the steps on stderr.
-    output : {"logits", "probabilities", "auto"}, default "logits"
-        What the model returns (see :class:`ModelAdapter`). The analysis climbs a logit, so
-        the default reads the output as logits; a model that returns probabilities is read
-        through their log-odds with "probabilities". ("auto" guesses from the outputs on
-        ``X_0``, and a logit model whose outputs there all lie in [0, 1] would be taken for a
-        probability model; ``DreamPath.parameters["output"]`` says which reading was used.)
+    output : {"auto", "logits", "probabilities"}, default "auto"
+        What the model returns (see :class:`ModelAdapter`), the same default as every method.
+        The analysis climbs a logit; a model that returns probabilities is read through their
+        log-odds. "auto" reads values outside [0, 1] as logits and warns (naming ``output=``)
+        when it has to guess, e.g. a logit model whose outputs on ``X_0`` all lie in [0, 1];
+        pass "logits" for such a model. ``DreamPath.parameters["output"]`` says which reading
+        was used.
+    activation : {"auto", "softmax", "sigmoid"}, default "auto"
+        How the channels are read (see :class:`ModelAdapter`): "sigmoid" for multi-label
+        heads, whose class masks are ``p_k > 0.5`` each.
+    read : str or callable, optional
+        How to find the main output in what the model returns (see :class:`ModelAdapter`).
+    spatial_dims : {None, 2, 3}, default None
+        Spatial dimensions of ``image``: None decides from the array (5-D is a volume), 3
+        reads (D, H, W) and (C, D, H, W) arrays as volumes.
+    spacing : float or sequence of floats, optional
+        Pixel or voxel size per spatial axis, for the shape features (volume, diameter,
+        elongation, sphericity in physical units); default 1 along every axis.
     neuron, region, class_index, normalise
         Deprecated (DeprecationWarning) names of ``pixel``, ``target=Target(class_index,
         region)``, ``target=class_index`` and ``gradient_scaling``; each may not be given
@@ -595,13 +707,15 @@ def analyze(model: nn.Module, image, target=None, *, pixel=None,
         gradient is not finite.
     """
     started = time.perf_counter()
-    adapter = ModelAdapter(model, output=output)
-    start = as_image_batch(image).to(adapter.device)
+    adapter = ModelAdapter(model, output=output, activation=activation, read=read)
+    start = as_image_batch(image, spatial_dims=spatial_dims).to(adapter.device)
+    shape = tuple(start.shape[2:])
+    spacing = check_spacing(spacing, len(shape)) or (1.0,)
+    spacing = spacing * len(shape) if len(spacing) == 1 else spacing
     settings = AscentSettings(steps, step_size, _gradient_scaling(gradient_scaling, normalise),
                               value_range, tolerance, patience)
-    goal = _goal(*_current_names(target, pixel, neuron, region, class_index),
-                 tuple(start.shape[-2:]))
-    recorder = _Recorder(record_images, _feature_functions(features, reference))
+    goal = _goal(*_current_names(target, pixel, neuron, region, class_index), shape)
+    recorder = _Recorder(record_images, _feature_functions(features, reference), spacing)
     with tqdm(total=settings.steps, desc="deepdream", disable=not progress, file=sys.stderr,
               leave=False) as bar, explanation_mode(model):
         resolved, stop_reason = _climb(adapter, start, goal, settings, recorder, bar)
@@ -624,10 +738,27 @@ def _check_path(path) -> None:
         raise TypeError(f"path: expected a DreamPath, got {type(path).__name__}")
 
 
+def _shown_slice(path: DreamPath) -> int | None:
+    """For a volume path, the axial slice shown: the target voxel's, else the one through the
+    target region's centre (:func:`~interpret_segmentation.analysis.figures.target_point`),
+    else the middle one; None for a 2-D path."""
+    from ..analysis.figures import target_point
+
+    if path.masks.ndim != 4:
+        return None
+    pixel = path.parameters.get("pixel")
+    if pixel is not None and len(pixel) == 3:
+        return int(pixel[0])
+    if path.region is not None and np.any(path.region):
+        return target_point(path.region)[0]
+    return path.masks.shape[1] // 2
+
+
 def plot_path(path: DreamPath, n_columns: int = 6, path_png=None, *, overwrite: bool = False):
     """The dream at evenly spaced steps (first row, first channel, one grey scale for all) and
     the predicted masks below, each titled with its step; on the first image the target pixel
-    is marked with a red cross, or the target region outlined in red.
+    is marked with a red cross, or the target region outlined in red. A volume is shown by
+    its axial slice through the target (the target voxel, or the region's centre).
 
     Parameters
     ----------
@@ -649,27 +780,31 @@ def plot_path(path: DreamPath, n_columns: int = 6, path_png=None, *, overwrite: 
     _check_path(path)
     n_columns = check_positive(n_columns, "n_columns")
     shown = _shown_steps(len(path.activations), n_columns)
+    z = _shown_slice(path)
+    section = (lambda array: array) if z is None else (lambda array: array[..., z, :, :])
     rows = 1 if path.images is None else 2
     figure = Figure(figsize=(2.2 * len(shown), 2.3 * rows))
     axes = figure.subplots(rows, len(shown), squeeze=False)
     if path.images is not None:
-        pictures = path.images[shown, 0]
+        pictures = section(path.images[shown, 0])
         low, high = float(pictures.min()), float(pictures.max())
         for axis, step, picture in zip(axes[0], shown, pictures):
             axis.imshow(picture, cmap="gray", vmin=low, vmax=high)
             axis.set_title(f"step {step}")
         pixel = path.parameters.get("pixel")
         if pixel is not None:
-            axes[0, 0].plot([pixel[1]], [pixel[0]], "r+", markersize=10, markeredgewidth=2)
-        elif path.region is not None:
-            axes[0, 0].contour(path.region.astype(float), levels=[0.5], colors="red",
+            axes[0, 0].plot([pixel[-1]], [pixel[-2]], "r+", markersize=10, markeredgewidth=2)
+        elif path.region is not None and section(path.region).any():
+            axes[0, 0].contour(section(path.region).astype(float), levels=[0.5], colors="red",
                                linewidths=1.0)
     for axis, step in zip(axes[-1], shown):
-        axis.imshow(path.masks[step], cmap="gray", vmin=0, vmax=1)
+        axis.imshow(section(path.masks[step]), cmap="gray", vmin=0, vmax=1)
         axis.set_title(f"mask, step {step}")
     for axis in axes.flat:
         axis.set_axis_off()
-    figure.suptitle(f"DeepDream path ({path.steps_taken} steps, stopped: {path.stop_reason})")
+    where = "" if z is None else f", axial slice z={z}"
+    figure.suptitle(f"DeepDream path ({path.steps_taken} steps, stopped: {path.stop_reason}"
+                    f"{where})")
     if path_png is not None:
         save_figure(figure, path_png, overwrite=overwrite)
     return figure

@@ -1,29 +1,36 @@
 """MiSuRe: the sufficient region and the minimally sufficient region of a segment (seed 001).
 
-Stage 1 (Algorithm 1). Start from the class's predicted mask M0, keep only those pixels of the
-image (X_m = X0 * M0) and compare the class's prediction on X_m with its prediction on X0 by
-Dice. While the Dice is at most ``tau``, dilate the mask with a circular ``kernel_size`` kernel.
-The result is the sufficient region: mask M_SR, image X_SR = X0 * M_SR, number of dilations.
+Stage 1 (Algorithm 1). Start from the class's target pixels M0, keep only those pixels or
+voxels of the image (X_m = replace(X0, M0, baseline): removed ones take the baseline, 0 by
+default, the paper's X0 * M0) and compare the class's segment on X_m with its segment on X0 by
+Dice. While the Dice is at most ``tau``, dilate the mask with a disk (images) or a ball
+(volumes) of diameter ``kernel_size``. The result is the sufficient region: mask M_SR, image
+X_SR = replace(X0, M_SR, baseline), number of dilations.
 
-Stage 2 (Eq. 1). Optimise a one-channel ``mask_size`` x ``mask_size`` mask M, initialised from
-M_SR and resized to the image, to minimise
+Stage 2 (Eq. 1). Optimise a one-channel mask M of ``mask_size`` per spatial axis, initialised
+from M_SR and resized to the image (bilinearly, trilinearly for volumes), to minimise
 
     lambda * mean|M| + gamma * TV_beta(M)
-    + 1 - sum_{i in {0, l}} alpha_i * softDice(f(X_SR * M)_i, f(X0)_i)
+    + 1 - alpha_background * softDice(B(X_SR * M), B(X0)) - alpha_class * softDice(P_l, R_l)
 
 with AdamW; after each step values below ``zero_below`` become 0 and values above 1 become 1.
-The result is the minimally sufficient region M_MSR and X_MSR = X_SR * M_MSR. The paper gives
-no gamma or beta; here TV_beta is the mean over pixels of |dM/dx|^beta + |dM/dy|^beta with
+For softmax classes (and one-channel models) B is class 0, the background, as in the paper;
+the term is left out when l = 0. A multi-label head (one sigmoid per channel) has no
+background class: there B is the complement 1 - p_l of channel l (which is what class 0 is
+for a one-channel model), kept for every l. The result is the minimally sufficient region
+M_MSR and X_MSR = replace(X_SR, M_MSR, baseline). The paper gives no gamma or beta; here
+TV_beta is the mean over pixels (voxels) of the sum over spatial axes of |dM/dx_i|^beta with
 beta = 3 (as Fong and Vedaldi's meaningful perturbations) and gamma = 0.05, a mild smoothing.
 
 Several images, or several classes of one image, are optimised in one batch with
 :meth:`MiSuRe.explain_batch`; each item's loss and optimiser state are its own, so the result is
 that of explaining them one at a time.
 
-The module's parts: :class:`DilationSteps` (stage 1's masks, built on demand) and
-:func:`stop_reason` (when stage 1 ends); :func:`mask_loss` (stage 2's loss) with
-:func:`soft_dice` and :func:`total_variation`; :class:`MiSuRe` holds the configuration and runs
-the stages (:meth:`MiSuRe.sufficient_region`, :meth:`MiSuRe.minimally_sufficient`).
+The module's parts: :func:`ball_kernel` and :func:`dilate` (dimension-generic binary
+dilation), :class:`DilationSteps` (stage 1's masks, built on demand) and :func:`stop_reason`
+(when stage 1 ends); :func:`mask_loss` (stage 2's loss) with :func:`soft_dice` and
+:func:`total_variation`; :class:`MiSuRe` holds the configuration and runs the stages
+(:meth:`MiSuRe.sufficient_region`, :meth:`MiSuRe.minimally_sufficient`).
 """
 
 from __future__ import annotations
@@ -40,37 +47,73 @@ from tqdm.auto import tqdm
 
 from ..analysis.metrics import batch_dice
 from ..core import Explainer, Explanation, Item
-from ..core.model import predicted_mask
-from ..core.validate import check_finite, check_number, check_positive, is_int
+from ..core.baseline import replace
+from ..core.validate import check_finite, check_number, check_per_axis, check_positive, is_int
+
+DEFAULT_MASK_SIDE = 224
+"""Seed 001's mask side: the default ``mask_size`` of images, the cap of volumes' default."""
+
+CONVOLUTIONS = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+INTERPOLATION = {1: "linear", 2: "bilinear", 3: "trilinear"}
+
+
+def ball_kernel(size: int, spatial_dims: int = 2) -> torch.Tensor:
+    """A digital ball of diameter ``size`` (odd): 0/1 floats of shape (size,) * spatial_dims.
+
+    The offsets within Euclidean distance ``size // 2`` of the centre: a disk for images, a
+    ball for volumes.
+    """
+    radius = size // 2
+    offsets = torch.arange(size, dtype=torch.float32) - radius
+    squared = torch.zeros((1,) * spatial_dims)
+    for axis in range(spatial_dims):
+        shape = [1] * spatial_dims
+        shape[axis] = size
+        squared = squared + offsets.reshape(shape) ** 2
+    return (squared <= radius ** 2 + 1e-6).float()
 
 
 def disk_kernel(size: int) -> torch.Tensor:
-    """A circular structuring element (size, size) of 0/1 floats; ``size`` odd."""
-    radius = size // 2
-    offsets = torch.arange(size, dtype=torch.float32) - radius
-    return ((offsets[:, None] ** 2 + offsets[None, :] ** 2) <= radius ** 2 + 1e-6).float()
+    """A circular structuring element (size, size) of 0/1 floats: :func:`ball_kernel` in 2-D."""
+    return ball_kernel(size, 2)
 
 
 def dilate(masks: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """Binary dilation of masks (B, 1, H, W) (0/1 floats) with ``kernel`` (k, k)."""
+    """Binary dilation of masks (B, 1, *S) (0/1 floats) with ``kernel`` (k,) * len(S).
+
+    A convolution with the kernel, thresholded: exact for 0/1 masks in 1, 2 or 3 spatial
+    dimensions; pixels outside the image count as 0.
+    """
     pad = kernel.shape[-1] // 2
-    grown = F.conv2d(masks, kernel[None, None].to(masks), padding=pad)
+    grown = CONVOLUTIONS[kernel.ndim](masks, kernel[None, None].to(masks), padding=pad)
     return (grown > 0.5).to(masks.dtype)
 
 
 def soft_dice(predicted: torch.Tensor, reference: torch.Tensor, epsilon: float = 1.0) -> torch.Tensor:
-    """Soft Dice per item between maps (B, H, W): (2 sum(p q) + eps) / (sum p + sum q + eps)."""
+    """Soft Dice per item between maps (B, *S): (2 sum(p q) + eps) / (sum p + sum q + eps)."""
     predicted, reference = predicted.flatten(1), reference.flatten(1)
     return ((2 * (predicted * reference).sum(1) + epsilon)
             / (predicted.sum(1) + reference.sum(1) + epsilon))
 
 
 def total_variation(masks: torch.Tensor, beta: float) -> torch.Tensor:
-    """Per item, the mean over pixels of |dM/dy|^beta + |dM/dx|^beta for masks (B, 1, h, w)."""
-    dy = (masks[..., 1:, :] - masks[..., :-1, :]).abs().pow(beta)
-    dx = (masks[..., :, 1:] - masks[..., :, :-1]).abs().pow(beta)
-    pixels = masks.shape[-1] * masks.shape[-2]
-    return (dy.flatten(1).sum(1) + dx.flatten(1).sum(1)) / pixels
+    """Per item, the mean over pixels (voxels) of sum_i |dM/dx_i|^beta for masks (B, 1, *s).
+
+    Forward differences along every spatial axis; (B,).
+    """
+    total = torch.zeros(masks.shape[0], dtype=masks.dtype, device=masks.device)
+    for axis in range(2, masks.ndim):
+        length = masks.shape[axis]
+        jumps = masks.narrow(axis, 1, length - 1) - masks.narrow(axis, 0, length - 1)
+        total = total + jumps.abs().pow(beta).flatten(1).sum(1)
+    return total / math.prod(masks.shape[2:])
+
+
+def resized(masks: torch.Tensor, size) -> torch.Tensor:
+    """Masks (B, 1, *s) resized to ``size`` (one int per spatial axis), bilinearly for images
+    and trilinearly for volumes."""
+    return F.interpolate(masks, size=tuple(size), mode=INTERPOLATION[masks.ndim - 2],
+                         align_corners=False)
 
 
 # -- stage 1: the sufficient region ---------------------------------------------------------
@@ -84,13 +127,16 @@ class DilationSteps:
 
     Parameters
     ----------
-    start : Tensor (H, W)
-        M0, bool or 0/1.
-    kernel : Tensor (k, k)
-        The structuring element (:func:`disk_kernel`).
+    start : Tensor (*S)
+        M0, bool or 0/1, (H, W) or (D, H, W).
+    kernel : Tensor (k,) * len(S)
+        The structuring element (:func:`ball_kernel`).
     """
 
     def __init__(self, start: torch.Tensor, kernel: torch.Tensor):
+        if kernel.ndim != start.ndim:
+            raise ValueError(f"kernel: expected {start.ndim} spatial axes as the mask has, got "
+                             f"shape {tuple(kernel.shape)}")
         self.kernel = kernel
         self._known = {0: start.to(torch.float32)[None, None]}
 
@@ -98,17 +144,18 @@ class DilationSteps:
     def count(self) -> int:
         """An upper bound on the steps before a non-empty M0 covers the image or stops growing.
 
-        A disk of radius r >= 1 holds the L1 ball of radius r, so n dilations reach every
-        pixel within L1 distance n r of M0, and no pixel is farther than (H - 1) + (W - 1):
-        steps 0 .. ceil((H + W - 2) / r). A kernel of radius 0 never grows the mask (step 0
-        ends it); it is counted as radius 1.
+        A digital ball of radius r >= 1 holds the L1 ball of radius r (|v|_2 <= |v|_1), and n
+        L1 balls of radius r add up to the L1 ball of radius n r on the grid, reached through
+        voxels between the two ends (so inside the image). No voxel is farther than
+        sum_i (S_i - 1) from M0 in L1 distance: steps 0 .. ceil(sum_i (S_i - 1) / r). A kernel
+        of radius 0 never grows the mask (step 0 ends it); it is counted as radius 1.
         """
-        height, width = self._known[0].shape[-2:]
+        farthest = sum(side - 1 for side in self._known[0].shape[2:])
         radius = max(self.kernel.shape[-1] // 2, 1)
-        return math.ceil((height + width - 2) / radius) + 1
+        return math.ceil(farthest / radius) + 1
 
     def masks(self, start: int, stop: int) -> torch.Tensor:
-        """The masks of steps ``start`` .. ``stop``, both included: (stop - start + 1, 1, H, W).
+        """The masks of steps ``start`` .. ``stop``, both included: (stop - start + 1, 1, *S).
 
         The mask after the last one asked for comes with them, so the caller can see whether
         a step still grows the mask.
@@ -124,13 +171,14 @@ class DilationSteps:
         return torch.cat(steps)
 
 
-def stop_reason(mask: torch.Tensor, dice: float, grows: bool, tau: float) -> str | None:
+def stop_reason(mask, dice: float, grows: bool, tau: float) -> str | None:
     """Why stage 1 ends at a step, or None to go on.
 
-    "covers_image" when ``mask`` covers the image, else "tau" when ``dice`` > ``tau``, else
-    "no_growth" when the next dilation leaves the mask as it is (no later step could differ).
+    "covers_image" when ``mask`` (the step's mask, or whether it covers the image) covers the
+    image, else "tau" when ``dice`` > ``tau``, else "no_growth" when the next dilation leaves
+    the mask as it is (no later step could differ).
     """
-    if bool(mask.all()):
+    if bool(mask.all() if isinstance(mask, torch.Tensor) else mask):
         return "covers_image"
     if dice > tau:
         return "tau"
@@ -141,8 +189,8 @@ def stop_reason(mask: torch.Tensor, dice: float, grows: bool, tau: float) -> str
 
 @dataclass(frozen=True)
 class SufficientRegion:
-    """Stage 1's result for one item: M_SR (H, W) 0/1 floats, the number of dilations from M0,
-    the Dice between the prediction on X0 * M_SR and on X0, why it ended (:func:`stop_reason`),
+    """Stage 1's result for one item: M_SR (*S) 0/1 floats, the number of dilations from M0,
+    the Dice between the class's segment on X_SR and on X0, why it ended (:func:`stop_reason`),
     the inputs it ran through the model and its batch size."""
 
     mask: torch.Tensor
@@ -157,36 +205,54 @@ class SufficientRegion:
 
 def mask_loss(mask: torch.Tensor, probabilities: torch.Tensor, reference: torch.Tensor,
               classes: torch.Tensor, *, lam: float, gamma: float, beta: float,
-              alpha_background: float, alpha_class: float) -> torch.Tensor:
+              alpha_background: float, alpha_class: float,
+              multilabel: bool = False) -> torch.Tensor:
     """Stage 2's loss per item (Eq. 1 of seed 001).
 
-    lam * mean|M| + gamma * TV_beta(M) + 1 - alpha_background * softDice(P_0, R_0)
+    lam * mean|M| + gamma * TV_beta(M) + 1 - alpha_background * softDice(B(P), B(R))
     - alpha_class * softDice(P_l, R_l), where P are the probabilities on the masked image and
-    R those on X0. When l = 0 the background term is left out, so the class counts once.
+    R those on X0. B is class 0 (the background) for softmax classes, left out when l = 0 so
+    that the class counts once; for a multi-label head B is the complement 1 - P_l of the
+    class's own channel (class 0 of a one-channel model is exactly that).
 
     Parameters
     ----------
-    mask : Tensor (B, 1, h, w)
+    mask : Tensor (B, 1, *s)
         The optimised masks at their own size.
-    probabilities, reference : Tensor (B, K, H, W)
+    probabilities, reference : Tensor (B, K, *S)
     classes : Tensor (B,) int64
-        Class l of each item.
+        Class (or label channel) l of each item.
+    multilabel : bool, default False
+        Whether the K channels are independent sigmoid labels.
 
     Returns
     -------
     Tensor (B,)
     """
     rows = torch.arange(len(classes), device=probabilities.device)
-    dice_class = soft_dice(probabilities[rows, classes], reference[rows, classes])
-    dice_background = soft_dice(probabilities[:, 0], reference[:, 0])
-    dice_background = torch.where(classes == 0, torch.zeros_like(dice_background), dice_background)
+    chosen, expected = probabilities[rows, classes], reference[rows, classes]
+    dice_class = soft_dice(chosen, expected)
+    if multilabel:
+        dice_background = soft_dice(1 - chosen, 1 - expected)
+    else:
+        dice_background = soft_dice(probabilities[:, 0], reference[:, 0])
+        dice_background = torch.where(classes == 0, torch.zeros_like(dice_background),
+                                      dice_background)
     return (lam * mask.abs().flatten(1).mean(1) + gamma * total_variation(mask, beta)
             + 1 - alpha_background * dice_background - alpha_class * dice_class)
 
 
-def resized(masks: torch.Tensor, size) -> torch.Tensor:
-    """Masks (B, 1, h, w) resized bilinearly to ``size`` (height, width)."""
-    return F.interpolate(masks, size=tuple(size), mode="bilinear", align_corners=False)
+def _mask_size_given(mask_size):
+    """``mask_size`` checked without the image: None, a positive int, or 2 or 3 of them."""
+    if mask_size is None:
+        return None
+    if isinstance(mask_size, (tuple, list, np.ndarray, torch.Tensor)):
+        axes = len(mask_size)
+        if axes not in (2, 3):
+            raise ValueError(f"mask_size: expected a positive int or one per spatial axis (2 for "
+                             f"images, 3 for volumes), got {axes} values: {mask_size!r}")
+        return check_per_axis(mask_size, "mask_size", axes)
+    return check_positive(mask_size, "mask_size")
 
 
 class MiSuRe(Explainer):
@@ -194,14 +260,17 @@ class MiSuRe(Explainer):
 
     Parameters
     ----------
-    model : nn.Module
+    model : nn.Module or callable
     tau : float, default 0.9
-        Stage 1 dilates while Dice(f(X0), f(X_m)) <= tau; in (0, 1].
+        Stage 1 dilates while Dice(segment on X0, segment on X_m) <= tau; in (0, 1].
     kernel_size : int, default 7
-        Side of the circular dilation kernel: odd and at least 3 (a 1 x 1 kernel would never
-        grow the mask).
-    mask_size : int, default 224
-        Side of the optimised mask; it is resized to the image bilinearly.
+        Diameter in pixels (voxels) of the disk (ball for volumes) the mask is dilated with:
+        odd and at least 3 (a 1 x 1 kernel would never grow the mask).
+    mask_size : int, sequence of int or None, default None
+        Size of the optimised mask per spatial axis (one int for every axis, or one per
+        axis); it is resized to the image bilinearly (trilinearly). None: 224 x 224 for
+        images (seed 001's), and for volumes the volume's own size per axis, at most 224 (a
+        224^3 mask would be 11 M parameters, most of them never read at a 64^3 volume).
     iterations : int, default 100
     lr : float, default 0.1
         AdamW learning rate.
@@ -212,28 +281,30 @@ class MiSuRe(Explainer):
     beta : float, default 3.0
         Exponent of the total variation (not given by the paper).
     alpha_background, alpha_class : float, default 1.0 and 2.0
-        Weights of the background (class 0) and class-l soft Dice terms.
+        Weights of the background and class-l soft Dice terms (the background is class 0
+        for softmax classes, the complement of channel l for a multi-label head).
     zero_below : float, default 0.2
         After each step mask values below it become 0 (values above 1 become 1).
-    output, device, batch_size, progress
-        As for every explainer. Stage 1's dilation steps run ``batch_size`` per model pass
-        (the last pass may hold steps after the one that ends it); stage 2 runs all items
-        of :meth:`explain_batch` in one pass per iteration. The result does not depend on
-        ``batch_size``. With ``progress``, each stage shows a bar on stderr.
+    spatial_dims, spacing, baseline, output, activation, read, device, batch_size, progress, ...
+        As for every explainer. Removed pixels take ``baseline`` (default 0.0: the paper's
+        multiplication by the mask). Stage 1's dilation steps run ``batch_size`` per model
+        pass (the last pass may hold steps after the one that ends it); stage 2 runs all
+        items of :meth:`explain_batch` in one pass per iteration. The result does not depend
+        on ``batch_size``. With ``progress``, each stage shows a bar on stderr.
 
-    The Explanation's ``saliency`` (H, W) is M_MSR. ``arrays`` holds "sr_mask", "msr_mask",
-    "x_sr" and "x_msr" (C, H, W); ``info`` "dilations", "sr_covers_image", "sr_stop" (why stage
-    1 ended: "tau", "covers_image" or "no_growth"), "sr_dice",
-    "dice_explained" (class l Dice between f(X_MSR) and f(X0)), "perturbation_ratio"
-    (non-zero M_MSR pixels / predicted pixels), "stage1_passes" (dilation steps run),
-    "model_passes" (inputs run for the item: X0, stage 1's steps, stage 2's iterations and
-    X_MSR), "batch_size" (stage 1's) and "nothing_to_explain"; ``timings`` "stage1",
-    "stage2" and "total".
+    The Explanation's ``saliency`` (*S) is M_MSR. ``arrays`` holds "sr_mask", "msr_mask" (*S)
+    and "x_sr", "x_msr" (C, *S); ``info`` "dilations", "sr_covers_image", "sr_stop" (why stage
+    1 ended: "tau", "covers_image" or "no_growth"), "sr_dice", "dice_explained" (Dice between
+    the class's segment on X_MSR and on X0), "perturbation_ratio" (non-zero M_MSR voxels per
+    segment voxel), "mask_size" (the optimised mask's shape), "stage1_passes" (dilation
+    steps run), "model_passes" (inputs run for the item: X0, stage 1's steps, stage 2's
+    iterations and X_MSR), "batch_size" (stage 1's) and "nothing_to_explain"; ``timings``
+    "stage1", "stage2" and "total".
     """
 
     method = "misure"
 
-    def __init__(self, model, tau: float = 0.9, kernel_size: int = 7, mask_size: int = 224,
+    def __init__(self, model, tau: float = 0.9, kernel_size: int = 7, mask_size=None,
                  iterations: int = 100, lr: float = 0.1, lam: float = 0.01, gamma: float = 0.05,
                  beta: float = 3.0, alpha_background: float = 1.0, alpha_class: float = 2.0,
                  zero_below: float = 0.2, **options):
@@ -243,7 +314,7 @@ class MiSuRe(Explainer):
             raise ValueError(f"kernel_size: expected an odd int >= 3 (a 1 x 1 kernel never grows "
                              f"the mask), got {kernel_size!r}")
         self.kernel_size = int(kernel_size)
-        self.mask_size = check_positive(mask_size, "mask_size")
+        self.mask_size = _mask_size_given(mask_size)
         self.iterations = check_positive(iterations, "iterations")
         self.lr = check_positive(lr, "lr", float)
         self.lam, self.gamma = check_number(lam, "lam", 0), check_number(gamma, "gamma", 0)
@@ -254,17 +325,38 @@ class MiSuRe(Explainer):
 
     def settings(self) -> dict:
         """The method's parameters, as recorded in each Explanation."""
-        return {"tau": self.tau, "kernel_size": self.kernel_size, "mask_size": self.mask_size,
+        mask_size = list(self.mask_size) if isinstance(self.mask_size, tuple) else self.mask_size
+        return {"tau": self.tau, "kernel_size": self.kernel_size, "mask_size": mask_size,
                 "iterations": self.iterations, "lr": self.lr, **self.loss_weights(),
                 "zero_below": self.zero_below}
 
     def loss_weights(self) -> dict:
-        """The keyword arguments of :func:`mask_loss`."""
+        """The keyword arguments of :func:`mask_loss` (its ``multilabel`` from the model)."""
         return {"lam": self.lam, "gamma": self.gamma, "beta": self.beta,
                 "alpha_background": self.alpha_background, "alpha_class": self.alpha_class}
 
+    def mask_shape(self, spatial: tuple[int, ...]) -> tuple[int, ...]:
+        """The optimised mask's shape for an image or volume of spatial shape ``spatial``."""
+        if self.mask_size is None:
+            if len(spatial) == 2:
+                return (DEFAULT_MASK_SIDE,) * 2
+            return tuple(min(side, DEFAULT_MASK_SIDE) for side in spatial)
+        if isinstance(self.mask_size, tuple):
+            if len(self.mask_size) != len(spatial):
+                raise ValueError(
+                    f"mask_size: expected an int or {len(spatial)} ints (one per spatial axis of "
+                    f"the {'volume' if len(spatial) == 3 else 'image'} {tuple(spatial)}), got "
+                    f"{self.mask_size}")
+            return self.mask_size
+        return (self.mask_size,) * len(spatial)
+
+    def segment(self, probabilities: torch.Tensor, class_index: int) -> torch.Tensor:
+        """The class's segment, bool (B, *S), by the model's one definition."""
+        return self.model.segment(probabilities, class_index)
+
     def _explain_items(self, items: list[Item]) -> list[Explanation]:
         """Stage 1 per item, then stage 2 for all items that have something to explain."""
+        self.mask_shape(tuple(items[0].image.shape[2:]))  # a wrong mask_size fails first
         started = time.perf_counter()
         regions = [self.sufficient_region(item) if item.target.pixels.any() else None
                    for item in items]
@@ -288,21 +380,26 @@ class MiSuRe(Explainer):
         within :attr:`DilationSteps.count` steps.
         """
         image, class_index = item.image, item.target.class_index
-        reference = predicted_mask(item.probabilities, class_index)[0]
+        reference = self.segment(item.probabilities, class_index)[0]
+        spatial_dims = image.ndim - 2
         steps = DilationSteps(item.target.pixels.to(image.device),
-                              disk_kernel(self.kernel_size).to(image.device))
+                              ball_kernel(self.kernel_size, spatial_dims).to(image.device))
 
         def make(start: int, stop: int):
             masks = steps.masks(start, stop)
-            grows = (masks[1:] != masks[:-1]).flatten(1).any(1).tolist()
-            return (masks[:-1], grows), image * masks[:-1]
+            # whether each step covers the image and whether the next one grows it, kept on
+            # the device: read with the batch's Dice, one transfer per batch
+            flags = torch.stack([masks[:-1].flatten(1).all(1),
+                                 (masks[1:] != masks[:-1]).flatten(1).any(1)])
+            return (masks[:-1], flags), replace(image, masks[:-1].to(image.dtype), item.baseline)
 
         run = self.perturbations(steps.count, make, "MiSuRe stage 1 dilations")
         step = 0
-        for (masks, grows), probabilities in run:
-            scores = batch_dice(predicted_mask(probabilities, class_index), reference).tolist()
-            for mask, grew, score in zip(masks, grows, scores):
-                stop = stop_reason(mask, score, grew, self.tau)
+        for (masks, flags), probabilities in run:
+            scores = batch_dice(self.segment(probabilities, class_index), reference)
+            scores, covers, grows = torch.cat([scores[None], flags.to(scores)]).tolist()
+            for mask, covered, grew, score in zip(masks, covers, grows, scores):
+                stop = stop_reason(covered, score, grew, self.tau)
                 if stop is not None:
                     return SufficientRegion(mask[0], step, score, stop, run.passes,
                                             run.batch_size)
@@ -311,35 +408,39 @@ class MiSuRe(Explainer):
 
     def minimally_sufficient(self, items: list[Item], sr_masks: list[torch.Tensor]
                              ) -> list[torch.Tensor]:
-        """Stage 2 for all items at once: M_MSR (H, W) per item, from M_SR (H, W) per item.
+        """Stage 2 for all items at once: M_MSR (*S) per item, from M_SR (*S) per item.
 
-        AdamW on the masks (B, 1, mask_size, mask_size); after each step values below
-        ``zero_below`` become 0 and values above 1 become 1. Each item's loss only depends
-        on its own mask, so the result is that of one item at a time.
+        AdamW on the masks (B, 1, *mask_shape); after each step values below ``zero_below``
+        become 0 and values above 1 become 1. Each item's loss only depends on its own mask,
+        so the result is that of one item at a time.
         """
         images = torch.cat([item.image for item in items])
-        size = images.shape[-2:]
-        x_sr = images * torch.stack(sr_masks)[:, None]
+        size = tuple(images.shape[2:])
+        baselines = torch.cat([item.baseline for item in items])
+        sr = torch.stack(sr_masks)[:, None]
+        x_sr = replace(images, sr.to(images.dtype), baselines)
         reference = torch.cat([item.probabilities for item in items])
         classes = torch.tensor([item.target.class_index for item in items], device=images.device)
-        mask = resized(torch.stack(sr_masks)[:, None], (self.mask_size, self.mask_size))
-        mask = mask.detach().clone().requires_grad_(True)
+        mask = resized(sr, self.mask_shape(size)).detach().clone().requires_grad_(True)
         optimizer = torch.optim.AdamW([mask], lr=self.lr)
         bar = tqdm(range(self.iterations), desc="MiSuRe stage 2", disable=not self.progress,
                    file=sys.stderr, leave=False)
         for iteration in bar:
-            self._optimisation_step(mask, optimizer, x_sr, reference, classes, iteration)
+            self._optimisation_step(mask, optimizer, x_sr, baselines, reference, classes,
+                                    iteration)
         with torch.no_grad():
             return [full[0] for full in resized(mask.detach(), size)]
 
     def _optimisation_step(self, mask: torch.Tensor, optimizer: torch.optim.Optimizer,
-                           x_sr: torch.Tensor, reference: torch.Tensor, classes: torch.Tensor,
-                           iteration: int) -> None:
-        """One AdamW step on ``mask`` (B, 1, s, s) for X_SR (B, C, H, W), then the pruning."""
+                           x_sr: torch.Tensor, baselines: torch.Tensor, reference: torch.Tensor,
+                           classes: torch.Tensor, iteration: int) -> None:
+        """One AdamW step on ``mask`` (B, 1, *s) for X_SR (B, C, *S), then the pruning."""
         with torch.enable_grad():
-            probabilities = self.model(x_sr * resized(mask, x_sr.shape[-2:]),
+            keep = resized(mask, x_sr.shape[2:]).to(x_sr.dtype)
+            probabilities = self.model(replace(x_sr, keep, baselines),
                                        where=f"in MiSuRe stage 2 (iteration {iteration})")
-            loss = mask_loss(mask, probabilities, reference, classes, **self.loss_weights())
+            loss = mask_loss(mask, probabilities, reference, classes, **self.loss_weights(),
+                             multilabel=self.model.multilabel)
             # each item's loss depends on its own mask only; asking for the mask's gradient
             # alone spares the backward pass the model's weight gradients
             mask.grad, = torch.autograd.grad(loss.sum(), [mask])
@@ -355,29 +456,32 @@ class MiSuRe(Explainer):
     def _result(self, item: Item, region: SufficientRegion, msr_mask: torch.Tensor,
                 timings: dict) -> Explanation:
         class_index = item.target.class_index
-        x_sr = item.image[0] * region.mask
-        x_msr = x_sr * msr_mask
+        x_sr = replace(item.image, region.mask[None, None].to(item.image.dtype), item.baseline)
+        x_msr = replace(x_sr, msr_mask[None, None].to(item.image.dtype), item.baseline)
         with torch.no_grad():
-            explained = predicted_mask(self.model(x_msr[None], where="on X_MSR"), class_index)[0]
-        reference = predicted_mask(item.probabilities, class_index)[0]
-        dice_explained = float(batch_dice(explained[None], reference)[0])
+            explained = self.segment(self.model(x_msr, where="on X_MSR"), class_index)
+        reference = self.segment(item.probabilities, class_index)[0]
+        dice_explained = float(batch_dice(explained, reference)[0])
         ratio = float(torch.count_nonzero(msr_mask)) / float(reference.sum().clamp(min=1))
         return self.explanation(
             item, msr_mask, timings=timings,
             arrays={"sr_mask": region.mask.cpu().numpy().astype(np.uint8),
                     "msr_mask": msr_mask.cpu().numpy().astype(np.float32),
-                    "x_sr": x_sr.cpu().numpy(), "x_msr": x_msr.cpu().numpy()},
+                    "x_sr": x_sr[0].float().cpu().numpy(),
+                    "x_msr": x_msr[0].float().cpu().numpy()},
             info={"dilations": region.dilations, "sr_covers_image": region.stop == "covers_image",
                   "sr_stop": region.stop, "sr_dice": region.dice,
                   "dice_explained": dice_explained, "perturbation_ratio": ratio,
-                  "prediction_pixels": int(reference.sum()), "stage1_passes": region.passes,
+                  "prediction_pixels": int(reference.sum()),
+                  "mask_size": list(self.mask_shape(tuple(item.image.shape[2:]))),
+                  "stage1_passes": region.passes,
                   "model_passes": region.passes + self.iterations + 2,
                   "batch_size": region.batch_size, "nothing_to_explain": False})
 
     def _nothing_to_explain(self, item: Item, timings: dict) -> Explanation:
         class_index = item.target.class_index
         return self.explanation(
-            item, np.zeros(tuple(item.image.shape[-2:]), dtype=np.float32), timings=timings,
+            item, np.zeros(tuple(item.image.shape[2:]), dtype=np.float32), timings=timings,
             info={"nothing_to_explain": True,
                   "reason": f"the target region of class {class_index} is empty (the model "
                             "does not predict it in this image)"})

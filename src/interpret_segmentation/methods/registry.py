@@ -130,10 +130,13 @@ register(Method(
     description="Hausdorff Distance Masks: occlude a circle at every grid position and map how "
                 "far the segmentation moves (seed 002)",
     options=(
-        Option("circle_size", int, "circle diameter in pixels"),
+        Option("circle_size", int, "circle (ball) diameter in pixels (voxels)"),
         Option("offset", int, "pixels between circle centres"),
-        Option("threshold", float, "class probability above which a pixel is segmented"),
-        Option("normalize", bool, "circles at -1 instead of 0, for images normalised to [-1, 1]"),
+        Option("threshold", float, "class probability above which a pixel is segmented, "
+               "seed 002's rule for one-channel models (default: the class's segment, "
+               "as for the target)"),
+        Option("normalize", bool, "circles at -1 instead of 0 (baseline -1), for images "
+               "normalised to [-1, 1]"),
         Option("channel", int, "input channel to occlude, -1 for all"),
         Option("skip_unchanged", bool, "also run circles that leave the image unchanged (by "
                "default they are skipped: their output is the unoccluded one); for models that "
@@ -159,7 +162,7 @@ register(Method(
                 "class's logits over the target (seed 001)",
     options=(
         Option("layer", str, "dotted name of the layer (default: the bottleneck of the "
-               "library's U-Net)"),
+               "library's U-Net, the deepest layer feeding the output of other models)"),
         Option("relu", bool, "keep the signed map: no ReLU on the weighted sum of feature maps",
                flag="--signed"),
     ),
@@ -171,7 +174,8 @@ register(Method(
     options=(
         Option("tau", float, "stage 1 dilates while the Dice is at most tau"),
         Option("kernel_size", int, "side of the circular dilation kernel, odd and >= 3"),
-        Option("mask_size", int, "side of the optimised mask"),
+        Option("mask_size", int, "side of the optimised mask, per axis (default: 224 for "
+               "images, the volume's size up to 224 for volumes)"),
         Option("iterations", int, "optimisation steps"),
         Option("lr", float, "AdamW learning rate"),
         Option("lam", float, "weight of the mask's mean, lambda"),

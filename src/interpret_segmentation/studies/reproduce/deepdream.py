@@ -192,7 +192,7 @@ def _reproduce(out: Path, settings: dict, quick: bool, seed: int, progress: bool
     centre = _centre_disk(settings["size"])
     dream = dict(target=Target(1, centre), steps=settings["dream_steps"],
                  step_size=settings["step_size"], gradient_scaling="mean",
-                 value_range=(0.0, 1.0), progress=False)
+                 value_range=(0.0, 1.0), output="logits", progress=False)
     marking = _marking_experiment(run, dream)
     lesions = _lesion_experiment(run, dream, centre)
     metrics = {"marking": marking.rows, "shape": lesions.shape, "intensity": lesions.intensity,
