@@ -201,3 +201,72 @@ def test_bad_input_is_refused_naming_the_argument(name):
         _explainer(name, model, batch_size=0)
     with pytest.raises(TypeError, match="unexpected keyword argument 'no_such_option'"):
         _explainer(name, model, no_such_option=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# the same contract on volumes (1, C, D, H, W), for every method that explains a segmentation
+
+DEPTH = 12
+VOLUME_OPTIONS = {"misure": {"mask_size": 8}}
+"""Changes to FAST_OPTIONS for volumes (an 8^3 mask instead of 16^2)."""
+
+
+class TinyVolumeSegmenter(nn.Module):
+    """Two-class logits (B, 2, D, H, W): class 1 where the 3 x 3 x 3 mean of the volume is
+    above 0.5 (logit 10 m - 5 against 0). BatchNorm3d and Dropout so that modes matter."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv3d(1, 3, 3, padding=1), nn.BatchNorm3d(3), nn.ReLU(),
+                                  nn.Dropout(0.5), nn.Conv3d(3, 2, 3, padding=1))
+        with torch.no_grad():
+            first, norm, last = self.body[0], self.body[1], self.body[4]
+            first.weight.fill_(1 / 27)
+            first.bias.zero_()
+            norm.running_mean.fill_(0.1)  # eval mode shifts by 0.1 * 1.2, as 1.2 scales back
+            norm.running_var.fill_(1 / 1.44 - norm.eps)
+            norm.weight.fill_(1.0)
+            norm.bias.fill_(0.12)
+            last.weight.zero_()
+            last.bias.copy_(torch.tensor([0.0, -5.0]))
+            last.weight[1, :, 1, 1, 1] = 10 / 3 / 1.2
+
+    def forward(self, x):
+        return self.body(x)
+
+
+BOX = (slice(3, 8), slice(4, 9), slice(2, 7))
+
+
+def _volume() -> torch.Tensor:
+    generator = torch.Generator().manual_seed(4)
+    volume = torch.rand(1, 1, DEPTH, DEPTH, DEPTH, generator=generator) * 0.3
+    volume[(..., *BOX)] += 0.7
+    return volume
+
+
+def _box() -> np.ndarray:
+    region = np.zeros((DEPTH, DEPTH, DEPTH), dtype=bool)
+    region[BOX] = True
+    return region
+
+
+VOLUME_METHODS = methods.available("segmentation")
+
+
+@pytest.mark.parametrize("name", VOLUME_METHODS)
+def test_volumes_same_results_for_batch_sizes_and_model_left_as_it_was(name, tmp_path):
+    model = TinyVolumeSegmenter().train()
+    before = _state(model)
+    options = VOLUME_OPTIONS.get(name, {})
+    results = [_explainer(name, model, batch_size=size, **options).explain(
+        _volume(), Target(1, region=_box())) for size in (1, 2, 7)]
+    _assert_unchanged(before, model)
+    assert results[0].saliency.shape == (DEPTH, DEPTH, DEPTH)
+    assert results[0].arrays["target_pixels"].sum() == _box().sum()
+    assert np.abs(results[0].saliency).max() > 0
+    for other in results[1:]:
+        np.testing.assert_allclose(other.saliency, results[0].saliency, rtol=1e-5, atol=1e-5)
+    results[0].save(tmp_path / name)
+    loaded = Explanation.load(tmp_path / name)
+    np.testing.assert_array_equal(loaded.saliency, results[0].saliency)
