@@ -5,28 +5,10 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from oracles import Fixed, Probe
 from torch import nn
 
-from interpret_segmentation.core import Explainer, ModelAdapter, Target, predicted_mask, resolve_target
-
-
-class Fixed(nn.Module):
-    def __init__(self, make):
-        super().__init__()
-        self.make = make
-
-    def forward(self, x):
-        return self.make(x)
-
-
-class Probe(Explainer):
-    """The target class's probability as the map; keeps the item it saw."""
-
-    method = "probe"
-
-    def _explain(self, item):
-        self.seen = item
-        return self.explanation(item, item.probabilities[0, item.target.class_index])
+from interpret_segmentation.core import ModelAdapter, Target, predicted_mask, resolve_target
 
 
 def overlapping_labels(x):

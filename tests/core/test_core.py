@@ -5,7 +5,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from oracles import NonFiniteModel, PatchModel, patch_image
+from oracles import Fixed, NonFiniteModel, PatchModel, patch_image
 from torch import nn
 
 from interpret_segmentation import HDM, RISE, SegmentationRISE
@@ -30,17 +30,6 @@ from interpret_segmentation.core.validate import (
 )
 from interpret_segmentation.methods.gradcam import SegGradCAM
 from interpret_segmentation.methods.misure import MiSuRe
-
-
-class Fixed(nn.Module):
-    """Returns whatever ``make(x)`` builds: to test how outputs are read."""
-
-    def __init__(self, make):
-        super().__init__()
-        self.make = make
-
-    def forward(self, x):
-        return self.make(x)
 
 
 def test_one_channel_logits_become_two_classes():

@@ -8,30 +8,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from oracles import Fixed, Probe
 from torch import nn
 
-from interpret_segmentation.core import Explainer, ModelAdapter, Target, explanation_mode
-
-
-class Fixed(nn.Module):
-    """Returns whatever ``make(x)`` builds."""
-
-    def __init__(self, make):
-        super().__init__()
-        self.make = make
-
-    def forward(self, x):
-        return self.make(x)
-
-
-class Probe(Explainer):
-    """The smallest method: the target class's probability as the map, and what it saw."""
-
-    method = "probe"
-
-    def _explain(self, item):
-        self.seen = item
-        return self.explanation(item, item.probabilities[0, item.target.class_index])
+from interpret_segmentation.core import ModelAdapter, Target, explanation_mode
 
 
 class ModelOutputLike(OrderedDict):
