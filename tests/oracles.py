@@ -195,3 +195,26 @@ class Probe(Explainer):
     def _explain(self, item):
         self.seen = item
         return self.explanation(item, item.probabilities[0, item.target.class_index])
+
+
+def model_state(model: nn.Module) -> dict:
+    """Everything of a model an explainer must leave as it was."""
+    return {
+        "modes": [module.training for module in model.modules()],
+        "parameters": {name: value.detach().clone() for name, value in model.state_dict().items()},
+        "requires_grad": [p.requires_grad for p in model.parameters()],
+        "grads": [p.grad is None for p in model.parameters()],
+        "hooks": [len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
+                  + len(getattr(m, "_backward_pre_hooks", {})) for m in model.modules()],
+        "attributes": [sorted(vars(module)) for module in model.modules()],
+    }
+
+
+def assert_unchanged(before: dict, model: nn.Module) -> None:
+    """``model`` is as :func:`model_state` found it in ``before``."""
+    after = model_state(model)
+    for key in ("modes", "requires_grad", "grads", "hooks", "attributes"):
+        assert after[key] == before[key], key
+    assert after["parameters"].keys() == before["parameters"].keys()
+    for name, value in before["parameters"].items():
+        assert torch.equal(after["parameters"][name], value), name

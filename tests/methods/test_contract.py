@@ -7,7 +7,7 @@ run it quickly, and it is held to the same contract as the others.
 import numpy as np
 import pytest
 import torch
-from oracles import FailsLater
+from oracles import FailsLater, assert_unchanged, model_state
 from torch import nn
 
 from interpret_segmentation import Explanation, Target, methods
@@ -78,28 +78,6 @@ def _explainer(name: str, model: nn.Module, **options):
     return methods.get(name).build(model, **{"progress": False, **FAST_OPTIONS[name], **options})
 
 
-def _state(model: nn.Module) -> dict:
-    """Everything of the model an explainer must leave as it was."""
-    return {
-        "modes": [module.training for module in model.modules()],
-        "parameters": {name: value.detach().clone() for name, value in model.state_dict().items()},
-        "requires_grad": [p.requires_grad for p in model.parameters()],
-        "hooks": [len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
-                  + len(getattr(m, "_backward_pre_hooks", {})) for m in model.modules()],
-        "attributes": [sorted(vars(module)) for module in model.modules()],
-    }
-
-
-def _assert_unchanged(before: dict, model: nn.Module) -> None:
-    after = _state(model)
-    assert after["modes"] == before["modes"]
-    assert after["requires_grad"] == before["requires_grad"]
-    assert after["hooks"] == before["hooks"]
-    assert after["attributes"] == before["attributes"]
-    for name, value in before["parameters"].items():
-        assert torch.equal(after["parameters"][name], value), name
-
-
 REGISTERED = methods.available()
 
 
@@ -148,10 +126,10 @@ def test_model_is_left_as_it_was(name):
     method = methods.get(name)
     model = _model(method).train()  # a model in training mode must come back in training mode
     model.requires_grad_(False)
-    before = _state(model)
+    before = model_state(model)
     explanation = _explainer(name, model).explain(_images(1)[0])
     assert isinstance(explanation, Explanation)
-    _assert_unchanged(before, model)
+    assert_unchanged(before, model)
 
 
 @pytest.mark.parametrize("name", REGISTERED)
@@ -162,11 +140,11 @@ def test_model_is_left_as_it_was_after_an_error(name, fail_at):
     model = FailsLater(inner, fail_at)
     options = {"layer": "model.body.0"} if name == "gradcam" else {}
     explainer = _explainer(name, model, **options)
-    before = _state(inner)
+    before = model_state(inner)
     with pytest.raises((RuntimeError, ValueError)):
         explainer.explain(_images(1)[0])
     model.calls = 0
-    _assert_unchanged(before, inner)
+    assert_unchanged(before, inner)
     assert model.training
 
 
@@ -257,11 +235,11 @@ VOLUME_METHODS = methods.available("segmentation")
 @pytest.mark.parametrize("name", VOLUME_METHODS)
 def test_volumes_same_results_for_batch_sizes_and_model_left_as_it_was(name, tmp_path):
     model = TinyVolumeSegmenter().train()
-    before = _state(model)
+    before = model_state(model)
     options = VOLUME_OPTIONS.get(name, {})
     results = [_explainer(name, model, batch_size=size, **options).explain(
         _volume(), Target(1, region=_box())) for size in (1, 2, 7)]
-    _assert_unchanged(before, model)
+    assert_unchanged(before, model)
     assert results[0].saliency.shape == (DEPTH, DEPTH, DEPTH)
     assert results[0].arrays["target_pixels"].sum() == _box().sum()
     assert np.abs(results[0].saliency).max() > 0

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
+from oracles import assert_unchanged, model_state
 from torch import nn
 
 from interpret_segmentation.analysis.features import FeatureReference, area, compute_features
@@ -311,25 +312,6 @@ def test_zero_gradient_stops(uses_input):
 # -- the model is left as it was ---------------------------------------------------------------
 
 
-def model_state(model):
-    return ({name: tensor.clone() for name, tensor in model.state_dict().items()},
-            {name: module.training for name, module in model.named_modules()},
-            {name: p.requires_grad for name, p in model.named_parameters()})
-
-
-def assert_untouched(model, before):
-    state, modes, flags = before
-    after_state, after_modes, after_flags = model_state(model)
-    assert state.keys() == after_state.keys()
-    for name in state:
-        assert torch.equal(state[name], after_state[name]), name
-    assert modes == after_modes and flags == after_flags
-    for module in model.modules():
-        assert not (module._forward_hooks or module._forward_pre_hooks
-                    or module._backward_hooks or module._backward_pre_hooks)
-    assert all(p.grad is None for p in model.parameters())
-
-
 def mixed_mode_model():
     model = PatternModel()
     model.eval()
@@ -343,7 +325,7 @@ def test_model_unchanged_after_analysis():
     before = model_state(model)
     path = run(model, steps=5)
     assert path.steps_taken == 5
-    assert_untouched(model, before)
+    assert_unchanged(before, model)
 
 
 def test_model_unchanged_after_an_error_mid_analysis():
@@ -365,7 +347,7 @@ def test_model_unchanged_after_an_error_mid_analysis():
         run(model, steps=10)
     del model.forward
     assert len(calls) == 4
-    assert_untouched(model, before)
+    assert_unchanged(before, model)
     assert isinstance(model.body[2], nn.BatchNorm2d)
 
 
@@ -378,7 +360,7 @@ def test_a_failing_feature_propagates_and_leaves_the_model_unchanged():
 
     with pytest.raises(RuntimeError, match="feature failed"):
         run(model, steps=3, features={"failing": failing})
-    assert_untouched(model, before)
+    assert_unchanged(before, model)
 
 
 def test_small_batchnorm_unet_runs_and_is_unchanged():
@@ -388,7 +370,7 @@ def test_small_batchnorm_unet_runs_and_is_unchanged():
     path = run(model, white_noise((32, 32), seed=0), steps=5, step_size=0.02)
     assert path.steps_taken == 5 and path.masks.shape == (6, 32, 32)
     assert path.activations[-1] > path.activations[0]
-    assert_untouched(model, before)
+    assert_unchanged(before, model)
     assert model.training
 
 
@@ -952,5 +934,5 @@ def test_monai_3d_unet_dreams_and_is_unchanged():
     path = run(model, white_noise((1, 1, 16, 16, 16), seed=0), steps=3, step_size=0.05,
                features=["area", "roundness", "glcm_contrast"])
     assert path.masks.shape == (4, 16, 16, 16) and path.activations[-1] > path.activations[0]
-    assert_untouched(model, before)
+    assert_unchanged(before, model)
     assert model.training

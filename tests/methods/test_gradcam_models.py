@@ -6,33 +6,14 @@ same layer read by hand through ``reshape=``; heads that do not feed the output 
 import numpy as np
 import pytest
 import torch
-from torch import nn
+from oracles import assert_unchanged, model_state
+from zoo import seeded
 
 from interpret_segmentation import Target
 from interpret_segmentation.methods.gradcam import SegGradCAM, candidate_layers
 
 monai_nets = pytest.importorskip("monai.networks.nets")
 transformers = pytest.importorskip("transformers")
-
-
-def seeded(build, seed=0):
-    """``build()`` with the global generator seeded inside a fork (left as it was after)."""
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        return build()
-
-
-def state(model: nn.Module) -> tuple:
-    return ([m.training for m in model.modules()],
-            [len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
-             for m in model.modules()],
-            {k: v.clone() for k, v in model.state_dict().items()})
-
-
-def assert_unchanged(before: tuple, model: nn.Module) -> None:
-    after = state(model)
-    assert after[0] == before[0] and after[1] == before[1]
-    assert all(torch.equal(after[2][k], v) for k, v in before[2].items())
 
 
 def image(*shape, seed=1):
@@ -47,7 +28,7 @@ def test_dynunet_deep_supervision_heads_are_named_and_the_bottleneck_is_the_defa
     model = seeded(lambda: monai_nets.DynUNet(
         2, 1, 2, kernel_size=[3, 3, 3], strides=[1, 2, 2], upsample_kernel_size=[2, 2],
         filters=[8, 16, 32], deep_supervision=True, deep_supr_num=1)).train()
-    before = state(model)
+    before = model_state(model)
     x = image(1, 32, 32)
     found = candidate_layers(model, x)
     assert found.default == "bottleneck" and dict(found)["bottleneck"] == (1, 32, 8, 8)
@@ -136,7 +117,7 @@ def test_upernet_auxiliary_head_is_named_and_the_model_left_as_it_was():
         hidden_size=16, auxiliary_in_channels=24, auxiliary_channels=8,
         use_auxiliary_head=True, num_labels=3, pool_scales=[1, 2])
     model = seeded(lambda: transformers.UperNetForSemanticSegmentation(config)).train()
-    before = state(model)
+    before = model_state(model)
     x = image(3, 64, 64)
     with pytest.raises(ValueError, match=r"^layer: 'auxiliary_head' does not feed the explained "
                                          r"output: no gradient flows .* auxiliary or "
