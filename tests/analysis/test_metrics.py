@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from oracles import PatchModel, patch_image
 
 from interpret_segmentation.analysis.metrics import (
+    HausdorffToReference,
     binarize,
     deletion_insertion,
     dice,
@@ -185,6 +186,22 @@ def test_hausdorff_with_anisotropic_spacing_matches_brute_force(shape, seed, ste
         assert ours == pytest.approx(math.sqrt(sum((n * s) ** 2 for n, s in zip(shape, spacing))))
     else:
         assert ours == 0.0
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.sampled_from([(9, 11), (6, 7, 8), (1, 9, 9)]), st.integers(0, 2**32 - 1),
+       st.tuples(st.floats(0.1, 5), st.floats(0.1, 5), st.floats(0.1, 5)))
+def test_missed_pixels_measured_in_a_growing_box_match_brute_force(shape, seed, steps):
+    """A reference block and a mask that misses a few of its pixels and adds others, as an
+    occluder does (a box around the missed pixels, grown until exact)."""
+    rng = np.random.default_rng(seed)
+    reference = np.zeros(shape, bool)
+    reference[tuple(slice(side // 4, side - side // 4 + 1) for side in shape)] = True
+    mask = reference ^ (rng.random(shape) < 0.1)
+    spacing = steps[:len(shape)]
+    ours = HausdorffToReference(reference, spacing).distance(mask)
+    if mask.any():
+        assert ours == pytest.approx(brute_force_hausdorff(mask, reference, spacing), rel=1e-9)
 
 
 def test_hausdorff_by_hand_and_its_arguments_checked():

@@ -120,15 +120,19 @@ def test_a_nifti_volume_is_explained_in_3_d_with_the_header_spacing(tmp_path, mo
     path = _nifti(tmp_path / "ct.nii.gz", data, (0.5, 0.8, 2.5))
     for model in ("volume", "threshold"):  # a Conv3d, and no convolution at all: the file says
         options = _options(tmp_path, "--image", str(path), *_model(models, model))
-        assert options["spatial_dims"] == 3 and options["spacing"] == pytest.approx((2.5, 0.8, 0.5))
+        assert options["spatial_dims"] == 3 and options["spacing"] == pytest.approx((0.5, 0.8, 2.5))
     said = capsys.readouterr().out
-    assert f"read --image {path}: shape (4, 5, 6), float32" in said and "spacing 2.5 x 0.8 x 0.5" in said
+    assert f"read --image {path}: shape (6, 5, 4), float32" in said and "spacing 0.5 x 0.8 x 2.5" in said
+    options = _options(tmp_path, "--image", str(path), *_model(models, "volume"),
+                       "--nifti-axes", "zyx")
+    assert options["spacing"] == pytest.approx((2.5, 0.8, 0.5))
+    assert "shape (4, 5, 6)" in capsys.readouterr().out
     options = _options(tmp_path, "--image", str(path), *_model(models, "volume"),
                        "--spacing", "3", "1", "1")
     assert options["spacing"] == (3.0, 1.0, 1.0)
-    # a 2-D model reads the (z, y, x) array as (C, H, W): the in-plane spacing (dy, dx) stays
+    # a 2-D model reads the (x, y, z) array as (C, H, W): the in-plane spacing (dy, dz) stays
     options = _options(tmp_path, "--image", str(path), *_model(models, "image"))
-    assert options["spatial_dims"] == 2 and options["spacing"] == pytest.approx((0.8, 0.5))
+    assert options["spatial_dims"] == 2 and options["spacing"] == pytest.approx((0.8, 2.5))
 
 
 @pytest.mark.parametrize("model,given,dims", [("volume", [], 3), ("image", [], 2),
@@ -174,6 +178,7 @@ def test_bad_explainer_options_are_one_line_naming_the_flag(tmp_path, models, ca
     _error(capsys, [*base, "--spatial-dims", "4"], "argument --spatial-dims")
     _error(capsys, [*base, "--output", "scores"], "argument --output")
     _error(capsys, [*base, "--activation", "relu"], "argument --activation")
+    _error(capsys, [*base, "--nifti-axes", "yxz"], "argument --nifti-axes")
     np.save(tmp_path / "wrong.npy", np.zeros((3, 3), np.float32))
     _error(capsys, [*base, "--baseline", str(tmp_path / "wrong.npy")], "error: --baseline: ")
     monkeypatch.setitem(sys.modules, "nibabel", None)  # as if it were not installed
@@ -184,7 +189,7 @@ def test_bad_explainer_options_are_one_line_naming_the_flag(tmp_path, models, ca
 
 def test_explain_a_nifti_volume_end_to_end(tmp_path, models, capsys):
     """A 3-D model whose class 1 is the voxels above 0.5 (no convolution): RISE's map of a
-    volume comes back (D, H, W) in the file's (z, y, x) order, with a figure."""
+    volume comes back in the file's (x, y, z) order, with a figure."""
     rng = np.random.default_rng(0)
     data = (rng.random((10, 8, 6)) * 0.4).astype(np.float32)  # (x, y, z): all background
     data[2:5, 3:6, 1:4] = 0.9  # the segment
@@ -194,9 +199,9 @@ def test_explain_a_nifti_volume_end_to_end(tmp_path, models, capsys):
             "--no-progress"]
     assert main(argv) == 0, capsys.readouterr().err
     explanation = Explanation.load(tmp_path / "out" / "ct_rise.npz")
-    assert explanation.saliency.shape == (6, 8, 10)  # (z, y, x)
+    assert explanation.saliency.shape == (10, 8, 6)  # (x, y, z)
     target = explanation.arrays["target_pixels"].astype(bool)
-    assert np.array_equal(target, (data > 0.5).transpose(2, 1, 0))
+    assert np.array_equal(target, data > 0.5)
     # removing the segment (baseline 0) is what lowers the Dice: it outweighs the background
     assert explanation.saliency[target].mean() > explanation.saliency[~target].mean() + 0.05
     assert (tmp_path / "out" / "ct_rise.png").stat().st_size > 0

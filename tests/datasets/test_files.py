@@ -33,18 +33,24 @@ def _save_nifti(path, data, zooms, rotate=False):
 
 
 @pytest.mark.parametrize("suffix", [".nii", ".nii.gz", ".NII.GZ"])
-def test_a_nifti_volume_comes_back_as_z_y_x_with_its_spacing_reversed(nibabel, tmp_path, suffix):
+def test_a_nifti_volume_comes_back_as_stored_or_reversed_with_its_spacing(nibabel, tmp_path,
+                                                                         suffix):
     rng = np.random.default_rng(0)
     data = rng.normal(size=(5, 6, 7)).astype(np.float32)  # (x, y, z)
     path = tmp_path / f"ct{suffix}"
     _save_nifti(path, data, (0.5, 0.8, 2.5), rotate=True)
     array, spacing = read_image_file(path, name="--image")
-    assert array.dtype == np.float32 and array.shape == (7, 6, 5)  # (D, H, W) = (z, y, x)
+    assert array.dtype == np.float32 and np.array_equal(array, data)  # as nibabel and MONAI
+    assert spacing == pytest.approx((0.5, 0.8, 2.5))
+    assert np.array_equal(read_image(path), array)
+    array, spacing = read_image_file(path, name="--image", nifti_axes="zyx")
+    assert array.shape == (7, 6, 5)  # (D, H, W) = (z, y, x)
     for x, y, z in [(0, 0, 0), (4, 1, 6), (2, 5, 3)]:
         assert array[z, y, x] == data[x, y, z]
     assert spacing == pytest.approx((2.5, 0.8, 0.5))  # (dz, dy, dx)
-    assert np.array_equal(read_image(path), array)
     assert array.flags.c_contiguous
+    with pytest.raises(ValueError, match=r"^nifti_axes: expected one of xyz, zyx, got 'yxz'"):
+        read_image_file(path, nifti_axes="yxz")
 
 
 def test_nifti_scaling_two_and_four_dimensional_files(nibabel, tmp_path):
@@ -53,20 +59,25 @@ def test_nifti_scaling_two_and_four_dimensional_files(nibabel, tmp_path):
     image.header.set_slope_inter(0.5, -1.0)  # values = 0.5 * stored - 1
     nibabel.save(image, tmp_path / "slice.nii")
     array, spacing = read_image_file(tmp_path / "slice.nii")
+    assert np.array_equal(array, 0.5 * stored - 1) and spacing == pytest.approx((0.7, 0.3))
+    array, spacing = read_image_file(tmp_path / "slice.nii", nifti_axes="zyx")
     assert array.shape == (4, 3) and np.array_equal(array, 0.5 * stored.T - 1)
     assert spacing == pytest.approx((0.3, 0.7))
 
     sequences = np.random.default_rng(1).random((4, 5, 6, 2)).astype(np.float32)  # (x, y, z, c)
     _save_nifti(tmp_path / "mri.nii.gz", sequences, (1.0, 1.0, 3.0, 1.0))
     array, spacing = read_image_file(tmp_path / "mri.nii.gz")
-    assert array.shape == (2, 6, 5, 4)  # (C, D, H, W)
+    assert array.shape == (2, 4, 5, 6) and np.array_equal(array[1], sequences[..., 1])
+    assert spacing == pytest.approx((1.0, 1.0, 3.0))
+    array, spacing = read_image_file(tmp_path / "mri.nii.gz", nifti_axes="zyx")
+    assert array.shape == (2, 6, 5, 4)  # (C, D, H, W) = (c, z, y, x)
     assert np.array_equal(array[1], sequences[..., 1].transpose(2, 1, 0))
     assert spacing == pytest.approx((3.0, 1.0, 1.0))
 
     vectors = sequences[:, :, :, None, :]  # (x, y, z, t=1, c)
     _save_nifti(tmp_path / "vectors.nii", vectors, (1.0, 2.0, 3.0, 1.0, 1.0))
     array, spacing = read_image_file(tmp_path / "vectors.nii")
-    assert array.shape == (2, 6, 5, 4) and spacing == pytest.approx((3.0, 2.0, 1.0))
+    assert array.shape == (2, 4, 5, 6) and spacing == pytest.approx((1.0, 2.0, 3.0))
     _save_nifti(tmp_path / "series.nii", np.zeros((2, 2, 2, 3, 2), np.float32), (1,) * 5)
     with pytest.raises(ValueError, match=r"^vol: .*series.nii holds a NIfTI array of shape "
                                          r"\(2, 2, 2, 3, 2\); expected"):
@@ -80,7 +91,7 @@ def test_a_header_without_voxel_sizes_warns_and_leaves_the_spacing_unknown(nibab
     (tmp_path / "flat.nii").write_bytes(header)
     with pytest.warns(UserWarning, match=r"vol: the header of .*flat.nii gives voxel sizes"):
         array, spacing = read_image_file(tmp_path / "flat.nii", name="vol")
-    assert array.shape == (4, 3, 2) and spacing is None
+    assert array.shape == (2, 3, 4) and spacing is None
 
 
 def test_what_is_no_nifti_is_refused_naming_the_file(nibabel, tmp_path):

@@ -119,10 +119,9 @@ class HausdorffToReference:
     """Hausdorff distances from many masks to one fixed reference mask (2-D or 3-D).
 
     The distance transform of the reference is computed once (with the voxel ``spacing``);
-    each new mask then needs one distance transform of its own, for the reference pixels it
-    misses (a mask holding the whole reference needs none). :meth:`distance` takes one mask on
-    the CPU (scipy, restricted to the bounding box of the mask and of the reference pixels it
-    misses, exact because the nearest mask pixel of each lies inside that box);
+    each new mask then needs the distances of the reference pixels it misses to itself (none
+    when it holds the whole reference). :meth:`distance` takes one mask on the CPU (scipy: a
+    distance transform of a box around the missed pixels, grown until it is exact);
     :meth:`distances` takes a batch of masks where they are, and on a GPU computes them there
     (:func:`squared_distance_transform`), with one transfer of B numbers per batch.
 
@@ -162,9 +161,30 @@ class HausdorffToReference:
         missing = self.reference & ~mask  # the reference pixels at a distance from the mask
         if not missing.any():
             return mask_to_reference
-        box = _bounding_box(mask | missing)
-        to_mask = ndimage.distance_transform_edt(~mask[box], sampling=self.spacing)
-        return max(mask_to_reference, float(to_mask[missing[box]].max()))
+        return max(mask_to_reference, self._farthest_from(mask, missing))
+
+    def _farthest_from(self, mask: np.ndarray, missing: np.ndarray) -> float:
+        """The largest distance from a ``missing`` pixel to the nearest ``mask`` pixel.
+
+        A distance transform of the box around the missing pixels grown by r pixels, r = 1,
+        2, 4, ...: once every missing pixel has a mask pixel within r pixels' length inside
+        the box, no pixel outside the box can be nearer, so the result is exact. An occluder
+        that dents the segment is measured in a box little larger than the dent.
+        """
+        missing_box = _bounding_box(missing)
+        step = 1.0 if self.spacing is None else min(self.spacing)
+        grow = 1
+        while True:
+            box = tuple(slice(max(cut.start - grow, 0), min(cut.stop + grow, side))
+                        for cut, side in zip(missing_box, mask.shape))
+            whole = all(cut.stop - cut.start == side for cut, side in zip(box, mask.shape))
+            inside = mask[box]
+            if inside.any():
+                to_mask = ndimage.distance_transform_edt(~inside, sampling=self.spacing)
+                farthest = float(to_mask[missing[box]].max())
+                if whole or farthest <= grow * step:
+                    return farthest
+            grow *= 2
 
     def distances(self, masks: torch.Tensor, on_device: bool | None = None) -> np.ndarray:
         """Hausdorff distances (B,) float64 of masks (B, *S) bool to the reference.

@@ -105,13 +105,13 @@ def baseline_value(text: str):
                                      f"file, got {text!r}")
 
 
-def load_array(path: Path, name: str, channels: int | None = 1):
+def load_array(path: Path, name: str, channels: int | None = 1, nifti_axes: str = "xyz"):
     """``path`` as :func:`~interpret_segmentation.datasets.files.read_image_file` reads it
     (``(array, spacing)``), and one line saying what was read (shape, dtype, value range,
     voxel spacing when the file gives one)."""
     from ..datasets.files import read_image_file
 
-    read = read_image_file(path, channels, name)
+    read = read_image_file(path, channels, name, nifti_axes)
     array = read.array
     values = f"values {array.min():.4g}..{array.max():.4g}" if array.size else "no values"
     spacing = "" if read.spacing is None else f", spacing {' x '.join(f'{s:g}' for s in read.spacing)}"

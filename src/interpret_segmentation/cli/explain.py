@@ -89,6 +89,10 @@ def _add_common_options(parser: argparse.ArgumentParser) -> None:
                              "convolution, Conv2d or Conv3d; for a model without one, 3 for a "
                              "NIfTI volume or a 5-D .npy and 2 otherwise). With 3, a 3-D array "
                              "is (D, H, W) and a 4-D one (C, D, H, W)")
+    parser.add_argument("--nifti-axes", choices=("xyz", "zyx"), default="xyz",
+                        help="order of a NIfTI file's spatial axes as the model sees them: xyz "
+                             "as stored (nibabel's and MONAI LoadImage's order, default) or zyx "
+                             "(reversed); a 4-D file's fourth axis is always the channels")
     parser.add_argument("--spacing", type=positive_number, nargs="+", default=None,
                         metavar="SIZE",
                         help="voxel size along each spatial axis, in the order D H W (or H W), "
@@ -169,13 +173,15 @@ def run(args) -> None:
     model = build_model(args.model, args.checkpoint).to(device)
     conv = expected_channels(model)  # a colour image stays colour for a model taking three
     channels = None if conv is None else conv[1]
-    image, header_spacing = load_array(image_path, "--image", channels)
+    image, header_spacing = load_array(image_path, "--image", channels, args.nifti_axes)
     dims = spatial_dims(args.spatial_dims, model, image_path, image)
     spacing = voxel_spacing(args.spacing, header_spacing, dims)
-    region = None if args.segment is None else load_array(Path(args.segment), "--segment").array
+    region = None if args.segment is None else load_array(Path(args.segment), "--segment",
+                                                             nifti_axes=args.nifti_axes).array
     baseline = args.baseline
     if isinstance(baseline, Path):
-        baseline = torch.from_numpy(load_array(baseline, "--baseline", channels).array)
+        baseline = torch.from_numpy(load_array(baseline, "--baseline", channels,
+                                                    args.nifti_axes).array)
     common = {"spatial_dims": dims, "spacing": spacing, "baseline": baseline,
               "output": args.output, "activation": args.activation, "read": args.read}
     explainer = build_explainer(method, model, args, **common)

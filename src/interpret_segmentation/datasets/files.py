@@ -37,6 +37,7 @@ __all__ = [
     "read_image_file",
     "ImageFile",
     "NIFTI_SUFFIXES",
+    "NIFTI_AXES",
     "is_nifti",
     "file_stem",
     "save_png",
@@ -136,6 +137,10 @@ _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 """File names read as NIfTI volumes (with nibabel)."""
 
+NIFTI_AXES = ("xyz", "zyx")
+"""How NIfTI arrays are read: spatial axes as stored (nibabel's and MONAI's ``LoadImage``
+order, what a MONAI-trained model expects) or reversed."""
+
 
 class ImageFile(NamedTuple):
     """What :func:`read_image_file` read.
@@ -171,21 +176,23 @@ def read_image(path, channels: int | None = 1, name: str = "image") -> np.ndarra
     return read_image_file(path, channels, name).array
 
 
-def read_image_file(path, channels: int | None = 1, name: str = "image") -> ImageFile:
+def read_image_file(path, channels: int | None = 1, name: str = "image",
+                    nifti_axes: str = "xyz") -> ImageFile:
     """An image, array or volume file as float32 values and voxel spacing: the one place the
     library reads images.
 
     - ``.npy``: the array as it is (no pickles); spacing None.
     - ``.nii`` / ``.nii.gz`` (NIfTI, read with nibabel, installed by
       ``pip install interpret-segmentation[nifti]``): the voxel values with the header's
-      scaling applied. NIfTI stores (x, y, z[, channels]); the array comes back in the
-      library's order, channels first and the spatial axes reversed: (x, y) -> (H, W) = (y, x),
-      (x, y, z) -> (D, H, W) = (z, y, x), (x, y, z, c) -> (C, D, H, W) = (c, z, y, x) (a
-      4-D file's fourth axis, e.g. stacked MRI sequences, is read as channels; a 5-D one
-      with a single time point as (x, y, z, c)). No reorientation: voxels keep the file's
-      order. Spacing: the header's voxel sizes (``header.get_zooms()``) reversed the same
-      way, e.g. (dz, dy, dx); None, with a warning, when the header's sizes are not
-      positive.
+      scaling applied. NIfTI stores (x, y, z[, channels]); a 4-D file's fourth axis (e.g.
+      stacked MRI sequences) is read as channels and put first, a 5-D one with a single time
+      point as (x, y, z, c). With ``nifti_axes="xyz"`` (default) the spatial axes stay as
+      stored: (x, y, z) is the (D, H, W) of the explainers, as nibabel and MONAI's
+      ``LoadImage`` give it to a MONAI-trained model. With "zyx" they are reversed: (x, y)
+      -> (H, W) = (y, x), (x, y, z) -> (D, H, W) = (z, y, x), (x, y, z, c) -> (c, z, y, x).
+      No reorientation: voxels keep the file's order. Spacing: the header's voxel sizes
+      (``header.get_zooms()``) in the array's axis order ((dz, dy, dx) for "zyx"); None,
+      with a warning, when the header's sizes are not positive.
     - Any other file Pillow reads, scaled to [0, 1] by its bit depth: 16-bit images are
       divided by 65535, 8-bit ones by 255, bilevel ones are 0/1. ``channels`` 1 gives
       (H, W) (colour turned into luminance), 3 gives (3, H, W) (grey repeated), None keeps
@@ -199,6 +206,8 @@ def read_image_file(path, channels: int | None = 1, name: str = "image") -> Imag
         Channels wanted from an image file; ``.npy`` and NIfTI arrays are returned as stored.
     name : str, default "image"
         How messages name the file (e.g. ``"--image"``).
+    nifti_axes : {"xyz", "zyx"}, default "xyz"
+        The order of a NIfTI file's spatial axes in the array (see above).
 
     Returns
     -------
@@ -216,12 +225,15 @@ def read_image_file(path, channels: int | None = 1, name: str = "image") -> Imag
         cannot give ``channels`` channels.
     """
     path = Path(path)
+    if nifti_axes not in NIFTI_AXES:
+        raise ValueError(f"nifti_axes: expected one of {', '.join(NIFTI_AXES)}, got "
+                         f"{nifti_axes!r}")
     if not path.is_file():
         raise FileNotFoundError(f"{name}: {path} not found")
     if path.suffix.lower() == ".npy":
         return ImageFile(_read_npy(path, name), None)
     if is_nifti(path):
-        return _read_nifti(path, name)
+        return _read_nifti(path, name, nifti_axes)
     return ImageFile(_read_picture(path, channels, name), None)
 
 
@@ -235,7 +247,7 @@ def _read_npy(path: Path, name: str) -> np.ndarray:
     return array.astype(np.float32)
 
 
-def _read_nifti(path: Path, name: str) -> ImageFile:
+def _read_nifti(path: Path, name: str, axes: str) -> ImageFile:
     try:
         import nibabel
     except ImportError:
@@ -255,9 +267,11 @@ def _read_nifti(path: Path, name: str) -> ImageFile:
         raise ValueError(f"{name}: {path} holds a NIfTI array of shape {data.shape}; expected "
                          "(x, y), (x, y, z) or (x, y, z, channels)")
     spatial = min(data.ndim, 3)
-    order = (3, 2, 1, 0) if data.ndim == 4 else tuple(reversed(range(spatial)))
+    order = list(range(spatial)) if axes == "xyz" else list(reversed(range(spatial)))
+    if data.ndim == 4:
+        order = [3, *order]
     array = np.ascontiguousarray(data.transpose(order))
-    spacing = tuple(reversed(zooms[:spatial]))
+    spacing = tuple(zooms[axis] for axis in order if axis < spatial)
     if len(spacing) != spatial or not all(np.isfinite(size) and size > 0 for size in spacing):
         warnings.warn(f"{name}: the header of {path} gives voxel sizes {tuple(zooms)}, not "
                       f"{spatial} positive numbers; its spacing is left unknown (1 per voxel "
