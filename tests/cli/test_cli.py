@@ -198,7 +198,7 @@ def test_evaluate_writes_table_and_resumes(tmp_path, checkpoint, capsys):
     rows_path = tmp_path / "eval" / "per_image.csv"
     rows = list(csv.DictReader(open(rows_path)))
     assert {row["method"] for row in rows} == {"gradcam", "misure"}
-    assert len({row["index"] for row in rows}) == 2
+    assert len({row["item"] for row in rows}) == 2
     table = (tmp_path / "eval" / "table.md").read_text()
     assert "| dataset | model | method | threshold |" in table
     assert (tmp_path / "eval" / "table.csv").exists()
@@ -209,9 +209,9 @@ def test_evaluate_writes_table_and_resumes(tmp_path, checkpoint, capsys):
     capsys.readouterr()
     assert main(argv) == 0
     computed = capsys.readouterr().out
-    assert computed.count("image ") == 1
+    assert computed.count("item ") == 1
     again = [row for row in csv.DictReader(open(rows_path)) if row["seconds"]]
-    keys = [(row["index"], row["method"], row["threshold"]) for row in again]
+    keys = [(row["item"], row["method"], row["threshold"]) for row in again]
     assert len(keys) == len(set(keys)) == len(rows)
     assert main([*argv[:5], "--methods", "lime", *argv[7:]]) == 2
     assert "methods" in capsys.readouterr().err
@@ -365,6 +365,7 @@ def test_explain_reads_16_bit_and_colour_pngs_as_they_are(tmp_path, capsys):
 @pytest.fixture
 def quick_explainers(monkeypatch):
     """Seg-Grad-CAM and a RISE of 8 masks instead of the demo's four explainers."""
+    from interpret_segmentation.methods import rise
     from interpret_segmentation.methods.gradcam import SegGradCAM
     from interpret_segmentation.methods.rise import RISE
     from interpret_segmentation.studies import common
@@ -373,6 +374,8 @@ def quick_explainers(monkeypatch):
              "rise": lambda model: RISE(model, n_masks=8, s=4, p1=0.5, progress=False)}
     monkeypatch.setattr(common, "build_explainers", lambda model, names, progress: {
         name: quick[name](model) for name in names if name in quick})
+    # what the data-set runner builds from the registry: 8 masks of a 4 x 4 grid by default
+    monkeypatch.setattr(RISE.__init__, "__defaults__", (8, 4, 0.5, "dice", 0, None))
 
 
 def _one_error_line(capsys, *words):
@@ -478,20 +481,20 @@ def test_studies_key_rows_by_their_settings_resume_and_lock(tmp_path, checkpoint
     assert main(argv) == 0
     rows_path = out / "per_image.csv"
     rows = list(csv.DictReader(open(rows_path)))
-    second = sorted({row["index"] for row in rows})[1]
+    second = sorted({row["item"] for row in rows})[1]
     # a run stopped between two methods of one image: its RISE rows are missing
-    kept = [row for row in rows if (row["index"], row["method"]) != (second, "rise")]
+    kept = [row for row in rows if (row["item"], row["method"]) != (second, "rise")]
     with open(rows_path, "w", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(kept)
     capsys.readouterr()
     assert main(argv) == 0
-    computed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("image ")]
-    assert len(computed) == 1 and computed[0].startswith(f"image {second}: rise")
+    computed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("item ")]
+    assert len(computed) == 1 and computed[0].startswith(f"item {second}: rise")
     again = list(csv.DictReader(open(rows_path)))
-    assert sorted((r["index"], r["method"], r["threshold"]) for r in again) == sorted(
-        (r["index"], r["method"], r["threshold"]) for r in rows)
+    assert sorted((r["item"], r["method"], r["threshold"]) for r in again) == sorted(
+        (r["item"], r["method"], r["threshold"]) for r in rows)
     assert main([*argv[:-4], "1", *argv[-3:]]) == 0  # --n 1: the table counts the first image
     assert {row["images"] for row in csv.DictReader(open(out / "table.csv"))} == {"1"}
     torch.manual_seed(1)

@@ -86,8 +86,9 @@ def test_reliability_study_counts_the_current_n_and_refuses_other_settings(tmp_p
     assert run(n=5)["images"] == 5
     lines.clear()
     assert run(n=4)["images"] == 4  # the first 4 of the 5 rows, none computed again
-    assert not lines[:-1]
-    assert len((out / "features.csv").read_text().splitlines()) == 6  # header and 5 rows kept
+    assert lines[0] == "resuming: 4 of 4 items already done" and not lines[1:-1]
+    assert len((out / "per_image.csv").read_text().splitlines()) == 6  # header and 5 rows kept
+    assert len((out / "features.csv").read_text().splitlines()) == 5  # the first 4
     for changed, named in (({"noise": 0.2}, "noise: 0.08 there, 0.2 now"),
                            ({"seed": 1}, "seed: 0 there, 1 now")):
         with pytest.raises(ValueError, match=f"--out: {out} holds .*{named}"):

@@ -26,11 +26,18 @@ def _studies_imports(path: Path) -> set[str]:
 def test_studies_modules_import_each_other_without_a_cycle():
     graph = {path.stem: _studies_imports(path) - {path.stem}
              for path in STUDIES.glob("*.py") if path.stem != "__init__"}
-    assert {"common", "demo", "evaluate", "sweep", "reliability"} <= set(graph)
+    assert {"common", "work", "engines", "runner", "demo", "evaluate", "sweep",
+            "reliability"} <= set(graph)
     assert not (STUDIES / "evaluation.py").exists()
+    # layers: common <- {tables, work} <- {engines (and ray_engine), report} <- runner <- the
+    # studies
+    assert graph["common"] == set() and graph["work"] == {"common"}
+    assert graph["tables"] == set() and graph["report"] <= {"tables", "work"}
+    assert graph["engines"] <= {"work", "ray_engine"}
+    assert graph["runner"] <= {"common", "work", "tables", "engines", "report"}
     for name in ("demo", "evaluate", "sweep", "reliability"):
-        assert "common" in graph[name] and graph[name] <= {"common", "reproduce"}, (name, graph)
-    assert graph["common"] == set()
+        assert graph[name] <= {"common", "work", "tables", "engines", "runner", "reproduce",
+                               "report"}, (name, graph)
 
     def reach(start, seen):
         for target in graph.get(start, ()):
@@ -56,7 +63,7 @@ def test_faithfulness_knows_no_method_by_name():
 
 
 def test_summarize_rows_means_per_method_and_threshold():
-    from interpret_segmentation.studies.evaluate import summarize_rows, table_markdown
+    from interpret_segmentation.studies.tables import summarize_rows, table_markdown
 
     def row(method, threshold, dice, ratio, seconds, hit):
         return {"method": method, "threshold": threshold, "dice_explained": dice,

@@ -6,9 +6,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import datasets, demo, evaluate, explain, reliability, reproduce, sweep
+from . import datasets, demo, evaluate, explain, explain_dataset, reliability, reproduce, sweep
 
-COMMANDS = (datasets, explain, evaluate, sweep, reliability, reproduce, demo)
+COMMANDS = (datasets, explain, explain_dataset, evaluate, sweep, reliability, reproduce, demo)
 """The command modules, in the order ``--help`` lists them."""
 
 

@@ -4,8 +4,6 @@ and image reading."""
 from __future__ import annotations
 
 import argparse
-import importlib
-import inspect
 import math
 from pathlib import Path
 
@@ -52,7 +50,52 @@ def add_study_options(parser: argparse.ArgumentParser, images: int, out: str) ->
     parser.add_argument("--n", type=int, default=images,
                         help=f"validation images to explain (default {images})")
     parser.add_argument("--out", default=out, help=f"output directory (default {out})")
+    add_engine_options(parser)
     add_progress(parser)
+
+
+def non_negative_number(text: str) -> float:
+    """argparse type of a finite number >= 0 (``--gpus-per-worker``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def add_engine_options(parser: argparse.ArgumentParser) -> None:
+    """Where a data-set run's items are explained: ``--engine``, ``--workers``, ``--address``,
+    ``--gpus-per-worker``, ``--items-per-batch``."""
+    parser.add_argument("--engine", choices=("local", "ray"), default="local",
+                        help="local: in this process (default); ray: on a Ray cluster, one "
+                             "worker per --workers, each loading the model once (needs "
+                             "`pip install interpret-segmentation[ray]`)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="Ray workers (default 1; the local engine runs one)")
+    parser.add_argument("--address", default=None,
+                        help="Ray cluster to join: 'auto' or ray://HOST:PORT (default: start a "
+                             "local one)")
+    parser.add_argument("--gpus-per-worker", type=non_negative_number, default=0.0,
+                        metavar="G", help="GPUs for each Ray worker, fractions allowed "
+                                          "(default 0)")
+    parser.add_argument("--items-per-batch", type=int, default=4,
+                        help="items sent to a Ray worker at a time (default 4)")
+
+
+def engine_options(args) -> dict:
+    """The keyword arguments of :func:`~interpret_segmentation.studies.engines.get_engine`
+    from :func:`add_engine_options`'s flags, named as the flags."""
+    for flag, value in (("--workers", args.workers), ("--items-per-batch", args.items_per_batch)):
+        if value < 1:
+            raise ValueError(f"{flag}: expected a positive int, got {value}")
+    if args.engine == "local" and (args.workers != 1 or args.address is not None
+                                   or args.gpus_per_worker):
+        raise ValueError("--engine: the local engine runs one worker in this process; "
+                         "--workers, --address and --gpus-per-worker need --engine ray")
+    return {"engine": args.engine, "workers": args.workers, "address": args.address,
+            "gpus_per_worker": args.gpus_per_worker, "items_per_batch": args.items_per_batch}
 
 
 def dataset_path(args) -> str:
@@ -121,38 +164,50 @@ def load_array(path: Path, name: str, channels: int | None = 1, nifti_axes: str 
 
 def build_model(spec: str | None, checkpoint: str):
     """The model ``--model MODULE:CALLABLE`` builds (default: the library's U-Net) with the
-    weights of ``--checkpoint``; ValueError naming the flag for anything that does not fit."""
-    from ..training import load_checkpoint, load_default_model
+    weights of ``--checkpoint`` (:func:`~interpret_segmentation.training.build_model`)."""
+    from ..training import build_model as build
 
-    if spec is None:
-        return load_default_model(checkpoint)
-    return load_checkpoint(_user_model(spec), checkpoint)
+    return build(spec, checkpoint)
 
 
-def _user_model(spec: str):
-    from torch import nn
-
-    module_name, _, attribute = spec.partition(":")
-    if not module_name or not attribute:
-        raise ValueError(f"--model: expected MODULE:CALLABLE, got {spec!r}")
-    try:
-        module = importlib.import_module(module_name)
-    except (ImportError, TypeError, ValueError) as error:
-        raise ValueError(f"--model: cannot import {module_name!r} ({error})") from None
-    build = getattr(module, attribute, None)
-    if build is None:
-        raise ValueError(f"--model: module {module_name!r} has no attribute {attribute!r}")
-    if not callable(build):
-        raise ValueError(f"--model: {spec} is a {type(build).__name__}, expected a callable "
-                         "that builds the model")
-    try:
-        inspect.signature(build).bind()
-    except TypeError as error:
-        raise ValueError(f"--model: {spec} cannot be called without arguments ({error})") from None
-    except ValueError:  # no signature to read (some builtins): just call it
-        pass
-    model = build()
-    if not isinstance(model, nn.Module):
-        raise ValueError(f"--model: {spec}() returned a {type(model).__name__}, expected a "
-                         "torch.nn.Module")
-    return model
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """The model, how its input is read and how it is run: the flags ``explain`` and
+    ``explain-dataset`` share (every explainer's options)."""
+    parser.add_argument("--checkpoint", default=CHECKPOINT,
+                        help=f"state dict to load (default {CHECKPOINT})")
+    parser.add_argument("--model", default=None, metavar="MODULE:CALLABLE",
+                        help="builds the model the checkpoint belongs to, e.g. "
+                             "mypackage.models:build (default: the library's demo U-Net)")
+    parser.add_argument("--spatial-dims", type=int, choices=(2, 3), default=None,
+                        help="2 for images, 3 for volumes (default: that of the model's first "
+                             "convolution, Conv2d or Conv3d; for a model without one, 3 for a "
+                             "NIfTI volume or a 5-D .npy and 2 otherwise). With 3, a 3-D array "
+                             "is (D, H, W) and a 4-D one (C, D, H, W)")
+    parser.add_argument("--nifti-axes", choices=("xyz", "zyx"), default="xyz",
+                        help="order of a NIfTI file's spatial axes as the model sees them: xyz "
+                             "as stored (nibabel's and MONAI LoadImage's order, default) or zyx "
+                             "(reversed); a 4-D file's fourth axis is always the channels")
+    parser.add_argument("--spacing", type=positive_number, nargs="+", default=None,
+                        metavar="SIZE",
+                        help="voxel size along each spatial axis, in the order D H W (or H W), "
+                             "for the methods that measure distances (default: a NIfTI "
+                             "file's header, else 1 each)")
+    parser.add_argument("--baseline", type=baseline_value, default=None, metavar="VALUE",
+                        help="what removed pixels become in perturbation methods: a number, "
+                             "min (the image's minimum), mean (per channel), blur (a blurred "
+                             "image) or a file of the image's shape read like --image (default: "
+                             "the method's own, 0 for most)")
+    parser.add_argument("--output", default="auto", choices=("auto", "logits", "probabilities"),
+                        help="what the model returns (default auto: logits unless its outputs "
+                             "lie in [0, 1]; a warning says when that is a guess)")
+    parser.add_argument("--activation", default="auto", choices=("auto", "softmax", "sigmoid"),
+                        help="how logits become class probabilities: softmax over classes or a "
+                             "sigmoid per channel for multi-label heads (default auto: "
+                             "softmax, a sigmoid for a one-channel model)")
+    parser.add_argument("--read", default=None, metavar="KEY",
+                        help="key (or attribute) of the model's output that holds the "
+                             "segmentation (default: the output itself if a tensor, else its "
+                             "'logits' or 'out' entry, or a tuple's first element)")
+    parser.add_argument("--batch-size", type=batch_size, default="auto",
+                        help="inputs per model pass: a positive int or auto (default auto)")
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")

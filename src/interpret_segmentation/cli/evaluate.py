@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from ..methods import registry
-from .common import add_study_options, checkpoint_path, dataset_name, dataset_path
+from .common import (
+    add_study_options,
+    checkpoint_path,
+    dataset_name,
+    dataset_path,
+    engine_options,
+)
 
 
 def add_parser(commands) -> None:
@@ -36,4 +42,5 @@ def run(args) -> None:
     from ..studies.evaluate import run_evaluation
 
     run_evaluation(dataset_path(args), checkpoint_path(args), methods_of(args.methods), args.n,
-                   args.out, progress=args.progress, dataset_name=dataset_name(args))
+                   args.out, progress=args.progress, dataset_name=dataset_name(args),
+                   **engine_options(args))

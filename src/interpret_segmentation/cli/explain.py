@@ -12,13 +12,10 @@ import numpy as np
 
 from ..methods import registry
 from .common import (
-    CHECKPOINT,
+    add_model_options,
     add_progress,
-    baseline_value,
-    batch_size,
     build_model,
     load_array,
-    positive_number,
 )
 
 EXPLAINER_FLAGS = {"spatial_dims": "--spatial-dims", "spacing": "--spacing",
@@ -72,53 +69,16 @@ def _add_common_options(parser: argparse.ArgumentParser) -> None:
                              "8 or 16; colour kept for a model taking three channels), an "
                              ".npy array (used as is: (H, W) or (C, H, W); (D, H, W) or "
                              "(C, D, H, W) for a volume), a NIfTI volume (.nii, .nii.gz; "
-                             "its (x, y, z) voxels read as (D, H, W) = (z, y, x), a fourth "
+                             "its (x, y, z) voxels read as stored, see --nifti-axes, a fourth "
                              "axis as channels; needs nibabel) or a testnet sample directory")
     parser.add_argument("--segment", default=None,
                         help="target region as a mask file read like --image, nonzero (above "
                              "0.5) inside (default: the predicted segment of --class)")
     parser.add_argument("--class", dest="class_index", type=int, default=None,
                         help="class (or label channel) to explain (default 1: the foreground)")
-    parser.add_argument("--checkpoint", default=CHECKPOINT,
-                        help=f"state dict to load (default {CHECKPOINT})")
-    parser.add_argument("--model", default=None, metavar="MODULE:CALLABLE",
-                        help="builds the model the checkpoint belongs to, e.g. "
-                             "mypackage.models:build (default: the library's demo U-Net)")
-    parser.add_argument("--spatial-dims", type=int, choices=(2, 3), default=None,
-                        help="2 for images, 3 for volumes (default: that of the model's first "
-                             "convolution, Conv2d or Conv3d; for a model without one, 3 for a "
-                             "NIfTI volume or a 5-D .npy and 2 otherwise). With 3, a 3-D array "
-                             "is (D, H, W) and a 4-D one (C, D, H, W)")
-    parser.add_argument("--nifti-axes", choices=("xyz", "zyx"), default="xyz",
-                        help="order of a NIfTI file's spatial axes as the model sees them: xyz "
-                             "as stored (nibabel's and MONAI LoadImage's order, default) or zyx "
-                             "(reversed); a 4-D file's fourth axis is always the channels")
-    parser.add_argument("--spacing", type=positive_number, nargs="+", default=None,
-                        metavar="SIZE",
-                        help="voxel size along each spatial axis, in the order D H W (or H W), "
-                             "for the methods that measure distances (default: a NIfTI "
-                             "file's header, else 1 each)")
-    parser.add_argument("--baseline", type=baseline_value, default=None, metavar="VALUE",
-                        help="what removed pixels become in perturbation methods: a number, "
-                             "min (the image's minimum), mean (per channel), blur (a blurred "
-                             "image) or a file of the image's shape read like --image (default: "
-                             "the method's own, 0 for most)")
-    parser.add_argument("--output", default="auto", choices=("auto", "logits", "probabilities"),
-                        help="what the model returns (default auto: logits unless its outputs "
-                             "lie in [0, 1]; a warning says when that is a guess)")
-    parser.add_argument("--activation", default="auto", choices=("auto", "softmax", "sigmoid"),
-                        help="how logits become class probabilities: softmax over classes or a "
-                             "sigmoid per channel for multi-label heads (default auto: "
-                             "softmax, a sigmoid for a one-channel model)")
-    parser.add_argument("--read", default=None, metavar="KEY",
-                        help="key (or attribute) of the model's output that holds the "
-                             "segmentation (default: the output itself if a tensor, else its "
-                             "'logits' or 'out' entry, or a tuple's first element)")
+    add_model_options(parser)
     parser.add_argument("--out", default="out/explain",
                         help="output directory (default out/explain)")
-    parser.add_argument("--batch-size", type=batch_size, default="auto",
-                        help="inputs per model pass: a positive int or auto (default auto)")
-    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--force", action="store_true",
                         help="replace existing output files, and write into a non-empty "
                              "--out explain did not make (nothing else is touched)")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .common import add_study_options, checkpoint_path, dataset_path
+from .common import add_study_options, checkpoint_path, dataset_path, engine_options
 
 
 def add_parser(commands) -> None:
@@ -26,4 +26,5 @@ def run(args) -> None:
     from ..studies.reliability import run_reliability
 
     run_reliability(dataset_path(args), checkpoint_path(args), args.n, args.out,
-                    noise=args.noise, seed=args.seed, progress=args.progress)
+                    noise=args.noise, seed=args.seed, progress=args.progress,
+                    **engine_options(args))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .common import add_study_options, checkpoint_path, dataset_path
+from .common import add_study_options, checkpoint_path, dataset_path, engine_options
 
 
 def add_parser(commands) -> None:
@@ -22,4 +22,4 @@ def run(args) -> None:
     from ..studies.sweep import run_sweep
 
     run_sweep(dataset_path(args), checkpoint_path(args), args.n, args.out,
-              iterations=args.iterations, progress=args.progress)
+              iterations=args.iterations, progress=args.progress, **engine_options(args))

@@ -1,6 +1,5 @@
 """What the data-set studies share: the validation samples they explain, their explainers
-(built from the method registry), the settings their run manifests record, and the per-image
-rows they append as they go (so that a rerun resumes)."""
+(built from the method registry) and the settings their run manifests record."""
 
 from __future__ import annotations
 
@@ -11,16 +10,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..analysis.faithfulness import context_map, explanation_scores
-from ..analysis.metrics import context_hit
-from ..core.explanation import Explanation
-from ..core.io import RowFile, file_sha256
+from ..core.io import file_sha256
 from ..methods import registry
 from ..training import dataset_splits
-
-ROW_FIELDS = ("index", "method", "threshold", "dice_explained", "perturbation_ratio", "seconds",
-              "context_hit", "prediction_pixels", "dilations")
-"""Columns of a study's per_image.csv; one row per image, method and threshold."""
 
 
 def sample_image(sample) -> torch.Tensor:
@@ -45,10 +37,9 @@ def build_explainers(model, names: Iterable[str], progress: bool = True) -> dict
     return {name: registry.get(name).build(model, progress=progress) for name in names}
 
 
-def study_settings(checkpoint, dataset_root, explainers: dict, **more) -> dict:
-    """What decides a study's rows, for its run manifest: the checkpoint's content (SHA-256),
-    the data set (its path and the content of its .json info files), every explainer's
-    ``settings()`` and ``more`` (seed, noise, ...)."""
+def dataset_info(dataset_root) -> dict:
+    """A data set's path and the content of its .json info files (their hash when unreadable),
+    for run manifests."""
     root = Path(dataset_root)
     info = {}
     for path in sorted(root.glob("*.json")):
@@ -56,65 +47,12 @@ def study_settings(checkpoint, dataset_root, explainers: dict, **more) -> dict:
             info[path.name] = json.loads(path.read_text())
         except (OSError, ValueError):
             info[path.name] = file_sha256(path)
-    return {"checkpoint_sha256": file_sha256(checkpoint), "dataset": str(root.resolve()),
-            "dataset_info": info,
-            "methods": {name: explainer.settings() for name, explainer in explainers.items()},
-            **more}
+    return {"dataset": str(root.resolve()), "dataset_info": info}
 
 
-def explanation_rows(model, image, sample, index, name: str,
-                     explanation: Explanation) -> list[dict]:
-    """The per-image rows (:data:`ROW_FIELDS`) of one explanation of ``sample`` (``image`` as
-    the model took it, ``index`` its data-set index): one per threshold of its registered
-    method, or one for the scores the method measured itself, or one without scores when
-    there are none. The context hit is empty when the sample has no context mask."""
-    method = registry.get(explanation.method)
-    background = sample.image == 0
-    hit = (context_hit(context_map(explanation, method.shown), sample.context, background)
-           if np.any(sample.context) and background.any() else "")
-    scores = explanation_scores(model, image, explanation, method.thresholds) or {"": {}}
-    return [{"index": index, "method": name, "threshold": threshold,
-             "dice_explained": values.get("dice_explained", ""),
-             "perturbation_ratio": values.get("perturbation_ratio", ""),
-             "seconds": explanation.timings["total"], "context_hit": hit,
-             "prediction_pixels": int(explanation.arrays["target_pixels"].sum()),
-             "dilations": explanation.info.get("dilations", "")}
-            for threshold, values in scores.items()]
-
-
-def evaluate_samples(model, samples, explainers: dict, rows_path, log=print) -> list[dict]:
-    """Explain every sample with every explainer and append its rows as they are made.
-
-    Parameters
-    ----------
-    model : nn.Module
-    samples : iterable of (index, sample)
-        Samples with ``image`` (uint8 H x W), ``context`` (H x W; may be empty) and ``meta``.
-    explainers : dict name -> explainer
-        Explainers of registered methods (their thresholds and judged map come from the
-        registry); the name is the ``method`` column.
-    rows_path : path
-        CSV of per-image rows (:data:`ROW_FIELDS`, a :class:`~interpret_segmentation.core.io.RowFile`).
-        Rows already there are kept and their (index, method) pairs are not computed again,
-        so an interrupted run resumes; a pair whose rows are missing (a run stopped between
-        two methods) is computed.
-
-    Returns
-    -------
-    list of dict
-        The rows of ``samples`` and ``explainers``, old and new (rows of other images or
-        methods in the file are kept there but not returned).
-    """
-    seen = set()
-    rows = RowFile(rows_path, ROW_FIELDS)
-    done = {(row["index"], row["method"]) for row in rows.rows}
-    for index, sample in samples:
-        seen.add(str(index))
-        image = sample_image(sample)
-        for name, explainer in explainers.items():
-            if (str(index), name) in done:
-                continue
-            explanation = explainer.explain(image)
-            rows.append(*explanation_rows(model, image, sample, index, name, explanation))
-            log(f"image {index}: {name} {explanation.timings['total']:.1f} s")
-    return [row for row in rows.rows if row["index"] in seen and row["method"] in explainers]
+def study_settings(checkpoint, dataset_root, methods: dict, **more) -> dict:
+    """What decides a study's rows, for its run manifest: the checkpoint's content (SHA-256),
+    the data set (:func:`dataset_info`), each method run's settings (``{name: settings}``)
+    and ``more`` (seed, noise, ...)."""
+    return {"checkpoint_sha256": file_sha256(checkpoint), **dataset_info(dataset_root),
+            "methods": methods, **more}

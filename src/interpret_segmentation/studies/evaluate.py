@@ -4,28 +4,22 @@ context hit rate (``interpret-segmentation evaluate``)."""
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 
-import numpy as np
-
-from ..analysis.faithfulness import OWN_SCORES
 from ..analysis.figures import save_figure, scatter_figure
-from ..core.io import OutputDirectory, atomic_write
+from ..core.io import OutputDirectory
 from ..core.validate import check_positive
 from ..methods import registry
-from ..training import load_default_model
-from . import common
-from .common import evaluate_samples, study_settings, validation_samples
-
-TABLE_COLUMNS = ("dataset", "model", "method", "threshold", "dice_explained",
-                 "perturbation_ratio", "seconds_per_image", "context_hit_rate", "images")
-"""Columns of table.csv and table.md."""
+from .common import study_settings
+from .engines import get_engine
+from .runner import run_items
+from .tables import summarize_rows, write_table
+from .work import ModelBuilder, ValidationSource, Work, method_runs
 
 
 def run_evaluation(dataset_root, checkpoint, methods, n: int, out, progress: bool = True,
-                   log=print, dataset_name: str | None = None) -> list[dict]:
+                   log=print, dataset_name: str | None = None, engine: str = "local",
+                   **engine_options) -> list[dict]:
     """``interpret-segmentation evaluate``: methods on the first ``n`` validation images.
 
     Parameters
@@ -45,74 +39,33 @@ def run_evaluation(dataset_root, checkpoint, methods, n: int, out, progress: boo
         settings resumes, and may add methods.
     dataset_name : str, optional
         The data set's name in the table; default the directory's name.
+    engine, engine_options
+        Where the images are explained (:func:`~interpret_segmentation.studies.engines.
+        get_engine`: "local", or "ray" with ``workers``, ``address``, ``gpus_per_worker``).
 
-    Writes ``out/per_image.csv`` row by row, ``out/table.csv`` and ``out/table.md`` (Table 1
-    layout) and, for methods that report dilations (MiSuRe), ``out/dilations_vs_size.png``
-    and ``out/perturbation_ratio_vs_size.png``. Returns the table (a list of dicts with
-    :data:`TABLE_COLUMNS`).
+    Runs on the data-set runner (:func:`~interpret_segmentation.studies.runner.run_items`):
+    writes ``out/per_image.csv`` item by item and ``out/items/`` (each explanation), then
+    ``out/table.csv`` and ``out/table.md`` (Table 1 layout) and, for methods that report
+    dilations (MiSuRe), ``out/dilations_vs_size.png`` and
+    ``out/perturbation_ratio_vs_size.png``. Returns the table (a list of dicts with
+    :data:`~interpret_segmentation.studies.tables.TABLE_COLUMNS`).
     """
     check_positive(n, "n")
-    methods = list(methods)
-    known = registry.available("segmentation")
-    if not methods or any(name not in known for name in methods):
-        raise ValueError(f"methods: expected some of {', '.join(known)}, got {', '.join(methods)}")
-    model = load_default_model(checkpoint)
-    explainers = common.build_explainers(model, methods, progress)
-    samples = validation_samples(dataset_root, n)
-    settings = study_settings(checkpoint, dataset_root, explainers)
+    work = Work(ModelBuilder(str(checkpoint)), method_runs(list(methods)))
+    chosen = get_engine(engine, **engine_options)
+    source = ValidationSource(dataset_root, n)
+    settings = study_settings(checkpoint, dataset_root, work.settings(chosen)["methods"])
     dataset_name = dataset_name or Path(dataset_root).name
     with OutputDirectory(out, "evaluate", settings=settings, extendable=("methods",)) as output:
-        rows = evaluate_samples(model, samples, explainers, output.file("per_image.csv"), log=log)
+        rows = run_items(output, source, work, chosen, rows_name="per_image.csv",
+                         progress=progress, log=log)
+        rows = [row for row in rows if not row["error"]]
         table = summarize_rows(rows, dataset_name, "U-Net")
         write_table(output, table)
         size_figures(output, rows, dataset_name)
     out = output.path
     log(f"results: {out / 'table.md'}, {out / 'table.csv'}, {out / 'per_image.csv'}")
     return table
-
-
-def summarize_rows(rows: list[dict], dataset: str, model_name: str) -> list[dict]:
-    """Table 1: means per (method, threshold) of Dice explained, perturbation ratio, seconds
-    per image and, where the data set has context masks, the context hit rate (None where
-    no row has a value)."""
-    table = []
-    for method, threshold in sorted({(row["method"], row["threshold"]) for row in rows}):
-        group = [row for row in rows if (row["method"], row["threshold"]) == (method, threshold)]
-
-        def mean(field, group=group):
-            values = [float(row[field] == "True") if field == "context_hit" else float(row[field])
-                      for row in group if row[field] != ""]
-            return float(np.mean(values)) if values else None
-
-        table.append({"dataset": dataset, "model": model_name, "method": method,
-                      "threshold": {"": "-", OWN_SCORES: "MSR"}.get(threshold, threshold),
-                      "dice_explained": mean("dice_explained"),
-                      "perturbation_ratio": mean("perturbation_ratio"),
-                      "seconds_per_image": mean("seconds"),
-                      "context_hit_rate": mean("context_hit"), "images": len(group)})
-    return table
-
-
-def table_markdown(table: list[dict]) -> str:
-    """The Table-1 layout as a Markdown table (empty cells where a value does not apply)."""
-    lines = ["| " + " | ".join(TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
-    for entry in table:
-        cells = [("" if entry[c] is None else f"{entry[c]:.3f}" if isinstance(entry[c], float)
-                  else str(entry[c])) for c in TABLE_COLUMNS]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def write_table(output: OutputDirectory, table: list[dict]) -> None:
-    """``table.csv`` and ``table.md`` of :func:`summarize_rows`'s table into ``output``."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(table[0]) if table else ["dataset"])
-    writer.writeheader()
-    writer.writerows(table)
-    atomic_write(output.file("table.csv"), lambda f: f.write(buffer.getvalue()), mode="w",
-                 overwrite=True)
-    atomic_write(output.file("table.md"), lambda f: f.write(table_markdown(table)), mode="w",
-                 overwrite=True)
 
 
 def size_figures(output: OutputDirectory, rows: list[dict], dataset_name: str) -> None:

@@ -8,19 +8,22 @@ truth reaches 0.9, without the ground truth.
 
 from __future__ import annotations
 
+import csv
+import dataclasses
+import hashlib
+import io
 import json
 
 import numpy as np
-import torch
 
 from ..analysis.figures import save_figure, scatter_figure
-from ..analysis.metrics import dice
 from ..core import Explanation
-from ..core.io import OutputDirectory, RowFile, atomic_write
+from ..core.io import OutputDirectory, atomic_write
 from ..core.validate import check_int
-from ..methods import registry
-from ..training import load_default_model
-from .common import sample_image, study_settings, validation_samples
+from .common import study_settings
+from .engines import get_engine
+from .runner import run_items
+from .work import MethodRun, ModelBuilder, ValidationSource, Work
 
 FEATURES = ("dilations", "dice_explained", "perturbation_ratio")
 RELIABLE_DICE = 0.9
@@ -88,28 +91,70 @@ class ReliabilityClassifier:
                 "true_positive_rate": true_positive.tolist()}
 
 
+class NoisySource:
+    """A source's images with Gaussian noise of a standard deviation drawn from [0, ``noise``]
+    per item (seeded by ``seed`` and the item's key, so any worker and any rerun sees the same
+    image), clipped to [0, 1]."""
+
+    def __init__(self, source, noise: float, seed: int):
+        self.source, self.noise, self.seed = source, float(noise), int(seed)
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def keys(self) -> list[str]:
+        return self.source.keys()
+
+    def _generator(self, key: str, stream: int) -> np.random.Generator:
+        digits = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16)
+        return np.random.default_rng((self.seed, stream, digits))
+
+    def sigma(self, key: str) -> float:
+        """The noise's standard deviation for item ``key``."""
+        return float(self._generator(key, 0).uniform(0, self.noise))
+
+    def item(self, position: int):
+        item = self.source.item(position)
+        rng = self._generator(item.key, 1)
+        image = np.asarray(item.image, dtype=np.float32)
+        noisy = image + self.sigma(item.key) * rng.standard_normal(image.shape, np.float32)
+        return dataclasses.replace(item, image=np.clip(noisy, 0, 1))
+
+    def describe(self) -> dict:
+        return {**self.source.describe(), "noise": self.noise, "seed": self.seed}
+
+
 def run_reliability(dataset_root, checkpoint, n: int, out, noise: float = 0.08, seed: int = 0,
-                    progress: bool = True, log=print) -> dict:
+                    progress: bool = True, log=print, engine: str = "local",
+                    **engine_options) -> dict:
     """``interpret-segmentation reliability``: learn when the demo model's predictions fail.
 
     To have wrong predictions to learn from, the first ``n`` validation images get Gaussian
-    noise of a standard deviation drawn from [0, ``noise``] per image. Each noisy image is
-    predicted, its prediction's Dice with the ground truth recorded, and explained with MiSuRe
-    (at its defaults); rows go to ``out/features.csv`` as they are made (a rerun with the same
-    settings resumes; other settings are refused, see
-    :func:`~interpret_segmentation.studies.common.study_settings`). Half the images train the
-    classifier, the other half evaluate it: ``out/reliability.json`` (share of predictions
-    below Dice 0.9, accuracy, ROC AUC) and ``out/roc.png``. Returns what reliability.json holds.
+    noise of a standard deviation drawn from [0, ``noise``] per image (:class:`NoisySource`).
+    Each noisy image is predicted, its prediction's Dice with the ground truth recorded, and
+    explained with MiSuRe (at its defaults) on the data-set runner
+    (:func:`~interpret_segmentation.studies.runner.run_items`, on ``engine``); rows go to
+    ``out/per_image.csv`` as they are made (a rerun with the same settings resumes; other
+    settings are refused, see :func:`~interpret_segmentation.studies.common.study_settings`)
+    and the features to ``out/features.csv``. Half the images train the
+    classifier, the other half measure it: ``out/reliability.json`` (accuracy, ROC AUC, ROC
+    curve) and ``out/roc.png``. Returns that dict.
     """
-    check_int(n, "n", minimum=4)
+    check_int(n, "n", 4)
+    check_int(seed, "seed", 0)
     if not 0 <= noise <= 5:
         raise ValueError(f"noise: expected a standard deviation in [0, 5], got {noise!r}")
-    explainer = registry.get("misure").build(load_default_model(checkpoint), progress=progress)
-    samples = validation_samples(dataset_root, n)
-    settings = study_settings(checkpoint, dataset_root, {"misure": explainer}, noise=noise,
-                              seed=seed)
+    work = Work(ModelBuilder(str(checkpoint)), (MethodRun("misure", "misure"),),
+                save_explanations=False)
+    chosen = get_engine(engine, **engine_options)
+    source = NoisySource(ValidationSource(dataset_root, n), noise, seed)
+    settings = study_settings(checkpoint, dataset_root, work.settings(chosen)["methods"],
+                              noise=noise, seed=seed)
     with OutputDirectory(out, "reliability", settings=settings) as output:
-        rows = _feature_rows(explainer, samples, output.file("features.csv"), noise, seed, log)
+        rows = run_items(output, source, work, chosen, rows_name="per_image.csv",
+                         progress=progress, log=log)
+        rows = _feature_rows(rows, source)
+        write_rows(output.file("features.csv"), rows)
         result = _classify(rows, seed)
         figure = scatter_figure(result["false_positive_rate"], result["true_positive_rate"],
                                 xlabel="false positive rate", ylabel="true positive rate",
@@ -125,32 +170,33 @@ def run_reliability(dataset_root, checkpoint, n: int, out, noise: float = 0.08, 
     return result
 
 
-def _feature_rows(explainer, samples, path, noise: float, seed: int, log) -> list[dict]:
-    """Rows (index, noise, prediction_dice, *FEATURES) of ``samples`` made noisy, appended to
-    the row file ``path`` as they are made; rows already there are kept. Returns the rows of
-    ``samples`` (features empty where there was nothing to explain)."""
-    rng = np.random.default_rng(seed)
-    file = RowFile(path, ("index", "noise", "prediction_dice", *FEATURES))
-    done = {row["index"] for row in file.rows}
-    seen = set()
-    for index, sample in samples:
-        seen.add(str(index))
-        sigma = float(rng.uniform(0, noise))  # drawn for every image: reruns see the same
-        if str(index) in done:
+FEATURE_FIELDS = ("item", "noise", "prediction_dice", *FEATURES)
+"""Columns of features.csv."""
+
+
+def _feature_rows(rows: list[dict], source: NoisySource) -> list[dict]:
+    """One row per explained item (:data:`FEATURE_FIELDS`; features empty where there was
+    nothing to explain), in the source's order, from the runner's rows."""
+    by_item = {row["item"]: row for row in rows if not row["error"]}
+    found = []
+    for key in source.keys():
+        if key not in by_item:
             continue
-        generator = torch.Generator().manual_seed(seed * 100_003 + int(index))
-        image = sample_image(sample)
-        noisy = (image + sigma * torch.randn(image.shape, generator=generator)).clamp(0, 1)
-        explanation = explainer.explain(noisy)
-        predicted = explanation.arrays["target_pixels"].astype(bool)
-        row = {"index": index, "noise": sigma, "prediction_dice": dice(predicted, sample.segment)}
-        if explanation.info.get("nothing_to_explain"):
-            row.update({name: "" for name in FEATURES})
-        else:
-            row.update(dict(zip(FEATURES, reliability_features(explanation))))
-        file.append(row)
-        log(f"image {index}: noise {sigma:.2f}, prediction Dice {row['prediction_dice']:.3f}")
-    return [row for row in file.rows if row["index"] in seen]  # the first n images only
+        row = by_item[key]
+        explained = row["dilations"] != ""
+        found.append({"item": key, "noise": source.sigma(key),
+                      "prediction_dice": row["prediction_dice"],
+                      **{name: row[name] if explained else "" for name in FEATURES}})
+    return found
+
+
+def write_rows(path, rows: list[dict]) -> None:
+    """``rows`` as a CSV of :data:`FEATURE_FIELDS`, written atomically."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=FEATURE_FIELDS)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(path, lambda f: f.write(buffer.getvalue()), mode="w", overwrite=True)
 
 
 def _classify(rows: list[dict], seed: int) -> dict:

@@ -6,9 +6,10 @@ import numpy as np
 
 from ..core.io import OutputDirectory, atomic_write
 from ..core.validate import check_positive
-from ..methods import registry
-from ..training import load_default_model
-from .common import evaluate_samples, study_settings, validation_samples
+from .common import study_settings
+from .engines import get_engine
+from .runner import run_items
+from .work import MethodRun, ModelBuilder, ValidationSource, Work
 
 SWEEP_RATES = (0.001, 0.01, 0.1)
 SWEEP_LAMBDAS = (0.001, 0.01, 0.1)
@@ -29,11 +30,13 @@ def sweep_settings(iterations: int = 100) -> dict:
 
 
 def run_sweep(dataset_root, checkpoint, n: int, out, iterations: int = 100,
-              progress: bool = True, log=print) -> dict:
+              progress: bool = True, log=print, engine: str = "local",
+              **engine_options) -> dict:
     """``interpret-segmentation sweep``: MiSuRe's parameter studies on ``n`` validation images.
 
     Writes ``out/per_image.csv`` (one "method" per setting of :func:`sweep_settings`;
-    resumable, as :func:`~interpret_segmentation.studies.evaluate.run_evaluation`) and
+    resumable, on any engine, as :func:`~interpret_segmentation.studies.evaluate.
+    run_evaluation`; the explanations themselves are not kept) and
     ``out/sweep.md`` with, for learning rate x lambda and for mask size, the mean Dice
     explained and the mean perturbation ratio.
 
@@ -43,15 +46,16 @@ def run_sweep(dataset_root, checkpoint, n: int, out, iterations: int = 100,
         ``{setting name: {"dice_explained": mean or None, "perturbation_ratio": ...}}``.
     """
     check_positive(n, "n")
-    model = load_default_model(checkpoint)
     settings = sweep_settings(iterations)
-    misure = registry.get("misure")
-    explainers = {name: misure.build(model, progress=progress, **values)
-                  for name, values in settings.items()}
-    samples = validation_samples(dataset_root, n)
-    with OutputDirectory(out, "sweep", settings=study_settings(checkpoint, dataset_root, explainers),
-                         extendable=("methods",)) as output:
-        rows = evaluate_samples(model, samples, explainers, output.file("per_image.csv"), log=log)
+    runs = tuple(MethodRun(name, "misure", values) for name, values in settings.items())
+    work = Work(ModelBuilder(str(checkpoint)), runs, save_explanations=False)
+    chosen = get_engine(engine, **engine_options)
+    source = ValidationSource(dataset_root, n)
+    manifest = study_settings(checkpoint, dataset_root, work.settings(chosen)["methods"])
+    with OutputDirectory(out, "sweep", settings=manifest, extendable=("methods",)) as output:
+        rows = run_items(output, source, work, chosen, rows_name="per_image.csv",
+                         progress=progress, log=log)
+        rows = [row for row in rows if not row["error"]]
         means = {name: _means([row for row in rows
                                if row["method"] == name and row["dice_explained"] != ""])
                  for name in settings}

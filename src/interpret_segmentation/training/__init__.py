@@ -15,7 +15,13 @@
 """
 
 from .augment import affine_elastic_augment, dihedral_augment, noise_augment
-from .checkpoints import load_checkpoint, load_default_model, save_checkpoint, unet_architecture
+from .checkpoints import (
+    build_model,
+    load_checkpoint,
+    load_default_model,
+    save_checkpoint,
+    unet_architecture,
+)
 from .loop import SCHEDULES, train
 from .recipes import (
     DEFAULT_MODEL,
@@ -67,5 +73,6 @@ __all__ = [
     "dataset_splits",
     "train_default_model",
     "save_checkpoint",
+    "build_model",
     "load_checkpoint",
 ]

@@ -3,6 +3,8 @@ library's U-Net rebuilt from a checkpoint alone (:func:`load_default_model`)."""
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import pickle
 import zipfile
 from pathlib import Path
@@ -13,7 +15,8 @@ from torch import nn
 from ..core.io import atomic_write
 from ..models.unet import UNet
 
-__all__ = ["save_checkpoint", "load_checkpoint", "load_default_model", "unet_architecture"]
+__all__ = ["save_checkpoint", "load_checkpoint", "load_default_model", "unet_architecture",
+           "build_model"]
 
 _HOW_TO_TRAIN = (
     "train one with `interpret-segmentation testnet train` or `triangle train` (`make demo` "
@@ -150,3 +153,39 @@ def load_checkpoint(model: nn.Module, path, strict: bool = True) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
     return _load_state(model, _read_state(path), path, strict)
+
+
+def build_model(spec: str | None, checkpoint) -> nn.Module:
+    """The model ``spec`` ("MODULE:CALLABLE", a callable taking no arguments; None for the
+    library's U-Net) builds, with the weights of ``checkpoint``; ValueError naming ``--model``
+    for anything that does not fit."""
+    if spec is None:
+        return load_default_model(checkpoint)
+    return load_checkpoint(_user_model(spec), checkpoint)
+
+
+def _user_model(spec: str):
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise ValueError(f"--model: expected MODULE:CALLABLE, got {spec!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except (ImportError, TypeError, ValueError) as error:
+        raise ValueError(f"--model: cannot import {module_name!r} ({error})") from None
+    build = getattr(module, attribute, None)
+    if build is None:
+        raise ValueError(f"--model: module {module_name!r} has no attribute {attribute!r}")
+    if not callable(build):
+        raise ValueError(f"--model: {spec} is a {type(build).__name__}, expected a callable "
+                         "that builds the model")
+    try:
+        inspect.signature(build).bind()
+    except TypeError as error:
+        raise ValueError(f"--model: {spec} cannot be called without arguments ({error})") from None
+    except ValueError:  # no signature to read (some builtins): just call it
+        pass
+    model = build()
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"--model: {spec}() returned a {type(model).__name__}, expected a "
+                         "torch.nn.Module")
+    return model
