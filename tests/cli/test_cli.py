@@ -365,7 +365,6 @@ def test_explain_reads_16_bit_and_colour_pngs_as_they_are(tmp_path, capsys):
 @pytest.fixture
 def quick_explainers(monkeypatch):
     """Seg-Grad-CAM and a RISE of 8 masks instead of the demo's four explainers."""
-    from interpret_segmentation.methods import rise
     from interpret_segmentation.methods.gradcam import SegGradCAM
     from interpret_segmentation.methods.rise import RISE
     from interpret_segmentation.studies import common

@@ -87,7 +87,7 @@ def _write_item(output: OutputDirectory, result: ItemResult, save_explanations: 
     if not save_explanations:
         return
     folder = f"items/{safe_key(result.item.key)}"
-    if not (output.path / folder / "image.npy").exists():
+    if result.item.image.size and not (output.path / folder / "image.npy").exists():
         arrays = {"image": np.asarray(result.item.image, dtype=np.float32)}
         if result.item.mask is not None:
             arrays["mask"] = np.asarray(result.item.mask, dtype=bool)
@@ -129,7 +129,7 @@ def explain_dataset(model, dataset, methods, out, *, masks=None, classes: Iterab
         Classes explained in every item; None is class 1.
     engine : {"local", "ray"}, default "local"
     workers, address, gpus_per_worker, items_per_batch
-        For the Ray engine (:class:`~interpret_segmentation.studies.engines.RayEngine`).
+        For the Ray engine (:class:`~interpret_segmentation.studies.ray_engine.RayEngine`).
     explainer_options : dict, optional
         Options for every explainer (``spatial_dims``, ``spacing``, ``baseline``, ``output``,
         ``activation``, ``device``, ``batch_size``...).

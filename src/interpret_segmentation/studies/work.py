@@ -167,8 +167,12 @@ class Worker:
     def explain(self, source, position: int, todo: set | None = None) -> ItemResult:
         """Item ``position`` of ``source`` explained for every class and run (only the
         (run name, class) pairs in ``todo`` when given). An explanation that raises becomes a
-        row with the error, and the others go on."""
-        item = source.item(position)
+        row with the error, and the others go on; an item that cannot be read gets an error
+        row for each pair (:func:`error_result`)."""
+        try:
+            item = source.item(position)
+        except Exception as error:  # an unreadable item: its error rows, and the run goes on
+            return error_result(self.work, str(source.keys()[position]), position, todo, error)
         image = torch.from_numpy(np.asarray(item.image, dtype=np.float32))
         explanations, rows = [], []
         for class_index in self.work.classes:
@@ -203,6 +207,16 @@ def _error_row(key: str, name: str, class_index, error: BaseException) -> dict:
     row.update(item=key, method=name, class_index=class_text(class_index),
                error=f"{type(error).__name__}: {' '.join(str(error).split())}{at}")
     return row
+
+
+def error_result(work: Work, key: str, position: int, todo, error: BaseException) -> ItemResult:
+    """An ItemResult with one error row per (run, class) of ``todo`` (all when None) and an
+    item holding only ``key`` and an empty image (shape (0,)), which the driver does not
+    write."""
+    rows = [_error_row(key, run.name, class_index, error)
+            for class_index in work.classes for run in work.runs
+            if todo is None or (run.name, class_text(class_index)) in todo]
+    return ItemResult(position, DatasetItem(key, np.zeros((0,), np.float32)), [], rows)
 
 
 def item_rows(model, image: torch.Tensor, item: DatasetItem, name: str, class_index,
