@@ -365,15 +365,11 @@ def test_explain_reads_16_bit_and_colour_pngs_as_they_are(tmp_path, capsys):
 @pytest.fixture
 def quick_explainers(monkeypatch):
     """Seg-Grad-CAM and a RISE of 8 masks instead of the demo's four explainers."""
-    from interpret_segmentation.methods.gradcam import SegGradCAM
     from interpret_segmentation.methods.rise import RISE
-    from interpret_segmentation.studies import common
+    from interpret_segmentation.studies import demo
 
-    quick = {"gradcam": lambda model: SegGradCAM(model, progress=False),
-             "rise": lambda model: RISE(model, n_masks=8, s=4, p1=0.5, progress=False)}
-    monkeypatch.setattr(common, "build_explainers", lambda model, names, progress: {
-        name: quick[name](model) for name in names if name in quick})
-    # what the data-set runner builds from the registry: 8 masks of a 4 x 4 grid by default
+    monkeypatch.setattr(demo, "demo_methods", lambda: ["gradcam", "rise"])
+    # RISE as the registry builds it: 8 masks of a 4 x 4 grid by default
     monkeypatch.setattr(RISE.__init__, "__defaults__", (8, 4, 0.5, "dice", 0, None))
 
 
@@ -415,7 +411,9 @@ def test_demo_deletes_and_replaces_only_its_own_files(tmp_path, checkpoint, quic
     assert main([*argv, "--out", ".", "--images", "1"]) == 0  # its own directory now
     assert outside.read_text() == "outside" and not (work / "report.md").is_symlink()
     assert len(list(work.glob("sample_*.png"))) == 1  # the previous run's second figure is gone
-    assert len(list((work / "explanations").iterdir())) == 4  # 2 methods x (.npz + .json)
+    items = list((work / "items").iterdir())  # the previous run's second image is gone too
+    assert len(items) == 1 and len(list(items[0].glob("*.npz"))) == 2  # 2 methods
+    assert (work / "report.html").is_file() and (work / "rows.csv").is_file()
     assert (work / "notes.txt").read_text() == "keep"
 
 

@@ -95,19 +95,20 @@ def test_sweep_settings_are_the_papers_grid():
         56, 112, 224}
 
 
-def test_build_explainers_takes_the_registry_defaults_and_refuses_unknown_names():
+def test_a_worker_builds_the_registry_defaults_and_unknown_names_are_refused():
     from interpret_segmentation.methods import registry
-    from interpret_segmentation.studies.common import build_explainers
+    from interpret_segmentation.studies.work import Work, Worker, method_runs
     from interpret_segmentation.training import default_unet
 
-    model = default_unet()
-    explainers = build_explainers(model, registry.available("segmentation"), progress=False)
-    assert list(explainers) == registry.available("segmentation")
-    for name, explainer in explainers.items():
+    worker = Worker(Work(default_unet(), method_runs(registry.available("segmentation"))))
+    assert list(worker.explainers) == registry.available("segmentation")
+    for name, explainer in worker.explainers.items():
         method = registry.get(name)
         assert isinstance(explainer, method.cls) and explainer.progress is False
         for option, default in method.defaults().items():
             if option in explainer.settings() and default is not None:  # None: resolved
                 assert explainer.settings()[option] == default, (name, option)
-    with pytest.raises(ValueError, match="method: expected one of"):
-        build_explainers(model, ["lime"])
+    with pytest.raises(ValueError, match="methods: expected some of"):
+        method_runs(["lime"])
+    assert method_runs("hdm, rise")[1].method == "rise"
+    assert method_runs({"rise": {"n_masks": 5}})[0].options == {"n_masks": 5}

@@ -4,14 +4,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..core.io import file_sha256
-from ..methods import registry
 from ..training import dataset_splits
 
 
@@ -27,14 +26,6 @@ def validation_samples(dataset_root, n: int) -> Iterator[tuple[int, object]]:
     validation = dataset_splits(dataset_root, n_val=n)[1]
     return ((validation.dataset.indices[position], validation.dataset.sample(position))
             for position in validation.indices)
-
-
-def build_explainers(model, names: Iterable[str], progress: bool = True) -> dict:
-    """``{name: explainer}`` of the registered methods ``names``, each at its defaults.
-
-    Raises ValueError naming the registered methods for an unknown name.
-    """
-    return {name: registry.get(name).build(model, progress=progress) for name in names}
 
 
 def dataset_info(dataset_root) -> dict:

@@ -2,8 +2,9 @@
 validation images, a report.
 
 Everything it needs is made locally: the data set is generated when absent, the U-Net trained
-when no checkpoint is cached. Results go to ``out/demo/`` (figures, ``report.md``,
-``summary.json``).
+when no checkpoint is cached. Results go to ``out/demo/``: the data-set runner's files
+(``report.html`` to browse, ``rows.csv``, ``items/``, ``table.md``), and ``report.md``,
+``summary.json`` and a figure per image.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..analysis.faithfulness import OWN_SCORES, context_map, explanation_scores
+from ..analysis.faithfulness import OWN_SCORES, context_map
 from ..analysis.figures import explanation_figure, save_figure
 from ..analysis.metrics import context_ratio, dice
 from ..core.explanation import Explanation
@@ -32,7 +33,11 @@ from ..training import (
     score_segmenter,
     train_default_model,
 )
-from . import common
+from .engines import LocalEngine
+from .report import write_report
+from .runner import run_items
+from .tables import summarize_rows, write_table
+from .work import ValidationSource, Work, method_runs
 
 DEFAULT_DATASET = Path("examples/testnet/dataset")
 DEFAULT_CHECKPOINT = Path("examples/testnet/testnet.pth")
@@ -154,77 +159,89 @@ def run_demo(out=DEFAULT_OUT, dataset=DEFAULT_DATASET, checkpoint=DEFAULT_CHECKP
     return summary
 
 
+def demo_methods() -> list[str]:
+    """The methods the demo runs: every registered segmentation method."""
+    return registry.available("segmentation")
+
+
 def _demo(output: OutputDirectory, dataset: Path, checkpoint: Path, images: int, progress: bool,
           log, started: float) -> dict:
-    """The demo's work, every file written into ``output``."""
+    """The demo's work, every file written into ``output``: the data-set runner's files
+    (``rows.csv``, ``items/``, ``table.md``, ``report.html``), one figure per image,
+    ``summary.json`` and ``report.md``."""
     model, model_summary = prepare_model(dataset, checkpoint, progress, log)
     log(f"model: validation Dice {model_summary['val_dice']:.4f}")
     if not model_summary["rule_learned"]:
         log(f"WARNING: {NOT_LEARNED.format(**model_summary)}")
-    explainers = common.build_explainers(model, registry.available("segmentation"), progress)
+    work = Work(model, method_runs(demo_methods()))
+    engine = LocalEngine()
+    source = ValidationSource(dataset, images)
+    rows = run_items(output, source, work, engine, progress=progress, log=log)
+    write_table(output, summarize_rows(rows, "testnet", "U-Net"))
     validation = dataset_splits(dataset, n_val=images)[1]
-    rows = [_explain_sample(output, model, explainers, validation.dataset.sample(position), log)
-            for position in validation.indices]
+    settings = work.settings(engine)["methods"]
+    per_image = [_sample_summary(output, model, validation.dataset.sample(position), rows,
+                                 list(settings))
+                 for position in validation.indices]
     summary = {
         "rule_learned": model_summary["rule_learned"],
         "model": model_summary,
-        "images": len(rows),
-        "methods": {name: _method_summary(name, explainers[name], rows) for name in explainers},
-        "per_image": rows,
+        "images": len(per_image),
+        "methods": {name: _method_summary(name, settings[name], per_image) for name in settings},
+        "per_image": per_image,
         "seconds_total": time.perf_counter() - started,
     }
     atomic_write(output.file("summary.json"),
                  lambda f: json.dump(summary, f, indent=2, default=float), mode="w", overwrite=True)
     atomic_write(output.file("report.md"), lambda f: f.write(report_markdown(summary)), mode="w",
                  overwrite=True)
-    log(f"results: {output.path / 'report.md'} and {output.path / 'summary.json'} "
-        f"({summary['seconds_total']:.0f} s)")
+    write_report(output.path, "interpret-segmentation demo", output=output)
+    log(f"results: {output.path / 'report.html'}, {output.path / 'report.md'} and "
+        f"{output.path / 'summary.json'} ({summary['seconds_total']:.0f} s)")
     return summary
 
 
-def _explain_sample(output: OutputDirectory, model, explainers: dict, sample, log) -> dict:
-    """Explain one validation sample with every explainer: its row of the summary, its
-    Explanations (``explanations/<index>_<name>.npz``) and its figure."""
-    image = common.sample_image(sample)
+def _sample_summary(output: OutputDirectory, model, sample, rows: list[dict],
+                    names: list[str]) -> dict:
+    """One validation sample's row of the summary, from the runner's rows and explanations:
+    each method's seconds, context ratio and scores, and the sample's figure."""
     index = sample.meta["index"]
     row = {"index": index, "right_shape": sample.meta["right_shape"],
            "segmented": sample.meta["segmented"]}
     maps = {}
-    for name, explainer in explainers.items():
-        explanation = explainer.explain(image)
+    for name in names:
+        explanation = Explanation.load(output.path / "items" / str(index) / f"{name}.npz")
         method = registry.get(explanation.method)
         shown = context_map(explanation, method.shown)
         ratio = context_ratio(shown, sample.context, sample.image == 0)
+        scores = {found["threshold"]: {"dice_explained": float(found["dice_explained"]),
+                                       "perturbation_ratio": float(found["perturbation_ratio"])}
+                  for found in rows if found["item"] == str(index) and found["method"] == name
+                  and found["dice_explained"] != ""}
         row[name] = {"seconds": explanation.timings["total"], "context_ratio": ratio,
-                     "context_hit": ratio >= CONTEXT_FACTOR,
-                     "scores": explanation_scores(model, image, explanation, method.thresholds)}
+                     "context_hit": ratio >= CONTEXT_FACTOR, "scores": scores}
         if "dilations" in explanation.info:
             row[name]["dilations"] = explanation.info["dilations"]
         prediction = explanation.arrays["target_pixels"].astype(bool)
         row["prediction_dice"] = dice(prediction, sample.segment)
         maps[method.title] = shown
-        npz, _ = output.files(*Explanation.paths(f"explanations/{index}_{name}"))
-        explanation.save(npz, overwrite=True)
     figure = explanation_figure(
         sample.image, maps, prediction=prediction,
         title=f"sample {index}: {sample.meta['right_shape']} on the right, "
               f"{sample.meta['segmented']} segmented")
     row["figure"] = f"sample_{index}.png"
     save_figure(figure, output.file(row["figure"]), overwrite=True)
-    log(f"image {index}: " + ", ".join(
-        f"{name} {row[name]['seconds']:.1f}s context ratio {row[name]['context_ratio']:.2f}"
-        for name in explainers))
     return row
 
 
-def _method_summary(name: str, explainer, rows: list) -> dict:
+def _method_summary(name: str, settings: dict, rows: list) -> dict:
     """Means over the images: seconds, context hits, and Dice explained / perturbation ratio
     (per threshold, or one value for scores a method measured itself, MiSuRe's MSR), the
     number of dilations for a method that reports them, and the explainer's settings."""
     summary = {
         "seconds_per_image": float(np.mean([r[name]["seconds"] for r in rows])),
         "context_hit_rate": float(np.mean([r[name]["context_hit"] for r in rows])),
-        "parameters": explainer.settings(),
+        "parameters": {key: value for key, value in settings.items() if key != "method"},
     }
     keys = sorted({key for r in rows for key in r[name]["scores"]})
     for metric in ("dice_explained", "perturbation_ratio"):

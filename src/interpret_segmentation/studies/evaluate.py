@@ -12,6 +12,7 @@ from ..core.validate import check_positive
 from ..methods import registry
 from .common import study_settings
 from .engines import get_engine
+from .report import write_report
 from .runner import run_items
 from .tables import summarize_rows, write_table
 from .work import ModelBuilder, ValidationSource, Work, method_runs
@@ -63,6 +64,7 @@ def run_evaluation(dataset_root, checkpoint, methods, n: int, out, progress: boo
         table = summarize_rows(rows, dataset_name, "U-Net")
         write_table(output, table)
         size_figures(output, rows, dataset_name)
+        write_report(output.path, output=output, rows_name="per_image.csv")
     out = output.path
     log(f"results: {out / 'table.md'}, {out / 'table.csv'}, {out / 'per_image.csv'}")
     return table

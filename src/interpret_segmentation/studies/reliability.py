@@ -22,6 +22,7 @@ from ..core.io import OutputDirectory, atomic_write
 from ..core.validate import check_int
 from .common import study_settings
 from .engines import get_engine
+from .report import write_report
 from .runner import run_items
 from .work import MethodRun, ModelBuilder, ValidationSource, Work
 
@@ -163,6 +164,7 @@ def run_reliability(dataset_root, checkpoint, n: int, out, noise: float = 0.08, 
         save_figure(figure, output.file("roc.png"), overwrite=True)
         atomic_write(output.file("reliability.json"), lambda f: json.dump(result, f, indent=2),
                      mode="w", overwrite=True)
+        write_report(output.path, output=output, rows_name="per_image.csv")
     out = output.path
     log(f"share of predictions below Dice 0.9: {result['share_below_0.9']:.2f}; held-out "
         f"accuracy {result['accuracy']:.3f}, ROC AUC {result['roc_auc']:.3f} "

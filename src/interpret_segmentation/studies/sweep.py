@@ -8,6 +8,7 @@ from ..core.io import OutputDirectory, atomic_write
 from ..core.validate import check_positive
 from .common import study_settings
 from .engines import get_engine
+from .report import write_report
 from .runner import run_items
 from .work import MethodRun, ModelBuilder, ValidationSource, Work
 
@@ -61,6 +62,7 @@ def run_sweep(dataset_root, checkpoint, n: int, out, iterations: int = 100,
                  for name in settings}
         atomic_write(output.file("sweep.md"), lambda f: f.write(sweep_markdown(means, n)),
                      mode="w", overwrite=True)
+        write_report(output.path, output=output, rows_name="per_image.csv")
     log(f"results: {output.path / 'sweep.md'}, {output.path / 'per_image.csv'}")
     return means
 
