@@ -218,3 +218,20 @@ def assert_unchanged(before: dict, model: nn.Module) -> None:
     assert after["parameters"].keys() == before["parameters"].keys()
     for name, value in before["parameters"].items():
         assert torch.equal(after["parameters"][name], value), name
+
+
+def cli_error(capsys, argv, *said) -> str:
+    """Run the command line ``argv``: it must exit with status 2 and print one line on stderr
+    holding each of ``said``; returns that line."""
+    from interpret_segmentation.cli import main
+
+    try:
+        status = main(argv)
+    except SystemExit as stop:  # argparse's own errors
+        status = stop.code
+    assert status == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    for words in said:
+        assert words in err, err
+    return err

@@ -210,19 +210,18 @@ def _logits_at_input_size(model: nn.Module, image: torch.Tensor) -> int:
     return int(logits[(0, slice(None), *centre)].argmax())
 
 
-def segformer(scale: int):
+def segformer_model() -> nn.Module:
+    """A small SegFormer (3 channels in, 3 classes, logits at 1/4 of the input)."""
     import transformers
     config = transformers.SegformerConfig(
         num_channels=3, num_encoder_blocks=4, depths=[1, 1, 1, 1], sr_ratios=[8, 4, 2, 1],
         hidden_sizes=[8, 16, 24, 32], num_attention_heads=[1, 1, 1, 1], decoder_hidden_size=16,
         num_labels=3)
-    model = seeded(lambda: transformers.SegformerForSemanticSegmentation(config))
-    spatial = (64 * scale, 48 * scale)
-    image = box_image(3, spatial)
-    return model, image, box_target(_logits_at_input_size(model, image), spatial)
+    return seeded(lambda: transformers.SegformerForSemanticSegmentation(config))
 
 
-def upernet(scale: int):
+def upernet_model() -> nn.Module:
+    """A small UperNet on a ConvNeXt backbone with its auxiliary head (3 classes)."""
     import transformers
     config = transformers.UperNetConfig(
         backbone_config=transformers.ConvNextConfig(
@@ -230,7 +229,18 @@ def upernet(scale: int):
             out_features=["stage1", "stage2", "stage3", "stage4"]),
         hidden_size=16, auxiliary_in_channels=24, auxiliary_channels=8,
         use_auxiliary_head=True, num_labels=3, pool_scales=[1, 2])
-    model = seeded(lambda: transformers.UperNetForSemanticSegmentation(config))
+    return seeded(lambda: transformers.UperNetForSemanticSegmentation(config))
+
+
+def segformer(scale: int):
+    model = segformer_model()
+    spatial = (64 * scale, 48 * scale)
+    image = box_image(3, spatial)
+    return model, image, box_target(_logits_at_input_size(model, image), spatial)
+
+
+def upernet(scale: int):
+    model = upernet_model()
     spatial = (64 * scale,) * 2
     image = box_image(3, spatial)
     return model.train(), image, box_target(_logits_at_input_size(model, image), spatial)

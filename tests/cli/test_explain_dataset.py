@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from oracles import cli_error
 
 from interpret_segmentation import Explanation
 from interpret_segmentation.cli import main
@@ -136,13 +137,7 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, user_model, capsys, 
     out = tmp_path / "out"
     argv = ["explain-dataset", "--data", str(images), *user_model(2), "--out", str(out),
             "--methods", "rise", "--no-progress", *extra]
-    try:
-        status = main(argv)
-    except SystemExit as stop:  # argparse's own errors
-        status = stop.code
-    assert status == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and said in err, err
+    cli_error(capsys, argv, said)
     assert not out.exists()
 
 

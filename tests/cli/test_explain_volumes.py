@@ -6,6 +6,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from oracles import cli_error
 from PIL import Image
 
 from interpret_segmentation import Explanation
@@ -149,41 +150,28 @@ def test_spatial_dims_of_an_npy_array(tmp_path, models, captured, model, given, 
                         *_model(models, model))["spatial_dims"] == 3
 
 
-def _error(capsys, argv, *said):
-    try:
-        status = main(argv)
-    except SystemExit as stop:  # argparse's own errors
-        status = stop.code
-    assert status == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1, err
-    for words in said:
-        assert words in err, err
-    return err
-
-
 def test_bad_explainer_options_are_one_line_naming_the_flag(tmp_path, models, capsys,
                                                              monkeypatch):
     data = np.random.default_rng(0).random((6, 5, 4)).astype(np.float32)
     path = _nifti(tmp_path / "ct.nii", data, (0.5, 0.8, 2.5))
     base = ["explain", "rise", "--image", str(path), *_model(models, "volume"), "--out",
             str(tmp_path / "out"), "--no-progress"]
-    _error(capsys, [*base, "--spacing", "1", "2"], "--spacing: expected 3 sizes", "D H W")
+    cli_error(capsys, [*base, "--spacing", "1", "2"], "--spacing: expected 3 sizes", "D H W")
     for bad in ("0", "-1", "nan", "x"):
-        _error(capsys, [*base, "--spacing", "1", "1", bad], "argument --spacing",
-               "expected a positive number")
+        cli_error(capsys, [*base, "--spacing", "1", "1", bad], "argument --spacing",
+                  "expected a positive number")
     for bad in ("meen", "inf", str(tmp_path / "missing.npy")):
-        _error(capsys, [*base, "--baseline", bad], "argument --baseline",
-               "expected a number, min, mean, blur or an image/array file")
-    _error(capsys, [*base, "--spatial-dims", "4"], "argument --spatial-dims")
-    _error(capsys, [*base, "--output", "scores"], "argument --output")
-    _error(capsys, [*base, "--activation", "relu"], "argument --activation")
-    _error(capsys, [*base, "--nifti-axes", "yxz"], "argument --nifti-axes")
+        cli_error(capsys, [*base, "--baseline", bad], "argument --baseline",
+                  "expected a number, min, mean, blur or an image/array file")
+    cli_error(capsys, [*base, "--spatial-dims", "4"], "argument --spatial-dims")
+    cli_error(capsys, [*base, "--output", "scores"], "argument --output")
+    cli_error(capsys, [*base, "--activation", "relu"], "argument --activation")
+    cli_error(capsys, [*base, "--nifti-axes", "yxz"], "argument --nifti-axes")
     np.save(tmp_path / "wrong.npy", np.zeros((3, 3), np.float32))
-    _error(capsys, [*base, "--baseline", str(tmp_path / "wrong.npy")], "error: --baseline: ")
+    cli_error(capsys, [*base, "--baseline", str(tmp_path / "wrong.npy")], "error: --baseline: ")
     monkeypatch.setitem(sys.modules, "nibabel", None)  # as if it were not installed
-    _error(capsys, base, "error: --image: reading the NIfTI file",
-           "pip install interpret-segmentation[nifti]")
+    cli_error(capsys, base, "error: --image: reading the NIfTI file",
+              "pip install interpret-segmentation[nifti]")
     assert not (tmp_path / "out").exists()
 
 

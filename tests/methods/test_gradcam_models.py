@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from oracles import assert_unchanged, model_state
-from zoo import seeded
+from zoo import seeded, segformer_model, upernet_model
 
 from interpret_segmentation import Target
 from interpret_segmentation.methods.gradcam import SegGradCAM, candidate_layers
@@ -83,16 +83,8 @@ def test_swinunetr_channel_last_blocks_read_as_feature_maps():
     assert default.info["layer"] == "encoder10" and default.info["layer_shape"] == [1, 192, 2, 2]
 
 
-def segformer():
-    config = transformers.SegformerConfig(
-        num_channels=3, num_encoder_blocks=4, depths=[1, 1, 1, 1], sr_ratios=[8, 4, 2, 1],
-        hidden_sizes=[8, 16, 24, 32], num_attention_heads=[1, 1, 1, 1], decoder_hidden_size=16,
-        num_labels=3)
-    return seeded(lambda: transformers.SegformerForSemanticSegmentation(config))
-
-
 def test_segformer_tokens_on_a_non_square_grid_equal_the_hand_reshaped_map():
-    model = segformer()
+    model = segformer_model()
     x = image(3, 64, 48)
     target = Target(2, np.ones((64, 48), bool))
     layer = "segformer.stages.2.layer_norm"  # tokens (1, 4 * 3, 24) of the 1/16 stage
@@ -110,13 +102,7 @@ def test_segformer_tokens_on_a_non_square_grid_equal_the_hand_reshaped_map():
 
 
 def test_upernet_auxiliary_head_is_named_and_the_model_left_as_it_was():
-    config = transformers.UperNetConfig(
-        backbone_config=transformers.ConvNextConfig(
-            num_channels=3, hidden_sizes=[8, 16, 24, 32], depths=[1, 1, 1, 1],
-            out_features=["stage1", "stage2", "stage3", "stage4"]),
-        hidden_size=16, auxiliary_in_channels=24, auxiliary_channels=8,
-        use_auxiliary_head=True, num_labels=3, pool_scales=[1, 2])
-    model = seeded(lambda: transformers.UperNetForSemanticSegmentation(config)).train()
+    model = upernet_model().train()
     before = model_state(model)
     x = image(3, 64, 64)
     with pytest.raises(ValueError, match=r"^layer: 'auxiliary_head' does not feed the explained "

@@ -211,3 +211,16 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=batch_size, default="auto",
                         help="inputs per model pass: a positive int or auto (default auto)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+
+
+def methods_of(text: str) -> list[str]:
+    """The method names ``--methods`` lists (ValueError naming the flag otherwise)."""
+    from ..methods import registry
+
+    known = registry.available("segmentation")
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in known]
+    if unknown or not names:
+        raise ValueError(f"--methods: expected some of {', '.join(known)}, separated by commas, "
+                         f"got {text!r}")
+    return names

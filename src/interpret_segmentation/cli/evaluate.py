@@ -9,6 +9,7 @@ from .common import (
     dataset_name,
     dataset_path,
     engine_options,
+    methods_of,
 )
 
 
@@ -25,17 +26,6 @@ def add_parser(commands) -> None:
     add_study_options(evaluate, 20, "out/evaluate")
     evaluate.add_argument("--methods", default=methods,
                           help=f"comma-separated registered methods (default {methods})")
-
-
-def methods_of(text: str) -> list[str]:
-    """The method names ``--methods`` lists (ValueError naming the flag otherwise)."""
-    known = registry.available("segmentation")
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in known]
-    if unknown or not names:
-        raise ValueError(f"--methods: expected some of {', '.join(known)}, separated by commas, "
-                         f"got {text!r}")
-    return names
 
 
 def run(args) -> None:

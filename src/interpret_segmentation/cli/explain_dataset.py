@@ -14,6 +14,7 @@ from .common import (
     add_progress,
     engine_options,
     load_array,
+    methods_of,
 )
 
 
@@ -61,12 +62,7 @@ def add_parser(commands) -> None:
 def method_settings(names_text: str, settings: list[str]) -> dict[str, dict]:
     """``{method: options}`` from ``--methods`` and the ``--set METHOD.OPTION=VALUE`` flags,
     each value read as the option's type; ValueError naming the flag otherwise."""
-    known = registry.available("segmentation")
-    names = [name.strip() for name in names_text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in known]
-    if unknown or not names:
-        raise ValueError(f"--methods: expected some of {', '.join(known)}, separated by commas, "
-                         f"got {names_text!r}")
+    names = methods_of(names_text)
     chosen: dict[str, dict] = {name: {} for name in names}
     for text in settings:
         target, equals, value = text.partition("=")
