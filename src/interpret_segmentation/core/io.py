@@ -235,6 +235,22 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def csv_text(fields, rows) -> str:
+    """``rows`` (dicts) as CSV text with a header of ``fields``."""
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=list(fields))
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def write_csv(path, fields, rows) -> Path:
+    """Write ``rows`` as a CSV of ``fields`` to ``path`` through :func:`atomic_write`,
+    replacing it."""
+    text = csv_text(fields, rows)
+    return atomic_write(path, lambda file: file.write(text.encode()), overwrite=True)
+
+
 class RowFile:
     """A CSV of result rows, written as they are made, that an interrupted run resumes.
 
@@ -271,12 +287,7 @@ class RowFile:
     def append(self, *rows: dict) -> None:
         """Add ``rows`` and write the file before going on."""
         self.rows.extend({key: str(row[key]) for key in self.fields} for row in rows)
-        buffer = io.StringIO(newline="")
-        writer = csv.DictWriter(buffer, fieldnames=self.fields)
-        writer.writeheader()
-        writer.writerows(self.rows)
-        atomic_write(self.path, lambda file: file.write(buffer.getvalue().encode()),
-                     overwrite=True)
+        write_csv(self.path, self.fields, self.rows)
 
 
 # ---------------------------------------------------------------------------------------------

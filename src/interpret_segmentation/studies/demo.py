@@ -177,7 +177,8 @@ def _demo(output: OutputDirectory, dataset: Path, checkpoint: Path, images: int,
     engine = LocalEngine()
     source = ValidationSource(dataset, images)
     rows = run_items(output, source, work, engine, progress=progress, log=log)
-    write_table(output, summarize_rows(rows, "testnet", "U-Net"))
+    write_table(output, summarize_rows([row for row in rows if not row["error"]], "testnet",
+                                       "U-Net"))
     validation = dataset_splits(dataset, n_val=images)[1]
     settings = work.settings(engine)["methods"]
     per_image = [_sample_summary(output, model, validation.dataset.sample(position), rows,

@@ -8,17 +8,15 @@ truth reaches 0.9, without the ground truth.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
-import io
 import json
 
 import numpy as np
 
 from ..analysis.figures import save_figure, scatter_figure
 from ..core import Explanation
-from ..core.io import OutputDirectory, atomic_write
+from ..core.io import OutputDirectory, atomic_write, write_csv
 from ..core.validate import check_int
 from .common import study_settings
 from .engines import get_engine
@@ -155,7 +153,7 @@ def run_reliability(dataset_root, checkpoint, n: int, out, noise: float = 0.08, 
         rows = run_items(output, source, work, chosen, rows_name="per_image.csv",
                          progress=progress, log=log)
         rows = _feature_rows(rows, source)
-        write_rows(output.file("features.csv"), rows)
+        write_csv(output.file("features.csv"), FEATURE_FIELDS, rows)
         result = _classify(rows, seed)
         figure = scatter_figure(result["false_positive_rate"], result["true_positive_rate"],
                                 xlabel="false positive rate", ylabel="true positive rate",
@@ -190,15 +188,6 @@ def _feature_rows(rows: list[dict], source: NoisySource) -> list[dict]:
                       "prediction_dice": row["prediction_dice"],
                       **{name: row[name] if explained else "" for name in FEATURES}})
     return found
-
-
-def write_rows(path, rows: list[dict]) -> None:
-    """``rows`` as a CSV of :data:`FEATURE_FIELDS`, written atomically."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=FEATURE_FIELDS)
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write(path, lambda f: f.write(buffer.getvalue()), mode="w", overwrite=True)
 
 
 def _classify(rows: list[dict], seed: int) -> dict:

@@ -77,8 +77,8 @@ def run_items(output: OutputDirectory, source, work: Work, engine, *, rows_name:
         if errors:
             log(f"{errors} explanations failed; their errors are in {rows_name} (a rerun "
                 "tries them again)")
-        names = {run.name for run in work.runs}
-        return [row for row in rows.rows if row["item"] in set(keys) and row["method"] in names]
+        names, wanted = {run.name for run in work.runs}, set(keys)
+        return [row for row in rows.rows if row["item"] in wanted and row["method"] in names]
 
 
 def _write_item(output: OutputDirectory, result: ItemResult, save_explanations: bool) -> None:
@@ -146,13 +146,14 @@ def explain_dataset(model, dataset, methods, out, *, masks=None, classes: Iterab
                 dict(explainer_options or {}), save_explanations=True)
     chosen = get_engine(engine, workers=workers, address=address,
                         gpus_per_worker=gpus_per_worker, items_per_batch=items_per_batch)
-    settings = {**work.settings(chosen), "dataset": source.describe()}
+    described = source.describe()
+    settings = {**work.settings(chosen), "dataset": described}
     started = time.perf_counter()
     with OutputDirectory(out, "explain-dataset", force=force, settings=settings,
                          extendable=("methods",)) as output:
         rows = run_items(output, source, work, chosen, progress=progress, log=log)
         good = [row for row in rows if not row["error"]]
-        write_table(output, summarize_rows(good, source.describe().get("kind", "data"), "model"))
+        write_table(output, summarize_rows(good, described.get("kind", "data"), "model"))
         write_report(output.path, output=output)
     log(f"explained {len(source)} items in {time.perf_counter() - started:.1f} s; results: "
         f"{output.path / 'table.md'}, {output.path / 'rows.csv'}")

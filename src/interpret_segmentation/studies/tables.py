@@ -3,13 +3,10 @@ rows the runner writes."""
 
 from __future__ import annotations
 
-import csv
-import io
-
 import numpy as np
 
 from ..analysis.faithfulness import OWN_SCORES
-from ..core.io import OutputDirectory, atomic_write
+from ..core.io import OutputDirectory, atomic_write, write_csv
 
 TABLE_COLUMNS = ("dataset", "model", "method", "threshold", "dice_explained",
                  "perturbation_ratio", "seconds_per_image", "context_hit_rate", "images")
@@ -50,12 +47,7 @@ def table_markdown(table: list[dict]) -> str:
 
 def write_table(output: OutputDirectory, table: list[dict]) -> None:
     """``table.csv`` and ``table.md`` of :func:`summarize_rows`'s table into ``output``."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(table[0]) if table else ["dataset"])
-    writer.writeheader()
-    writer.writerows(table)
-    atomic_write(output.file("table.csv"), lambda f: f.write(buffer.getvalue()), mode="w",
-                 overwrite=True)
+    write_csv(output.file("table.csv"), list(table[0]) if table else ["dataset"], table)
     atomic_write(output.file("table.md"), lambda f: f.write(table_markdown(table)), mode="w",
                  overwrite=True)
 
