@@ -51,8 +51,10 @@ pytestmark = pytest.mark.skipif(
 class Browser:
     """Headless Chromium with one page, driven by DevTools protocol commands over a pipe."""
 
-    def __init__(self, profile: Path, width: int = 1400, height: int = 1000, timeout: float = 20):
-        self.timeout, self.next_id, self.events, self.buffer = timeout, 0, [], b""
+    def __init__(self, profile: Path, width: int = 1400, height: int = 1000, timeout: float = 30,
+                 startup: float = 180):
+        # a first start on a fresh machine builds font and profile caches: it may take minutes
+        self.timeout, self.next_id, self.events, self.buffer = startup, 0, [], b""
         to_browser, self._write = os.pipe()
         self._read, from_browser = os.pipe()
 
@@ -64,7 +66,7 @@ class Browser:
         options = ["--headless=new", "--remote-debugging-pipe", "--disable-gpu",
                    "--no-first-run", "--no-default-browser-check", "--disable-extensions",
                    "--disable-background-networking", "--disable-sync", "--mute-audio",
-                   "--hide-scrollbars", f"--user-data-dir={profile}",
+                   "--hide-scrollbars", "--disable-dev-shm-usage", f"--user-data-dir={profile}",
                    f"--window-size={width},{height}"]
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             options.append("--no-sandbox")  # Chromium refuses to run as root with its sandbox
@@ -83,6 +85,7 @@ class Browser:
                 self.send(f"{domain}.enable", session=True)
             self.send("Emulation.setDeviceMetricsOverride", session=True, width=width,
                       height=height, deviceScaleFactor=1, mobile=False)
+            self.timeout = timeout
         except BaseException:
             self.close()
             raise
