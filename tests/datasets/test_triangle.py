@@ -33,27 +33,64 @@ def _object_pixels(image, boxes, threshold):
     return mask
 
 
-@pytest.mark.parametrize("index", range(20))
-def test_sample_follows_the_rules(index):
-    sample = generate_triangle_sample(seed=5, index=index)
-    assert_sample_basics(sample, seed=5, index=index, size=224)
-    meta = sample.meta
+def _square_triple(points, side=100.0, tolerance=20.0):
+    """True when, seen from one of the points, one other is within ``tolerance`` (largest
+    coordinate difference) of a point ``side`` away along the rows and the last one of a point
+    ``side`` away along the columns."""
+    for corner in points:
+        others = [p for p in points if p is not corner]
+        row_steps = [(corner[0] + d, corner[1]) for d in (-side, side)]
+        col_steps = [(corner[0], corner[1] + d) for d in (-side, side)]
+        for a, b in (others, others[::-1]):
+            if (min(max(abs(a[0] - r[0]), abs(a[1] - r[1])) for r in row_steps) <= tolerance
+                    and min(max(abs(b[0] - c[0]), abs(b[1] - c[1])) for c in col_steps)
+                    <= tolerance):
+                return True
+    return False
 
-    # the three triangle objects sit on the corners of an equilateral triangle
-    centres = meta["triangle_centres"]
-    assert len(centres) == 3
-    sides = _sides(centres)
+
+def _check_square(meta):
+    """The segmented centres sit on three corners of the 100 px axis-aligned square, each
+    within the 4 px jitter (plus rounding of the box to whole pixels) per axis."""
+    assert meta["side"] == 100.0 and meta["free_corner"] in range(4)
+    corners = [(row * 100.0, col * 100.0) for row in (0, 1) for col in (0, 1)]
+    del corners[meta["free_corner"]]
+    centres = np.array(meta["triangle_centres"])
+    shift = centres - np.array(corners)  # the square's top-left corner, seen from each object
+    assert np.ptp(shift, axis=0).max() <= 2 * 4 + 1.0
+    return _square_triple
+
+
+def _check_equilateral(meta):
+    sides = _sides(meta["triangle_centres"])
     assert max(sides) - min(sides) <= max(2.0, 0.03 * min(sides))
     assert abs(np.mean(sides) - meta["side"]) <= 2.0
+    assert 0 <= meta["rotation"] < 360
+    return _near_equilateral
 
-    # 2-4 distractors, and no other triple of centres is near-equilateral
+
+@pytest.mark.parametrize("layout", ["square", "equilateral"])
+@pytest.mark.parametrize("index", range(12))
+def test_sample_follows_the_rules(index, layout):
+    sample = generate_triangle_sample(seed=5, index=index, layout=layout)
+    assert_sample_basics(sample, seed=5, index=index, size=224)
+    meta = sample.meta
+    assert meta["layout"] == layout
+
+    # the three segmented objects form the layout's figure ...
+    centres = meta["triangle_centres"]
+    assert len(centres) == 3
+    figure = {"square": _check_square, "equilateral": _check_equilateral}[layout](meta)
+    assert figure(centres)
+
+    # ... 2-4 distractors, and no other triple of centres does
     n_distractors = meta["n_distractors"]
     assert 2 <= n_distractors <= 4
     assert len(meta["distractor_centres"]) == len(meta["distractor_boxes"]) == n_distractors
     everything = centres + meta["distractor_centres"]
     for triple in itertools.combinations(range(len(everything)), 3):
         if triple != (0, 1, 2):
-            assert not _near_equilateral([everything[k] for k in triple]), triple
+            assert not figure([everything[k] for k in triple]), triple
 
     # every object lies inside the image, centred on its box
     for box, centre in zip(meta["triangle_boxes"] + meta["distractor_boxes"], everything):
@@ -84,8 +121,10 @@ def test_small_images_follow_the_rules(size):
     for index in range(5):
         sample = generate_triangle_sample(seed=1, index=index, size=size)
         assert sample.image.shape == (size, size)
-        sides = _sides(sample.meta["triangle_centres"])
-        assert max(sides) - min(sides) <= max(2.0, 0.03 * min(sides))
+        side = sample.meta["side"]
+        assert side == pytest.approx(100 * size / 224, abs=1e-3)
+        steps = np.abs(np.diff(np.array(sample.meta["triangle_centres"]), axis=0))
+        assert np.all(np.abs(steps.max(axis=1) - side) <= 2 * 4 * size / 224 + 1)
         assert components(sample.segment) == 3
         assert components(sample.image > 0) == 3 + sample.meta["n_distractors"]
 
@@ -118,7 +157,7 @@ def test_dataset_round_trip(tmp_path, capsys):
     assert generate_triangle_dataset(root, n=3, seed=4, size=96, progress=False) == root
     assert "triangle" not in capsys.readouterr().err  # no progress bar
     info = json.loads((root / "triangle.json").read_text())
-    assert (info["n"], info["seed"], info["size"]) == (3, 4, 96)
+    assert (info["n"], info["seed"], info["size"], info["layout"]) == (3, 4, 96, "square")
     assert sorted(p.name for p in root.iterdir()) == ["0", "1", "2", "triangle.json"]
     for index in range(3):
         sample = generate_triangle_sample(4, index, 96)
@@ -182,11 +221,30 @@ def test_split_sizes():
         (lambda: generate_triangle_sample(0, -1), "index"),
         (lambda: generate_triangle_sample(0, 0, size=95), "size"),
         (lambda: triangle_split(0), "n"),
+        (lambda: generate_triangle_sample(0, 0, layout="circle"), "layout"),
     ],
 )
 def test_bad_arguments(call, name):
-    with pytest.raises(ValueError, match=rf"^{name}: expected .*got -?\d+"):
+    with pytest.raises(ValueError, match=rf"^{name}: expected .*got (-?\d+|'circle')"):
         call()
+
+
+def test_the_equilateral_layout_is_kept_as_an_option(tmp_path):
+    root = generate_triangle_dataset(tmp_path / "t", n=2, size=96, layout="equilateral",
+                                     progress=False)
+    assert json.loads((root / "triangle.json").read_text())["layout"] == "equilateral"
+    meta = json.loads((root / "1" / "meta.json").read_text())
+    assert meta == generate_triangle_sample(0, 1, 96, layout="equilateral").meta
+    assert "rotation" in meta and "free_corner" not in meta
+
+
+def test_the_square_rule_is_not_met_by_near_misses():
+    corner = (50.0, 50.0)
+    assert _square_triple([corner, (150.0, 50.0), (50.0, 150.0)])
+    assert _square_triple([(150.0, 150.0), (50.0, 150.0), (150.0, 50.0)])  # any corner free
+    assert not _square_triple([corner, (150.0, 50.0), (90.0, 90.0)])  # the third off a corner
+    assert not _square_triple([corner, (180.0, 50.0), (50.0, 150.0)])  # a side of 130
+    assert not _square_triple([corner, (150.0, 80.0), (80.0, 150.0)])  # turned 17 degrees
 
 
 @pytest.mark.parametrize(
