@@ -3,7 +3,9 @@
 Run by hand, not by the tests: ``make bench`` or ``.venv/bin/python bench/bench_lrp.py``.
 For VGG-11 (both heads) at 224 x 224, seeded random weights (the time does not depend on
 what the network learned), it prints the best-of-N time of ``lrp.relevance`` for the rule
-sets "montavon" and "seibold", the best-of-N time of one forward pass plus the gradient of
+sets "montavon" and "seibold" and for the variant seed 003's study also reads
+("seibold-study": z^B bounds (0, 1), epsilon scaled by the root mean square, max-pooling passed as
+an average; see ``make_rule_set``), the best-of-N time of one forward pass plus the gradient of
 the same logit with respect to the input (eval mode), and their ratio. Issue 4's target is a
 ratio <= 2. It also prints the time of ``LRP(model, rule_set).explain(image)``, the same
 relevance through the common entry point, which adds the first pass every explainer runs
@@ -19,7 +21,7 @@ from functools import partial
 
 import torch
 
-from interpret_segmentation.methods.lrp import LRP, relevance
+from interpret_segmentation.methods.lrp import LRP, make_rule_set, relevance
 from interpret_segmentation.models import VGG11
 
 
@@ -58,13 +60,16 @@ def main() -> None:
             with torch.random.fork_rng():  # the layers' initialisation draws from the global one
                 torch.manual_seed(0)
                 model = VGG11(in_channels=1, width=width, head=head, input_size=args.size).eval()
-            for rule_set in ("montavon", "seibold"):
+            variants = {"montavon": "montavon", "seibold": "seibold",
+                        "seibold-study": make_rule_set("seibold", bounds=(0.0, 1.0), spread="rms",
+                                                       max_pool="average")}
+            for name, rule_set in variants.items():
                 explainer = LRP(model, rule_set=rule_set, progress=False)
                 lrp_s, floor_s, explain_s = best_times(
                     [partial(relevance, model, image, 1, rule_set=rule_set),
                      partial(forward_backward, model, image, 1),
                      partial(explainer.explain, image[0], 1)], args.repeats)
-                print(f"width {width:3d} {head:5s} {rule_set:8s}: LRP {lrp_s * 1000:7.1f} ms, "
+                print(f"width {width:3d} {head:5s} {name:13s}: LRP {lrp_s * 1000:7.1f} ms, "
                       f"forward+backward {floor_s * 1000:7.1f} ms, ratio {lrp_s / floor_s:.2f}; "
                       f"LRP.explain {explain_s * 1000:7.1f} ms, ratio {explain_s / floor_s:.2f}")
 

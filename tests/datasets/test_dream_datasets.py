@@ -181,11 +181,40 @@ def test_marking_response_orders_angles_and_marking():
 
 def test_marked_samples_score_higher(marking_pairs):
     for unmarked, marked in marking_pairs:
-        assert marking_response(marked.image) > marking_response(unmarked.image) + 0.05
+        # the default marking is faint (0.02-0.08): it raises the response by a little
+        assert marking_response(marked.image) > marking_response(unmarked.image) + 0.005
+        strong = generate_marking_sample(5, marked.meta["index"], 0.5, marking=True,
+                                         contrast=(0.05, 0.25))
+        assert marking_response(strong.image) > marking_response(unmarked.image) + 0.05
         # what the marking adds inside the objects answers the 135-degree line far more than
         # the 45-degree one
         added = np.where(marked.mask, marked.image - unmarked.image, 0.0)
         assert marking_response(added) > 2 * marking_response(added, angle=45)
+
+
+def test_marking_contrast_scales_the_segments_and_nothing_else(marking_pairs):
+    for unmarked, marked in marking_pairs[:6]:
+        index = marked.meta["index"]
+        strong = generate_marking_sample(5, index, 0.5, marking=True, contrast=(0.2, 0.2))
+        assert strong.meta["contrast"] == [0.2, 0.2] and marked.meta["contrast"] == [0.02, 0.08]
+        for kind in ("segments", "decoys"):
+            faint, bold = marked.meta[kind], strong.meta[kind]
+            assert [(s["centre"], s["length"]) for s in faint] == [(s["centre"], s["length"])
+                                                                    for s in bold]
+            assert all(0.02 <= abs(s["delta"]) <= 0.08 for s in faint)
+            assert [abs(s["delta"]) for s in bold] == pytest.approx([0.2] * len(bold))
+            assert [np.sign(s["delta"]) for s in faint] == [np.sign(s["delta"]) for s in bold]
+        assert np.array_equal(strong.mask, marked.mask)
+        # where no segment is drawn the images agree
+        same = (strong.image == marked.image) | (marked.image != unmarked.image)
+        assert same.all()
+    unmarked = generate_marking_sample(5, 0, 0.5, marking=False, contrast=(0.3, 0.4))
+    assert np.array_equal(unmarked.image, marking_pairs[0][0].image)
+    for contrast in ((0.1,), (0.3, 0.1), (-0.1, 0.2), (0.1, 1.5), "0.1"):
+        with pytest.raises(ValueError, match="contrast"):
+            generate_marking_sample(5, 0, 0.5, contrast=contrast)
+    with pytest.raises(ValueError, match="contrast"):
+        MarkingDataset(3, 0.5, contrast=(0.5, 0.1))
 
 
 def test_marking_dataset_items():
@@ -199,6 +228,9 @@ def test_marking_dataset_items():
     assert np.array_equal(mask[0].numpy().astype(bool), reference.mask)
     assert dataset.sample(3) is dataset.sample(-2) and dataset.sample(3).marked
     assert not MarkingDataset(3, 1.0, marking=False).sample(0).marked
+    strong = MarkingDataset(5, 1.0, seed=2, size=32, contrast=(0.1, 0.2))
+    assert np.array_equal(strong[3][0][0].numpy(), generate_marking_sample(
+        2, 3, 1.0, size=32, contrast=(0.1, 0.2)).image)
     with pytest.raises(IndexError):
         dataset[5]
 

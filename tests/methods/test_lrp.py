@@ -671,13 +671,16 @@ def test_rule_sets_follow_table_1():
         "conv1_1": "ZBox", "conv2_1": "Gamma", "conv3_1": "Gamma", "conv3_2": "Gamma",
         "conv4_1": "Epsilon", "conv4_2": "Epsilon", "conv5_1": "Epsilon", "conv5_2": "Epsilon",
         "fc1": "Zero", "fc2": "Zero", "fc3": "Zero",
+        **{f"pool{k}": "MaxPool" for k in range(1, 6)},
     }
+    assert all(rule.mode == "winner" for name, rule in layer_rules(model).items() if "pool" in name)
     seibold = {name.split(".")[-1]: type(rule).__name__
                for name, rule in layer_rules(model, "seibold").items()}
     assert seibold == {
         "conv1_1": "ZBox", "conv2_1": "AlphaBeta", "conv3_1": "AlphaBeta", "conv3_2": "Gamma",
         "conv4_1": "Gamma", "conv4_2": "Gamma", "conv5_1": "Gamma", "conv5_2": "Gamma",
         "fc1": "Epsilon", "fc2": "Epsilon", "fc3": "Epsilon",
+        **{f"pool{k}": "MaxPool" for k in range(1, 6)},
     }
     rules = layer_rules(model, "seibold")
     assert rules["features.conv2_1"].alpha == 2.0 and rules["features.conv2_1"].beta == 1.0

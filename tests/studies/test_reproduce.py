@@ -5,12 +5,12 @@ import pytest
 import torch
 
 from interpret_segmentation.studies import reproduce
-from interpret_segmentation.training import load_checkpoint
 
 
 def test_lrp_reproduction_writes_every_combination_and_resumes(tmp_path, monkeypatch):
-    tiny = dict(n=40, size=64, width=2, classifier_epochs=1, finetune_epochs=1, unet_epochs=1,
-                batch_size=8, conv_lr=1e-3, trunk_lr=1e-4, fc_lr=1e-3, dropout=0.0)
+    tiny = dict(n=40, size=64, style="tile", width=2, classifier_epochs=1, finetune_epochs=1,
+                budgets=[4, 6], unet_steps=2, unet_lr=3e-3, batch_size=8, conv_lr=1e-3,
+                trunk_lr=1e-4, fc_lr=1e-3, dropout=0.0)
     monkeypatch.setitem(reproduce.SETTINGS, "quick", tiny)
     lines = []
     torch_state, numpy_state = torch.get_rng_state(), np.random.get_state()[1].copy()
@@ -23,20 +23,32 @@ def test_lrp_reproduction_writes_every_combination_and_resumes(tmp_path, monkeyp
     assert set(saved["classifiers"]) == {"128N", "onefc"}
     for scores in saved["classifiers"].values():
         assert set(scores) == {"balanced_accuracy", "tpr", "tnr"}
-    combinations = {f"{h}/{r}/{m}" for h in ("128N", "onefc") for r in ("montavon", "seibold")
+    rule_sets = {f"{r}{e}{p}" for r in ("montavon", "seibold") for e in ("", "-rms")
+                 for p in ("", "-avgpool")}
+    combinations = {f"{h}/{r}/{m}" for h in ("128N", "onefc") for r in rule_sets
                     for m in ("simple", "gmm", "bmm")}
-    assert set(saved["segmentation"]) == combinations | {"unet"}
-    for scores in saved["segmentation"].values():
+    assert set(saved["segmentation"]) == combinations | {"unet/4", "unet/6"}
+    assert set(saved["segmentation_defective"]) == set(saved["segmentation"])
+    for scores in [*saved["segmentation"].values(), *saved["segmentation_defective"].values(),
+                   saved["annotation"]]:
         assert all(0.0 <= scores[k] <= 1.0 for k in ("iou", "precision", "recall"))
+    assert saved["annotation"]["recall"] == 1.0  # scored against the true defects it contains
+    best = saved["segmentation"][saved["settings"]["best"]]["iou"]
+    assert best == max(v["iou"] for k, v in saved["segmentation"].items() if "unet" not in k)
+    assert saved["iou_gap"] == {k: saved["segmentation"][k]["iou"] - best
+                                for k in ("unet/4", "unet/6")}
+    assert set(saved["settings"]["rule_sets"]) == rule_sets
+    assert saved["settings"]["zbox_bounds"] == [0.0, 1.0]
+    assert set(saved["timings"]) == {"data", "classifiers", "unets", "lrp", "figures"}
     assert (tmp_path / "r" / "pr_curves.png").stat().st_size > 0
     assert (tmp_path / "r" / "examples.png").stat().st_size > 0
     lines.clear()
     again = reproduce.run_lrp_reproduction(tmp_path / "r", quick=True, progress=False,
                                            log=lines.append)
-    assert sum("reusing" in line for line in lines) == 3  # both classifiers and the U-Net
+    assert sum("reusing" in line for line in lines) == 4  # both classifiers and U-Nets
     assert again["segmentation"] == metrics["segmentation"]
-    monkeypatch.setitem(reproduce.SETTINGS, "quick", {**tiny, "unet_epochs": 2})
-    with pytest.raises(ValueError, match=r"settings\.unet_epochs: 1 there, 2 now"):
+    monkeypatch.setitem(reproduce.SETTINGS, "quick", {**tiny, "unet_steps": 3})
+    with pytest.raises(ValueError, match=r"settings\.unet_steps: 2 there, 3 now"):
         reproduce.run_lrp_reproduction(tmp_path / "r", quick=True, progress=False)
 
 
@@ -47,48 +59,6 @@ def test_pooled_scores_by_hand():
     truth = [np.array([[1, 0], [0, 0]], bool), np.array([[0, 0], [0, 1]], bool)]
     assert reproduce.lrp._pooled_scores(prediction, truth) == {"iou": 1 / 3, "precision": 1 / 2,
                                                           "recall": 1 / 2}
-
-
-def test_deepdream_reproduction_writes_metrics_and_figures_and_resumes(tmp_path, monkeypatch):
-    from interpret_segmentation.studies.reproduce import deepdream
-
-    # fine-tuning at a vanishing learning rate leaves every G_p at G_0's weights
-    tiny = dict(size=32, n_train=8, n_val=4, n_test=4, epochs=1, width=2, depth=2,
-                batch_size=4, lr=1e-3, finetune_epochs=1, finetune_lr=1e-12, dream_steps=3,
-                step_size=0.01, dream_starts=2)
-    monkeypatch.setitem(deepdream.SETTINGS, "quick", tiny)
-    lines = []
-    torch_state = torch.get_rng_state()
-    metrics = deepdream.run_deepdream_reproduction(tmp_path / "d", quick=True, progress=False,
-                                                   log=lines.append)
-    assert torch.equal(torch.get_rng_state(), torch_state)
-    saved = json.loads((tmp_path / "d" / "metrics.json").read_text())
-    assert set(saved["marking"]) == {"0.0", "0.2", "0.5", "0.8", "0.9", "1.0"}
-    for row in saved["marking"].values():
-        assert 0.0 <= row["dice_unmarked"] <= 1.0
-        assert len(row["characteristic_final_per_start"]) == 2
-        assert row["characteristic_final"] == pytest.approx(np.mean(
-            row["characteristic_final_per_start"]))
-    weights = {}
-    for p in ("0.0", "0.2", "1.0"):
-        model = deepdream._unet(tiny, 0)
-        load_checkpoint(model, tmp_path / "d" / "models" / f"marking_p{p}.pth")
-        weights[p] = torch.cat([w.flatten() for n, w in model.named_parameters()])
-    initial = torch.cat([w.flatten() for w in deepdream._unet(tiny, 0).parameters()])
-    assert (weights["0.0"] - initial).abs().max() > 1e-5  # G_0 trained from its initialisation
-    for p in ("0.2", "1.0"):
-        assert torch.allclose(weights[p], weights["0.0"], atol=1e-8)
-    assert set(saved["shape"]) == {"round", "elongated"}
-    assert set(saved["intensity"]) == {"real", "synthetic"}
-    rho = saved["marking_rank_correlation"]["spearman_rho"]
-    assert rho is None or -1.0 <= rho <= 1.0
-    for name in ("marking_dreams", "marking_summary", "lesion_dreams", "lesion_curves"):
-        assert (tmp_path / "d" / f"{name}.png").stat().st_size > 0
-    lines.clear()
-    again = deepdream.run_deepdream_reproduction(tmp_path / "d", quick=True, progress=False,
-                                                 log=lines.append)
-    assert sum("reusing" in line for line in lines) == 9  # 6 marking + 3 lesion networks
-    assert again["marking"] == metrics["marking"]
 
 
 def test_rank_correlation_by_hand_and_when_undefined():
@@ -143,10 +113,14 @@ def path(steps):
 features = ("elongation", "max_diameter", "mean_intensity", "rms_intensity")
 dream_args = dict(
     marking_paths={0.0: path(3), 1.0: path(2)},
-    characteristic_curves={0.0: np.linspace(0, 1, 4), 1.0: np.linspace(1, 0, 3)},
-    metrics={"marking": {"0.0": {"dice_unmarked": 0.9, "characteristic_final": 0.1},
-                         "1.0": {"dice_unmarked": 0.2, "characteristic_final": 0.8}},
-             "marking_rank_correlation": {"spearman_rho": -1.0}},
+    characteristic_curves={0.0: [np.linspace(0, 1, 4)], 1.0: [np.linspace(1, 0, 3)] * 2},
+    metrics={"marking": {
+                 "0.0": {"dice_unmarked": 0.9, "characteristic_final": 0.1,
+                         "seeds": [{"dice_unmarked": 0.9, "characteristic_final": 0.1}]},
+                 "1.0": {"dice_unmarked": 0.2, "characteristic_final": 0.8,
+                         "seeds": [{"dice_unmarked": 0.2, "characteristic_final": 0.8}]}},
+             "rank_correlation": {"rho": -1.0, "p_value": 0.0, "interval": [-1.0, -1.0],
+                                  "level": 0.95}},
     lesion_paths={"round": path(3), "elongated": path(1)},
     lesion_curves={name: {f: rng.normal(size=4) for f in features}
                    for name in ("round", "elongated")})
@@ -155,9 +129,10 @@ truths = [rng.random((8, 8)) > 0.5 for _ in range(6)]
 maps = rng.normal(size=(6, 8, 8))
 lrp_args = dict(
     curves={"128N/montavon": (np.linspace(1, 0, 5), np.linspace(0, 1, 5)),
-            "onefc/seibold": (np.linspace(1, 0, 5), np.full(5, 0.5))},
-    metrics={"segmentation": {"unet": {"recall": 0.4, "precision": 0.7, "iou": 0.3}}},
-    images=images, truths=truths, unet_masks=truths[::-1],
+            "onefc/seibold-rms": (np.linspace(1, 0, 5), np.full(5, 0.5))},
+    unets={"unet/60": {"recall": 0.4, "precision": 0.7, "iou": 0.3},
+           "unet/119": {"recall": 0.5, "precision": 0.6, "iou": 0.4}},
+    images=images, truths=truths, unet_masks=truths[::-1], unet_name="unet/119",
     best="128N/montavon/gmm", best_maps=(maps, [m > 0 for m in maps]))
 """
 
@@ -200,24 +175,29 @@ def test_lrp_figures_show_every_curve_and_at_most_four_examples():
     from interpret_segmentation.studies.reproduce import lrp
 
     inputs = _figure_inputs()["lrp_args"]
-    curves = lrp._pr_figure(inputs["curves"], inputs["metrics"]["segmentation"]["unet"])
+    curves = lrp._pr_figure(inputs["curves"], inputs["unets"])
     assert isinstance(curves, Figure) and curves.canvas.manager is None  # not pyplot's
     lines = curves.axes[0].lines
-    assert [line.get_label() for line in lines] == ["LRP 128N/montavon", "LRP onefc/seibold",
-                                                    "U-Net"]
+    assert [line.get_label() for line in lines] == [
+        "LRP 128N/montavon", "LRP onefc/seibold-rms", "U-Net, pixel labels: 60",
+        "U-Net, pixel labels: 119"]
+    assert [line.get_linestyle() for line in lines[:2]] == ["-", "--"]  # rms dashed
     assert np.array_equal(lines[0].get_xdata(), inputs["curves"]["128N/montavon"][0])
     assert (lines[2].get_xdata()[0], lines[2].get_ydata()[0]) == (0.4, 0.7)
+    assert (lines[3].get_xdata()[0], lines[3].get_ydata()[0]) == (0.5, 0.6)
     maps, masks = inputs["best_maps"]
     examples = lrp._examples_figure(inputs["images"], inputs["truths"], inputs["unet_masks"],
-                                    inputs["best"], maps, masks)
+                                    inputs["unet_name"], inputs["best"], maps, masks)
     assert len(examples.axes) == 4 * 5  # six defective images, four shown
     titles = [axis.get_title() for axis in examples.axes[:5]]
-    assert titles == ["input", "ground truth", "U-Net", "relevance (128N/montavon)", "LRP gmm"]
+    assert titles == ["input", "ground truth", "U-Net (119 labels)", "relevance (128N/montavon)",
+                      "LRP gmm"]
     relevance = examples.axes[3].images[0]
     limit = float(np.abs(maps[0]).max())
     assert relevance.get_clim() == (-limit, limit)  # signed map, centred colour scale
     one = lrp._examples_figure(inputs["images"][:1], inputs["truths"][:1],
-                               inputs["unet_masks"][:1], inputs["best"], maps[:1], masks[:1])
+                               inputs["unet_masks"][:1], inputs["unet_name"], inputs["best"],
+                               maps[:1], masks[:1])
     assert len(one.axes) == 5
 
 

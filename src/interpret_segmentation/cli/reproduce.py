@@ -6,19 +6,24 @@ from .common import add_progress
 
 STUDIES = {
     "lrp": ("seed 003: LRP of classifiers as weakly supervised segmentation",
-            "Generate the synthetic defect set, train VGG-11 classifiers (128N, onefc) on "
-            "image labels and a U-Net on pixel labels, turn LRP relevance (montavon, seibold) "
-            "into masks (simple, gmm, bmm) and write metrics.json (classifier balanced "
-            "accuracy, TPR, TNR; IoU, precision, recall per combination), pr_curves.png and "
-            "examples.png.",
-            "small images, fewer samples and epochs (a few minutes)"),
+            "Generate the synthetic defect set (magnetic-tile-like blowholes and cracks), "
+            "train VGG-11 classifiers (128N, onefc) on the image labels of the whole training "
+            "part and U-Nets on coarse pixel labels of only 60 and 119 training images (the "
+            "paper's budgets), turn LRP relevance (montavon, seibold; z^B bounds 0 and 1; "
+            "epsilon read as std and as rms; max-pooling as winner-take-all and as average) "
+            "into masks (simple, gmm, bmm), score everything against the true defect masks and "
+            "write metrics.json (classifier balanced accuracy, TPR, TNR; IoU, precision, recall "
+            "per combination and per U-Net), pr_curves.png and examples.png.",
+            "smaller images and fewer epochs (a few minutes)"),
     "deepdream": ("seed 004: DeepDream analysis of segmentation networks",
                   "Train U-Nets G_p on objects marked with 135-degree line textures with "
-                  "probability p (0, 0.2, 0.5, 0.8, 0.9, 1) and on organs with round, elongated "
-                  "or mildly darkened (synthetic) lesions; dream from one start image per "
-                  "experiment and write metrics.json (Dice on unmarked images, characteristic "
-                  "feature, their rank correlation; final elongation and intensity of the "
-                  "dreamed lesions), marking_dreams.png, marking_summary.png, "
+                  "probability p (0, 0.1, 0.2, 0.5, 0.8, 0.9, 1), --seeds training seeds each, "
+                  "and on organs with round, elongated or mildly darkened (synthetic) lesions; "
+                  "dream from the same start images and write metrics.json (Dice on unmarked "
+                  "images, characteristic feature, per seed and their mean and spread per p, "
+                  "the rank correlation over all networks with its p-value and bootstrap "
+                  "interval; final elongation and intensity of the dreamed lesions), "
+                  "marking_dreams.png, marking_summary.png, marking_seeds.png, "
                   "lesion_dreams.png and lesion_curves.png.",
                   "smaller images, fewer samples and epochs (a few minutes)"),
 }
@@ -40,6 +45,10 @@ def add_parser(commands) -> None:
         study.add_argument("--quick", action="store_true", help=quick)
         study.add_argument("--seed", type=int, default=0,
                            help="data and initialisation seed (default 0)")
+        if name == "deepdream":
+            study.add_argument("--seeds", type=int, default=3,
+                               help="training seeds per marking network G_p: --seed, --seed + 1, "
+                                    "... (default 3); a rerun with more trains only the new ones")
         add_progress(study)
 
 
@@ -47,4 +56,5 @@ def run(args) -> None:
     from ..studies.reproduce import run_deepdream_reproduction, run_lrp_reproduction
 
     study = run_lrp_reproduction if args.study == "lrp" else run_deepdream_reproduction
-    study(args.out, quick=args.quick, seed=args.seed, progress=args.progress)
+    extra = {"seeds": args.seeds} if args.study == "deepdream" else {}
+    study(args.out, quick=args.quick, seed=args.seed, progress=args.progress, **extra)

@@ -1,30 +1,41 @@
-"""A synthetic surface-defect data set: textured tiles with thin cracks or small blowholes.
+"""A synthetic surface-defect data set: textured tiles, defect-free or with a crack or blowholes.
 
 It stands in for the two data sets of seed 003 (section 3.4), which cannot be had here: the
-sewer-pipe cracks (224 x 224 crops of pipe surfaces, damaged or not) and the magnetic-tile
-defects of Huang et al. (2018), whose cracks and blowholes "are very small and cover only a
-few percent of an image". Both are used there for a damaged / undamaged classifier whose LRP
-relevance is turned into a segmentation, and for a U-Net trained on the defect masks.
+magnetic-tile defects of Huang et al. (2018), whose cracks and blowholes "are very small and
+cover only a few percent of an image", and the sewer-pipe cracks (224 x 224 crops of pipe
+surfaces, damaged or not). Both are used there for a damaged / undamaged classifier whose LRP
+relevance is turned into a segmentation, and for a U-Net trained on hand-made defect masks.
 
-Every image is a grayscale surface texture at mid grey (smooth noise at a coarse and a fine
-scale, a faint directional grain and a gentle illumination gradient, all drawn per sample),
-so a single global threshold does not find the defects. Labels follow the index:
+Two styles (:func:`generate_defect_sample`):
+
+* ``"tile"`` (default), in the spirit of the magnetic tiles: unevenly lit grey surfaces (a
+  ramp and a broad spot of light or shade) with grinding streaks, smooth noise and pores;
+  blowholes are one to three dark ellipses covering 1-4.5 % of the image together, cracks are
+  random walks 2-5 px wide with at most one branch;
+* ``"classic"``: the first version of this set, thin 1-3 px branching cracks and small round
+  blowholes on a mid-grey texture.
+
+A single global threshold does not find the defects. Labels follow the index:
 
 * even index: label 0, defect-free (kind ``"none"``), empty segment;
-* ``index % 4 == 1``: label 1, a thin branching crack (kind ``"crack"``);
-* ``index % 4 == 3``: label 1, a few small dark blowholes (kind ``"blowhole"``).
+* ``index % 4 == 1``: label 1, a crack (kind ``"crack"``);
+* ``index % 4 == 3``: label 1, blowholes (kind ``"blowhole"``).
 
 Any run of consecutive indices is therefore balanced between the labels (and between the two
 defect kinds) up to one sample. The segment is exactly the set of pixels that the defect
-darkened; a defect covers between 0.5 % and 5 % of the image (it is redrawn otherwise).
+darkened. Each sample also has a coarse annotation (:func:`coarse_annotation`): the defect
+grown by 1-2.5 px and smoothed, as a person would outline it; seed 003's U-Nets learn from such
+masks, while scores are computed against the true segment.
 
 Samples are deterministic: sample ``index`` of data set ``seed`` is drawn from
-``numpy.random.default_rng([seed, index])``, so it does not depend on the data-set size.
+``numpy.random.default_rng([seed, index])`` (its annotation from ``[seed, index, 1]``), so it
+does not depend on the data-set size.
 
 On disk a data set is a directory ``<root>/<index>/`` per sample holding ``image.png``,
 ``segment.png`` (0/255), ``context.png`` (0/255, always empty: there is no context here) and
-``meta.json`` (with ``label`` and ``kind``), plus ``<root>/defects.json`` describing the
-whole set: the layout of the testnet and Triangle data sets.
+``meta.json`` (with ``label``, ``kind`` and ``style``), plus ``<root>/defects.json`` describing
+the whole set: the layout of the testnet and Triangle data sets. The annotation is computed
+again from ``segment.png`` when a sample is read.
 """
 
 from __future__ import annotations
@@ -37,9 +48,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from scipy import ndimage
+from scipy.spatial import cKDTree
 from torch.utils.data import Dataset
 
-from ..core.validate import check_int
+from ..core.validate import check_bool, check_choice, check_int
 from .files import (
     SAMPLE_FILES,
     check_root,
@@ -52,7 +64,12 @@ from .files import (
 __all__ = [
     "DEFECT_SIZE",
     "DEFECT_KINDS",
+    "DEFECT_STYLES",
     "DEFECT_AREA",
+    "TILE_DEFECT_AREA",
+    "ANNOTATION_MARGIN",
+    "ANNOTATION_SMOOTHING",
+    "coarse_annotation",
     "DefectSample",
     "defect_kind",
     "generate_defect_sample",
@@ -68,8 +85,20 @@ DEFECT_SIZE = 224
 DEFECT_KINDS = ("none", "crack", "blowhole")
 """The kinds of sample: defect-free, crack, blowholes."""
 
+DEFECT_STYLES = ("tile", "classic")
+"""How samples look: ``"tile"`` (magnetic-tile-like, the default) or ``"classic"``."""
+
 DEFECT_AREA = (0.005, 0.05)
-"""Inclusive range of the fraction of image pixels a defect covers."""
+"""Inclusive range of the fraction of image pixels a defect of the "classic" style covers."""
+
+ANNOTATION_MARGIN = (1.0, 2.5)
+"""Range of the margin (px) by which :func:`coarse_annotation` grows a defect."""
+
+ANNOTATION_SMOOTHING = 1.5
+"""Standard deviation (px) of the Gaussian that rounds a coarse annotation's outline."""
+
+_ANNOTATION_WOBBLE = (0.6, 6.0, 1.0)  # std, Gaussian scale and floor (px) of the local margin
+_ANNOTATION_STREAM = 1  # the annotation's random stream: default_rng([seed, index, 1])
 
 _MIN_SIZE = 64
 _SPLIT = (0.6, 0.2, 0.2)  # train / validation / test, as in seed 003
@@ -127,7 +156,11 @@ class DefectSample:
         ``defect_fraction`` (segment pixels / image pixels), ``attempts`` (defect draws
         needed to meet :data:`DEFECT_AREA`, 0 for defect-free tiles), ``surface`` (the
         texture parameters) and ``defect`` (the crack or blowhole parameters, empty for
-        defect-free tiles).
+        defect-free tiles), ``style`` and ``annotation`` (the margin of the coarse
+        annotation, empty for defect-free tiles).
+    annotation : numpy.ndarray, bool (H, W)
+        A person's coarse outline of the defect (:func:`coarse_annotation`): what a U-Net
+        learns from in seed 003's setting; all False for a defect-free tile.
     """
 
     __test__ = False  # not a pytest test class
@@ -137,6 +170,7 @@ class DefectSample:
     context: np.ndarray
     label: int
     meta: dict = field(default_factory=dict)
+    annotation: np.ndarray | None = None
 
 
 def defect_kind(index: int) -> str:
@@ -201,10 +235,12 @@ def _draw_surface(rng, size: int) -> tuple[np.ndarray, dict]:
 # cracks
 
 
-def _walk(rng, start, heading: float, length: float, size: int) -> np.ndarray:
-    """Points (k, 2) of a persistent random walk with 0.5 px steps; stops at the image border."""
+def _walk(rng, start, heading: float, length: float, size: int,
+          turn: float = _CRACK_TURN) -> np.ndarray:
+    """Points (k, 2) of a persistent random walk with 0.5 px steps (heading change of std
+    ``turn`` radians per px); stops at the image border."""
     n_steps = max(2, int(length * 2))
-    turns = np.cumsum(rng.normal(0.0, _CRACK_TURN * math.sqrt(0.5), n_steps))
+    turns = np.cumsum(rng.normal(0.0, turn * math.sqrt(0.5), n_steps))
     headings = heading + turns
     steps = 0.5 * np.stack([np.sin(headings), np.cos(headings)], axis=1)
     points = np.asarray(start, dtype=float) + np.concatenate([[[0.0, 0.0]], np.cumsum(steps, axis=0)])
@@ -344,49 +380,246 @@ def _draw_blowholes(rng, size: int) -> tuple[np.ndarray, np.ndarray, dict]:
 
 
 # ---------------------------------------------------------------------------------------------
+# the "tile" style: magnetic-tile-like surfaces, blowholes and cracks
+
+# surface (grey levels; lengths in px at 224 px unless said otherwise)
+_TILE_MEAN = (70.0, 140.0)
+_TILE_COARSE = ((3.0, 8.0), 14.0)  # (amplitude range, Gaussian scale)
+_TILE_FINE = ((3.0, 6.0), 0.8)
+_TILE_STREAKS = ((2.0, 6.0), (12.0, 30.0), 0.7)  # amplitude, scale along, scale across
+_TILE_PORES = (1.0 / 600.0, (6.0, 18.0))  # pores per pixel, their darkening
+_TILE_RAMP = (15.0, 45.0)  # grey-level change of a linear illumination ramp across the image
+_TILE_SPOT = (40.0, (0.25, 0.6))  # amplitude up to +-40, width a fraction of the side
+_TILE_CLIP = (15, 240)
+
+# blowholes: dark ellipses
+_TILE_HOLES = (1, 3)  # inclusive
+_TILE_HOLE_AREA = (0.01, 0.045)  # fraction of the image all holes of a tile cover together
+_TILE_HOLE_RATIO = (1.0, 2.2)  # long / short semi-axis
+_TILE_HOLE_DEPTH = (20.0, 80.0)
+_TILE_HOLE_RIM = 0.55  # relative darkening lost from the centre to the rim
+_TILE_HOLE_GAP = 3.0  # free px between two holes
+
+# cracks: a trunk (two halves from a point) and maybe one branch, 2-5 px wide everywhere
+_TILE_CRACK_HALF = (0.18, 0.4)  # fraction of the side
+_TILE_CRACK_BRANCH = (0.5, (0.1, 0.25))  # probability, length as a fraction of the side
+_TILE_CRACK_WIDTH = (2.0, 5.0)  # px at any image size
+_TILE_CRACK_TURN = 0.05
+_TILE_CRACK_DEPTH = (20.0, 85.0)
+_TILE_CRACK_EDGE = 0.35  # relative darkening lost from the centre line to the edge
+
+TILE_DEFECT_AREA = (0.002, 0.06)
+"""Inclusive range of the fraction of image pixels a defect of the "tile" style covers."""
+
+
+def _draw_tile_surface(rng, size: int) -> tuple[np.ndarray, dict]:
+    """A magnetic-tile-like surface (float (size, size), not yet rounded) and its parameters."""
+    scale = size / DEFECT_SIZE
+    mean = float(rng.uniform(*_TILE_MEAN))
+    coarse = float(rng.uniform(*_TILE_COARSE[0]))
+    fine = float(rng.uniform(*_TILE_FINE[0]))
+    streaks = float(rng.uniform(*_TILE_STREAKS[0]))
+    streak_length = float(rng.uniform(*_TILE_STREAKS[1])) * scale
+    streak_angle = float(rng.uniform(0.0, math.pi))
+    ramp = float(rng.uniform(*_TILE_RAMP))
+    ramp_angle = float(rng.uniform(0.0, 2.0 * math.pi))
+    spot = float(rng.uniform(-_TILE_SPOT[0], _TILE_SPOT[0]))
+    spot_width = float(rng.uniform(*_TILE_SPOT[1])) * size
+    spot_centre = rng.uniform(0.0, size - 1.0, 2)
+
+    surface = np.full((size, size), mean)
+    coarse_sigma = _TILE_COARSE[1] * scale
+    surface += coarse * _oriented_noise(rng, size, coarse_sigma, coarse_sigma, 0.0)
+    surface += fine * _oriented_noise(rng, size, _TILE_FINE[1], _TILE_FINE[1], 0.0)
+    surface += streaks * _oriented_noise(rng, size, streak_length, _TILE_STREAKS[2], streak_angle)
+    rows, cols = np.mgrid[0:size, 0:size].astype(float)
+    unit = max(size - 1, 1)
+    surface += ramp * ((cols / unit - 0.5) * math.cos(ramp_angle)
+                       + (rows / unit - 0.5) * math.sin(ramp_angle))
+    distance2 = (rows - spot_centre[0]) ** 2 + (cols - spot_centre[1]) ** 2
+    surface += spot * np.exp(-distance2 / (2.0 * spot_width**2))
+    n_pores = int(rng.poisson(_TILE_PORES[0] * size * size))
+    pores = rng.integers(0, size, (n_pores, 2))
+    surface[pores[:, 0], pores[:, 1]] -= rng.uniform(*_TILE_PORES[1], n_pores)
+    params = {
+        "mean": round(mean, 3),
+        "coarse": round(coarse, 3),
+        "fine": round(fine, 3),
+        "streaks": round(streaks, 3),
+        "streak_length": round(streak_length, 3),
+        "streak_angle": round(math.degrees(streak_angle), 3),
+        "ramp": round(ramp, 3),
+        "ramp_angle": round(math.degrees(ramp_angle), 3),
+        "spot": round(spot, 3),
+        "spot_width": round(spot_width, 3),
+        "spot_centre": [round(float(v), 3) for v in spot_centre],
+        "pores": n_pores,
+    }
+    return surface, params
+
+
+def _draw_tile_blowholes(rng, size: int) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Segment mask, darkening (float, > 0 on the mask) and parameters of 1-3 dark ellipses."""
+    n_holes = int(rng.integers(_TILE_HOLES[0], _TILE_HOLES[1] + 1))
+    total = float(rng.uniform(*_TILE_HOLE_AREA)) * size * size
+    areas = total * rng.dirichlet(np.full(n_holes, 3.0))
+    rows, cols = np.mgrid[0:size, 0:size].astype(float)
+    mask = np.zeros((size, size), dtype=bool)
+    darkening = np.zeros((size, size))
+    holes: list[dict] = []
+    for area in areas:
+        ratio = float(rng.uniform(*_TILE_HOLE_RATIO))
+        short = math.sqrt(area / (math.pi * ratio))
+        long = ratio * short
+        angle = float(rng.uniform(0.0, math.pi))
+        for _ in range(100):
+            centre = rng.uniform(long + 2.0, size - 3.0 - long, 2)
+            if all(math.dist(centre, h["centre"]) >= long + h["long"] + _TILE_HOLE_GAP
+                   for h in holes):
+                break
+        else:
+            continue  # no room: the hole is left out (the area check may redraw the tile)
+        dr, dc = rows - centre[0], cols - centre[1]
+        along = dc * math.cos(angle) + dr * math.sin(angle)
+        across = -dc * math.sin(angle) + dr * math.cos(angle)
+        relative = (along / long) ** 2 + (across / short) ** 2
+        inside = relative <= 1.0
+        inside[int(round(centre[0])), int(round(centre[1]))] = True
+        depth = float(rng.uniform(*_TILE_HOLE_DEPTH))
+        mask |= inside
+        darkening = np.where(inside, depth * (1.0 - _TILE_HOLE_RIM * np.minimum(relative, 1.0)),
+                             darkening)
+        holes.append({"centre": centre, "long": long, "short": short, "angle": angle,
+                      "depth": depth})
+    params = {
+        "n_holes": len(holes),
+        "centres": [[round(float(v), 3) for v in h["centre"]] for h in holes],
+        "semi_axes": [[round(h["long"], 3), round(h["short"], 3)] for h in holes],
+        "angles": [round(math.degrees(h["angle"]), 3) for h in holes],
+        "depths": [round(h["depth"], 3) for h in holes],
+    }
+    return mask, darkening, params
+
+
+def _smooth_profile(rng, n: int, spread: float) -> np.ndarray:
+    """A slow random variation along ``n`` points, std 1 before clipping (``spread`` px apart)."""
+    wobble = ndimage.gaussian_filter1d(rng.standard_normal(n), spread, mode="nearest")
+    return wobble / max(float(wobble.std()), 1e-12)
+
+
+def _draw_tile_crack(rng, size: int) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Segment mask, darkening (float, > 0 on the mask) and parameters of a 2-5 px wide crack.
+
+    The centre line is sampled every 0.5 px; a pixel belongs to the crack when its centre lies
+    within half the local width of the nearest centre-line point.
+    """
+    start = rng.uniform(0.25 * size, 0.75 * size, 2)
+    heading = float(rng.uniform(0.0, 2.0 * math.pi))
+    halves = [_walk(rng, start, heading + math.pi * k,
+                    float(rng.uniform(*_TILE_CRACK_HALF)) * size, size, _TILE_CRACK_TURN)
+              for k in range(2)]
+    trunk = np.concatenate([halves[0][::-1], halves[1][1:]])
+    base = float(rng.uniform(*_TILE_CRACK_WIDTH))
+    widths = np.clip(base + 0.7 * _smooth_profile(rng, len(trunk), 20.0), *_TILE_CRACK_WIDTH)
+    pieces = [(trunk, widths)]
+    branch_params = []
+    if rng.random() < _TILE_CRACK_BRANCH[0] and len(trunk) >= 16:
+        at = int(rng.uniform(0.2, 0.8) * len(trunk))
+        direction = trunk[min(at + 4, len(trunk) - 1)] - trunk[max(at - 4, 0)]
+        off = math.radians(float(rng.uniform(25.0, 65.0))) * (1 if rng.random() < 0.5 else -1)
+        length = float(rng.uniform(*_TILE_CRACK_BRANCH[1])) * size
+        branch = _walk(rng, trunk[at], math.atan2(direction[0], direction[1]) + off, length, size,
+                       _TILE_CRACK_TURN)
+        branch_widths = np.clip(widths[at] - 1.0 + 0.5 * _smooth_profile(rng, len(branch), 20.0),
+                                *_TILE_CRACK_WIDTH)
+        pieces.append((branch, branch_widths))
+        branch_params.append({"origin": [round(float(v), 3) for v in trunk[at]],
+                              "angle": round(math.degrees(off), 3), "length": len(branch) // 2})
+    points = np.concatenate([p for p, _ in pieces])
+    half = np.concatenate([w for _, w in pieces]) / 2.0
+    darkness = 0.85 + 0.15 * np.clip(_smooth_profile(rng, len(points), 10.0), -1.0, 1.0)
+
+    # distance of every pixel centre near the crack to the nearest centre-line point
+    tree = cKDTree(points)
+    pixels = np.stack(np.mgrid[0:size, 0:size], axis=-1).reshape(-1, 2).astype(float)
+    distance, nearest = tree.query(pixels, distance_upper_bound=_TILE_CRACK_WIDTH[1])
+    near = np.isfinite(distance)
+    relative = np.full(size * size, np.inf)
+    relative[near] = distance[near] / half[nearest[near]]
+    mask = (relative <= 1.0).reshape(size, size)
+    depth = float(rng.uniform(*_TILE_CRACK_DEPTH))
+    strength = np.zeros(size * size)
+    inside = relative <= 1.0
+    strength[inside] = (darkness[nearest[inside]]
+                        * (1.0 - _TILE_CRACK_EDGE * relative[inside] ** 2))
+    params = {
+        "start": [round(float(v), 3) for v in start],
+        "heading": round(math.degrees(heading), 3),
+        "trunk_length": len(trunk) // 2,
+        "widths": [round(float(min(w.min() for _, w in pieces)), 3),
+                   round(float(max(w.max() for _, w in pieces)), 3)],
+        "depth": round(depth, 3),
+        "branches": branch_params,
+    }
+    return mask, depth * strength.reshape(size, size), params
+
+
+# ---------------------------------------------------------------------------------------------
 # samples
 
 
-def _draw_sample(seed: int, index: int, size: int) -> tuple[np.ndarray, DefectSample]:
+def _draw_sample(seed: int, index: int, size: int,
+                 style: str = "tile") -> tuple[np.ndarray, DefectSample]:
     """The clean surface (uint8) and the sample; arguments already checked."""
     rng = np.random.default_rng([seed, index])
     kind = defect_kind(index)
-    surface, surface_params = _draw_surface(rng, size)
+    if style == "tile":
+        surface_float, surface_params = _draw_tile_surface(rng, size)
+        surface = np.clip(np.round(surface_float), *_TILE_CLIP).astype(np.uint8)
+        draw = _draw_tile_crack if kind == "crack" else _draw_tile_blowholes
+        area = TILE_DEFECT_AREA
+    else:
+        surface, surface_params = _draw_surface(rng, size)
+        draw = _draw_crack if kind == "crack" else _draw_blowholes
+        area = DEFECT_AREA
     segment = np.zeros((size, size), dtype=bool)
     image = surface.copy()
     defect_params: dict = {}
     attempts = 0
     if kind != "none":
-        draw = _draw_crack if kind == "crack" else _draw_blowholes
-        low, high = DEFECT_AREA[0] * size * size, DEFECT_AREA[1] * size * size
+        low, high = area[0] * size * size, area[1] * size * size
         while True:
             attempts += 1
             segment, darkening, defect_params = draw(rng, size)
             if low <= segment.sum() <= high:
                 break
             if attempts == _DEFECT_TRIES:  # pragma: no cover - never seen
-                raise RuntimeError(f"could not draw a {kind} covering {DEFECT_AREA} of a {size} px image")
+                raise RuntimeError(f"could not draw a {kind} covering {area} of a {size} px image")
         # integer darkening of at least 1 grey level on exactly the segment pixels
         steps = np.where(segment, np.maximum(1, np.round(darkening)), 0).astype(np.int64)
         image = np.clip(surface.astype(np.int64) - steps, 0, 255).astype(np.uint8)
     label = int(kind != "none")
+    annotation, annotation_params = _annotate(segment, seed, index)
     meta = {
         "seed": seed,
         "index": index,
         "size": size,
+        "style": style,
         "label": label,
         "kind": kind,
         "defect_fraction": round(float(segment.mean()), 6),
         "attempts": attempts,
         "surface": surface_params,
         "defect": defect_params,
+        "annotation": annotation_params,
     }
     sample = DefectSample(image=image, segment=segment, context=np.zeros((size, size), dtype=bool),
-                          label=label, meta=meta)
+                          label=label, meta=meta, annotation=annotation)
     return surface, sample
 
 
-def generate_defect_sample(seed: int, index: int, size: int = DEFECT_SIZE) -> DefectSample:
+def generate_defect_sample(seed: int, index: int, size: int = DEFECT_SIZE,
+                           style: str = "tile") -> DefectSample:
     """Draw sample ``index`` of the surface-defect data set with seed ``seed``.
 
     Parameters
@@ -394,47 +627,122 @@ def generate_defect_sample(seed: int, index: int, size: int = DEFECT_SIZE) -> De
     seed : int
         Data-set seed (non-negative).
     index : int
-        Sample index (non-negative). The sample depends only on ``(seed, index, size)``; its
-        label and kind only on ``index`` (see :func:`defect_kind`).
+        Sample index (non-negative). The sample depends only on ``(seed, index, size,
+        style)``; its label and kind only on ``index`` (see :func:`defect_kind`).
     size : int, default 224
-        Image side in pixels (at least 64). Texture scales and defect lengths scale with
-        ``size / 224``; crack widths stay 1-3 px up to 224 px and scale above it, blowhole
-        radii scale with ``max(size / 224, 0.5)``.
+        Image side in pixels (at least 64).
+    style : {"tile", "classic"}, default "tile"
+        ``"tile"``: magnetic-tile-like surfaces and defects (below); ``"classic"``: the first
+        version of this set (thin 1-3 px cracks and small round blowholes).
 
     Returns
     -------
     DefectSample
         Image uint8 (size, size), segment bool (size, size), context bool (size, size, all
-        False), label and meta data.
+        False), label, meta data and the coarse annotation (:func:`coarse_annotation`).
 
     Notes
     -----
-    Stands in for the sewer-pipe cracks and magnetic-tile defects of seed 003 (section 3.4).
-    At 224 px the surface has a mean grey level drawn in 105-150, smooth noise of std 6-12
-    (Gaussian scale 16 px) and 4-8 (1 px), a grain of std 2-5 smoothed 6-14 px along a random
-    direction and 0.7 px across it, and a linear illumination ramp of 8-28 grey levels across
-    the image; it is clipped to 30-230.
+    Stands in for the magnetic-tile and sewer-pipe defects of seed 003 (section 3.4). Lengths
+    are given at 224 px and scale with ``size / 224`` unless said otherwise.
 
-    A crack is a persistent random walk through a random point in the central 60 % of the
-    tile, 0.2-0.5 of the side long in each direction, with one or two branches leaving it
-    at 25-65 degrees (0.15-0.35 of the side long). It is 2 or 3 px wide where the two halves
-    meet and tapers to 1 px at the tips (branches start at most 2 px wide); its centre line
-    is darkened by 35-70 grey levels times a slow variation of 0.6-1.1 along it (and up to
-    25 % less where it is thin), the pixels beside it by 70 % of their nearest centre-line
-    pixel's darkening. Blowholes are 2-5 irregular discs (more, up to 8, while they cover less
-    than 0.5 % of the image) of radius 4-8 px, at least 3 px apart, darkened by 40-75 grey
-    levels at the centre and 55 % less at the rim. A defect that covers less than 0.5 % or
-    more than 5 % of the pixels is drawn again (``meta["attempts"]`` counts the draws).
+    ``"tile"``: the surface has a mean grey level drawn in 70-140, smooth noise of std 3-8
+    (Gaussian scale 14 px) and 3-6 (0.8 px), grinding streaks of std 2-6 smoothed 12-30 px
+    along a random direction and 0.7 px across it, about one dark pore (a single pixel
+    darkened by 6-18 grey levels) per 600 pixels, and uneven illumination: a linear ramp of
+    15-45 grey levels across the image plus a broad bright or dark spot (up to +-40 grey
+    levels, Gaussian width 0.25-0.6 of the side); it is clipped to 15-240. Blowholes are 1-3
+    dark ellipses (long / short semi-axis 1-2.2, any orientation, at least 3 px apart)
+    covering 1-4.5 % of the image together, darkened by 20-80 grey levels at the centre
+    (faint ones too, as on real tiles) and 55 % less at the rim. A crack is a persistent
+    random walk through a point in the central half of the tile, 0.18-0.4 of the side long in
+    each direction, with one branch (0.1-0.25 of the side, 25-65 degrees off the trunk) in
+    half of the cracks; it is 2-5 px wide at every image size (a width drawn per crack,
+    varying slowly by about 0.7 px along it, the branch about 1 px narrower), darkened by
+    20-85 grey levels times a slow variation of 0.7-1 along it, 35 % less at its edges. A
+    defect covering less than 0.2 % or more than 6 % of the pixels is drawn again
+    (``meta["attempts"]`` counts the draws).
+
+    ``"classic"``: a surface of mean grey level 105-150 with smooth noise of std 6-12 (16 px)
+    and 4-8 (1 px), a grain of std 2-5 (6-14 px along, 0.7 px across) and a linear ramp of
+    8-28 grey levels, clipped to 30-230. A crack is a random walk, 0.2-0.5 of the side long in
+    each direction, with one or two branches, 2 or 3 px wide where its halves meet and
+    tapering to 1 px at the tips (widths scale above 224 px only); blowholes are 2-5 (up to
+    8) irregular discs of radius 4-8 px (scaled by ``max(size / 224, 0.5)``). A defect covers
+    0.5-5 % of the pixels (:data:`DEFECT_AREA`).
 
     Raises
     ------
     TypeError, ValueError
-        If an argument is not a non-negative int or ``size`` is below 64 (the message names it).
+        If an argument is not a non-negative int, ``size`` is below 64 or ``style`` unknown
+        (the message names it).
     """
     seed = check_int(seed, "seed", minimum=0)
     index = check_int(index, "index", minimum=0)
     size = check_int(size, "size", minimum=_MIN_SIZE)
-    return _draw_sample(seed, index, size)[1]
+    style = check_choice(style, "style", DEFECT_STYLES)
+    return _draw_sample(seed, index, size, style)[1]
+
+
+# ---------------------------------------------------------------------------------------------
+# coarse annotation
+
+
+def _annotate(segment: np.ndarray, seed: int, index: int) -> tuple[np.ndarray, dict]:
+    """The coarse annotation of ``segment`` and its parameters (arguments already checked)."""
+    if not segment.any():
+        return np.zeros_like(segment), {}
+    rng = np.random.default_rng([seed, index, _ANNOTATION_STREAM])
+    margin = float(rng.uniform(*ANNOTATION_MARGIN))
+    size = segment.shape[0]
+    wobble = _ANNOTATION_WOBBLE[0] * _oriented_noise(rng, size, _ANNOTATION_WOBBLE[1],
+                                                     _ANNOTATION_WOBBLE[1], 0.0)
+    local = np.maximum(margin + wobble, _ANNOTATION_WOBBLE[2])  # never below 1 px
+    grown = ndimage.distance_transform_edt(~segment) <= local
+    smooth = ndimage.gaussian_filter(grown.astype(float), ANNOTATION_SMOOTHING) > 0.5
+    annotation = ndimage.binary_fill_holes(smooth | segment)
+    return annotation, {"margin": round(margin, 3)}
+
+
+def coarse_annotation(segment, seed: int = 0, index: int = 0) -> np.ndarray:
+    """A person's coarse outline of a defect: the segment slightly grown and smoothed.
+
+    Seed 003's U-Nets learn from hand-made masks, which follow a defect's outline loosely:
+    a little wider than the defect, with rounded corners and no holes. This mimics that.
+    The defect is grown by a margin drawn in :data:`ANNOTATION_MARGIN` (1-2.5 px, at any
+    image size) that wobbles slowly along the outline (std 0.6 px, Gaussian scale 6 px, never
+    below 1 px), the
+    grown mask is smoothed (Gaussian of std :data:`ANNOTATION_SMOOTHING` = 1.5 px, threshold
+    0.5), the defect itself is added back and holes are filled. The annotation therefore
+    contains the whole defect.
+
+    Parameters
+    ----------
+    segment : array_like of bool, (H, W) with H == W
+        The true defect pixels.
+    seed, index : int, default 0
+        The draws come from ``numpy.random.default_rng([seed, index, 1])``, a stream of their
+        own: a data set's annotation of sample ``index`` is ``coarse_annotation(segment,
+        seed, index)`` and never changes the image drawn.
+
+    Returns
+    -------
+    numpy.ndarray, bool (H, W)
+        The annotation; all False for an empty segment.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a ``segment`` that is not a square 2-D boolean array, or a bad ``seed`` or
+        ``index`` (the message names it).
+    """
+    seed = check_int(seed, "seed", minimum=0)
+    index = check_int(index, "index", minimum=0)
+    array = np.asarray(segment)
+    if array.dtype != bool or array.ndim != 2 or array.shape[0] != array.shape[1]:
+        raise ValueError(f"segment: expected a square 2-D boolean array, got dtype {array.dtype} "
+                         f"and shape {array.shape}")
+    return _annotate(array, seed, index)[0]
 
 
 def generate_defect_dataset(
@@ -444,6 +752,7 @@ def generate_defect_dataset(
     size: int = DEFECT_SIZE,
     force: bool = False,
     progress: bool = True,
+    style: str = "tile",
 ) -> Path:
     """Generate ``n`` surface-defect samples and write them under ``root``.
 
@@ -455,13 +764,14 @@ def generate_defect_dataset(
     root : str or Path
         Target directory. For every index 0 .. n-1 it receives ``root/<index>/image.png``,
         ``segment.png`` and ``context.png`` (0/255) and ``meta.json``; ``root/defects.json``
-        records ``n``, ``seed``, ``size``, ``label_counts`` (``{"0": ..., "1": ...}``) and
-        ``kind_counts``.
+        records ``n``, ``seed``, ``size``, ``style``, ``label_counts`` (``{"0": ..., "1":
+        ...}``) and ``kind_counts``. The coarse annotation is not stored: it is computed again
+        from ``segment.png`` when read (:func:`coarse_annotation`).
     n : int, default 1000
         Number of samples (at least 1); seed 003 uses 1382 sewer-pipe and 1084 magnetic-tile
         images.
     seed : int, default 0
-        Data-set seed; sample ``i`` is ``generate_defect_sample(seed, i, size)``.
+        Data-set seed; sample ``i`` is ``generate_defect_sample(seed, i, size, style)``.
     size : int, default 224
         Image side in pixels (at least 64).
     force : bool, default False
@@ -469,6 +779,8 @@ def generate_defect_dataset(
         nothing but numbered sample directories.
     progress : bool, default True
         Show a tqdm progress bar on stderr.
+    style : {"tile", "classic"}, default "tile"
+        How the samples look (:func:`generate_defect_sample`).
 
     Returns
     -------
@@ -486,16 +798,19 @@ def generate_defect_dataset(
     n = check_int(n, "n", minimum=1)
     seed = check_int(seed, "seed", minimum=0)
     size = check_int(size, "size", minimum=_MIN_SIZE)
+    style = check_choice(style, "style", DEFECT_STYLES)
     kinds = [defect_kind(i) for i in range(n)]
     info = {
         "name": "defects",
         "n": n,
         "seed": seed,
         "size": size,
+        "style": style,
         "label_counts": {"0": kinds.count("none"), "1": n - kinds.count("none")},
         "kind_counts": {kind: kinds.count(kind) for kind in DEFECT_KINDS},
     }
-    return write_dataset(root, n, lambda index: generate_defect_sample(seed, index, size), info,
+    return write_dataset(root, n, lambda index: generate_defect_sample(seed, index, size, style),
+                         info,
                          _INFO_FILE, force=force, progress=progress, description="defects")
 
 
@@ -586,7 +901,8 @@ def load_defect_sample(root, index: int) -> DefectSample:
     Returns
     -------
     DefectSample
-        The arrays, label and meta data that :func:`generate_defect_sample` produced.
+        The arrays, label and meta data that :func:`generate_defect_sample` produced, and
+        the coarse annotation computed again from the stored segment.
 
     Raises
     ------
@@ -604,13 +920,20 @@ def load_defect_sample(root, index: int) -> DefectSample:
         raise FileNotFoundError(f"defect sample {index} in {root} is incomplete or missing "
                                 f"({', '.join(missing)}); {_HOW_TO_GENERATE}")
     meta = _read_meta(root, index)
+    segment = read_gray(directory / "segment.png") > 127
     return DefectSample(
         image=read_gray(directory / "image.png"),
-        segment=read_gray(directory / "segment.png") > 127,
+        segment=segment,
         context=read_gray(directory / "context.png") > 127,
         label=int(meta["label"]),
         meta=meta,
+        annotation=_stored_annotation(segment, meta, index),
     )
+
+
+def _stored_annotation(segment: np.ndarray, meta: dict, index: int) -> np.ndarray:
+    """The coarse annotation of a stored sample (its meta data's seed and index)."""
+    return _annotate(segment, int(meta.get("seed", 0)), int(meta.get("index", index)))[0]
 
 
 class DefectDataset(Dataset):
@@ -627,6 +950,10 @@ class DefectDataset(Dataset):
         (1, H, W) equal to pixel / 255, label an int64 scalar tensor (0 or 1). With False
         they are ``(image, segment)`` for a segmentation network: segment float32 (1, H, W)
         of 0 and 1 (the defect pixels).
+    annotation : bool, default False
+        With ``labels=False``: the segment of each item is the coarse annotation
+        (:func:`coarse_annotation`), what a person would have drawn, instead of the true
+        defect pixels.
     cache : bool, default True
         Keep decoded samples in memory after their first use (about 2 bytes per pixel).
 
@@ -635,14 +962,20 @@ class DefectDataset(Dataset):
     FileNotFoundError
         If ``root`` does not exist (the message says how to generate it).
     ValueError
-        If ``root`` holds no samples or ``indices`` names samples that are not stored.
+        If ``root`` holds no samples or ``indices`` names samples that are not stored, or
+        ``annotation`` is asked for with ``labels=True``.
     """
 
-    def __init__(self, root, indices=None, labels: bool = True, cache: bool = True):
+    def __init__(self, root, indices=None, labels: bool = True, cache: bool = True,
+                 annotation: bool = False):
         self.root = _check_root(root)
         available = stored_indices(self.root, "defect", _HOW_TO_GENERATE)
         self.indices = selected_indices(indices, available, self.root)
         self.labels = bool(labels)
+        self.annotation = check_bool(annotation, "annotation")
+        if self.annotation and self.labels:
+            raise ValueError("annotation: expected False with labels=True (image labels have no "
+                             "outline), got True")
         self.cache = bool(cache)
         self._cache: dict[int, tuple[np.ndarray, np.ndarray, int]] = {}
 
@@ -661,7 +994,10 @@ class DefectDataset(Dataset):
             try:
                 image = read_gray(directory / "image.png")
                 segment = read_gray(directory / "segment.png") > 127
-                label = int(_read_meta(self.root, index)["label"])
+                meta = _read_meta(self.root, index)
+                label = int(meta["label"])
+                if self.annotation:
+                    segment = _stored_annotation(segment, meta, index)
             except FileNotFoundError as error:
                 raise FileNotFoundError(
                     f"defect sample {index} in {self.root} is incomplete ({error.filename}); "

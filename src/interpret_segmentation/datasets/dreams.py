@@ -6,11 +6,11 @@ data sets that cannot be had here. Two small in-memory generators stand in for t
 
 * **objects with a marking** (section 3.1; replaces the COCO cats and dogs): gray images of
   textured objects on a smoothly varying background. With probability ``p`` an image is
-  *marked*: short 135-degree line segments of random position and intensity are drawn inside
-  every object (and 45-degree ones on the distractors), a shortcut a network can learn
-  instead of the objects' own faint texture. The
-  *characteristic feature* of the marking, :func:`marking_response`, is the largest response
-  of an image to a 135-degree line (:func:`line_kernel`).
+  *marked*: short, faint 135-degree line segments of random position and intensity are drawn
+  inside every object (and 45-degree ones on the distractors), a shortcut a network can learn
+  instead of the objects' own faint texture when most images carry it. The *characteristic
+  feature* of the marking, :func:`marking_response`, is the largest response of an image to
+  a 135-degree line (:func:`line_kernel`).
 * **an organ with lesions** (section 3.2; replaces LiTS liver tumours): a large textured organ
   on a dark background holding 0-3 hypo-intense lesions, round or elongated, either "real"
   (markedly darker, with their own smoother texture and a blurred boundary) or "synthetic"
@@ -47,6 +47,7 @@ from .defects import _oriented_noise
 
 __all__ = [
     "DREAM_SIZE",
+    "MARKING_CONTRAST",
     "LESION_SHAPES",
     "LESION_INTENSITIES",
     "MarkingSample",
@@ -62,6 +63,11 @@ __all__ = [
 
 DREAM_SIZE = 64
 """Default image side in pixels; lengths below are given for it and scale with ``size / 64``."""
+
+MARKING_CONTRAST = (0.02, 0.08)
+"""Default range of the gray-level change of a marking segment (drawn uniformly, then its sign):
+a faint texture, about as strong as the objects' own (std 0.035-0.065). See
+:func:`generate_marking_sample`."""
 
 LESION_SHAPES = ("round", "elongated")
 """Lesion shapes of :func:`generate_lesion_sample`."""
@@ -93,7 +99,6 @@ _GAP = 2.0
 _EDGE_SIGMA = 0.6
 _SEGMENT_LENGTH = (7, 13)  # inclusive, px at 64 px
 _SEGMENT_WIDTH = 2  # px at 64 px
-_SEGMENT_DELTA = (0.05, 0.25)  # gray-level change of a segment, sign drawn
 _MARKING_ANGLE = 135.0
 _DECOY_ANGLE = 45.0  # segments drawn on the distractors of a marked image
 _SEGMENT_DENSITY = 40.0  # object px per segment (at 64 px)
@@ -351,7 +356,8 @@ class MarkingSample:
         Whether the 135-degree marking was drawn inside the objects.
     meta : dict
         JSON-ready: ``seed``, ``index``, ``size``, ``p`` (None when ``marking`` was forced),
-        ``draw`` (the uniform number compared with ``p``), ``marked``, ``object_fraction``,
+        ``draw`` (the uniform number compared with ``p``), ``marked``, ``contrast`` (the range
+        of the segments' gray-level change), ``object_fraction``,
         ``background``, ``objects`` and ``distractors`` (their parameters), ``segments``
         (centre, length and gray-level change of each marking segment) and ``decoys`` (the
         same for the 45-degree segments on the distractors); both empty if unmarked.
@@ -446,8 +452,10 @@ def _segment_offsets(length: int, width: int, angle: float) -> np.ndarray:
     return np.concatenate([offsets + [0, j] for j in range(width)])
 
 
-def _draw_segments(rng, image: np.ndarray, masks, size: int, angle: float) -> tuple[np.ndarray, list]:
-    """``image`` with line segments along ``angle`` drawn inside each of ``masks`` (stream 2)."""
+def _draw_segments(rng, image: np.ndarray, masks, size: int, angle: float,
+                   contrast: tuple[float, float]) -> tuple[np.ndarray, list]:
+    """``image`` with line segments along ``angle`` drawn inside each of ``masks`` (stream 2),
+    each changing the gray level by a value drawn in ``contrast``, up or down."""
     scale = size / DREAM_SIZE
     width = max(1, int(round(_SEGMENT_WIDTH * scale)))
     drawn = image.copy()
@@ -459,7 +467,7 @@ def _draw_segments(rng, image: np.ndarray, masks, size: int, angle: float) -> tu
             k = int(rng.integers(len(rows)))
             length = max(2, int(round(int(rng.integers(_SEGMENT_LENGTH[0], _SEGMENT_LENGTH[1] + 1))
                                       * scale)))
-            delta = float(rng.uniform(*_SEGMENT_DELTA)) * (1.0 if rng.random() < 0.5 else -1.0)
+            delta = float(rng.uniform(*contrast)) * (1.0 if rng.random() < 0.5 else -1.0)
             pixels = _segment_offsets(length, width, angle) + [rows[k], cols[k]]
             keep = np.all((pixels >= 0) & (pixels < size), axis=1)
             pixels = pixels[keep]
@@ -469,8 +477,20 @@ def _draw_segments(rng, image: np.ndarray, masks, size: int, angle: float) -> tu
     return np.clip(drawn, 0.0, 1.0), segments
 
 
+def _check_contrast(contrast) -> tuple[float, float]:
+    """``contrast`` as a (low, high) pair with 0 <= low <= high <= 1 (ValueError naming it)."""
+    pair = tuple(contrast) if isinstance(contrast, (tuple, list, np.ndarray)) else None
+    if pair is None or len(pair) != 2:
+        raise ValueError(f"contrast: expected a pair (low, high) of gray-level changes, got "
+                         f"{contrast!r}")
+    low = check_number(pair[0], "contrast[0]", 0, 1)
+    high = check_number(pair[1], "contrast[1]", low, 1)
+    return float(low), float(high)
+
+
 def generate_marking_sample(seed: int, index: int, p: float, size: int = DREAM_SIZE,
-                            marking: bool | None = None) -> MarkingSample:
+                            marking: bool | None = None,
+                            contrast=MARKING_CONTRAST) -> MarkingSample:
     """Draw sample ``index`` of the objects-with-a-marking data set with seed ``seed``.
 
     Parameters
@@ -487,6 +507,11 @@ def generate_marking_sample(seed: int, index: int, p: float, size: int = DREAM_S
         None: marked when ``meta["draw"] < p``, ``draw`` being a uniform number in [0, 1)
         drawn from ``(seed, index)`` alone (so a sample marked at some ``p`` is marked at every
         larger ``p``). True / False: forces the marking, e.g. False for an unmarked test set.
+    contrast : pair of float, default (0.02, 0.08)
+        Range of the gray-level change of each marking (and decoy) segment, drawn uniformly
+        with a random sign (:data:`MARKING_CONTRAST`). The segments' places and signs do not
+        depend on it: a sample drawn with another range differs only in how strongly they
+        show.
 
     Returns
     -------
@@ -513,7 +538,9 @@ def generate_marking_sample(seed: int, index: int, p: float, size: int = DREAM_S
     * the marking: per object ``clip(round(area / 40 px), 3, 10)`` segments of 7-13 px along
       135 degrees (the diagonal "\\", see :func:`line_kernel`), 2 px wide (the diagonal and
       its neighbour to the right; ``round(2 * size / 64)`` px at other sizes), centred on
-      random object pixels, each brightening or darkening the image by 0.05-0.25. Each
+      random object pixels, each brightening or darkening the image by a value in
+      ``contrast`` (0.02-0.08 by default: faint, about as strong as the objects' own
+      texture, so that a network gains little from it unless most images carry it). Each
       distractor of a marked image gets the same kind of segments along 45 degrees, so that
       line contrast alone does not tell objects from distractors; the orientation does. A
       marked and an unmarked version of the same sample differ only inside the objects and
@@ -527,13 +554,15 @@ def generate_marking_sample(seed: int, index: int, p: float, size: int = DREAM_S
     ------
     TypeError, ValueError
         If ``seed`` or ``index`` is not a non-negative int, ``p`` is not in [0, 1], ``size`` is
-        below 32 or ``marking`` is not None, True or False (the message names the argument).
+        below 32, ``marking`` is not None, True or False, or ``contrast`` is not a pair
+        0 <= low <= high <= 1 (the message names the argument).
     """
     seed = check_int(seed, "seed", minimum=0)
     index = check_int(index, "index", minimum=0)
     p = check_number(p, "p", 0, 1)
     size = check_int(size, "size", minimum=_MIN_SIZE)
     marking = check_bool(marking, "marking", allow_none=True)
+    contrast = _check_contrast(contrast)
     _, decide, draw_marking = _rngs(seed, index)
     draw = float(decide.random())
     marked = draw < p if marking is None else marking
@@ -542,8 +571,10 @@ def generate_marking_sample(seed: int, index: int, p: float, size: int = DREAM_S
     segments: list = []
     decoys: list = []
     if marked:
-        image, segments = _draw_segments(draw_marking, image, object_masks, size, _MARKING_ANGLE)
-        image, decoys = _draw_segments(draw_marking, image, distractor_masks, size, _DECOY_ANGLE)
+        image, segments = _draw_segments(draw_marking, image, object_masks, size, _MARKING_ANGLE,
+                                         contrast)
+        image, decoys = _draw_segments(draw_marking, image, distractor_masks, size, _DECOY_ANGLE,
+                                       contrast)
     meta = {
         "seed": seed,
         "index": index,
@@ -551,6 +582,7 @@ def generate_marking_sample(seed: int, index: int, p: float, size: int = DREAM_S
         "p": p if marking is None else None,
         "draw": draw,
         "marked": bool(marked),
+        "contrast": list(contrast),
         "object_fraction": round(float(mask.mean()), 6),
         **params,
         "segments": segments,
@@ -562,8 +594,8 @@ def generate_marking_sample(seed: int, index: int, p: float, size: int = DREAM_S
 class MarkingDataset(_GeneratedDataset):
     """Torch data set of ``n`` objects-with-a-marking samples (seed 004, section 3.1).
 
-    Item ``i`` is ``generate_marking_sample(seed, i, p, size, marking)``, drawn on first use
-    and kept in memory.
+    Item ``i`` is ``generate_marking_sample(seed, i, p, size, marking, contrast)``, drawn on
+    first use and kept in memory.
 
     Parameters
     ----------
@@ -577,6 +609,8 @@ class MarkingDataset(_GeneratedDataset):
         Image side (at least 32).
     marking : bool, optional
         Force the marking on (True) or off (False) for every sample.
+    contrast : pair of float, default (0.02, 0.08)
+        Range of the marking segments' gray-level change (:data:`MARKING_CONTRAST`).
 
     Notes
     -----
@@ -590,15 +624,17 @@ class MarkingDataset(_GeneratedDataset):
     """
 
     def __init__(self, n: int, p: float, seed: int = 0, size: int = DREAM_SIZE,
-                 marking: bool | None = None):
+                 marking: bool | None = None, contrast=MARKING_CONTRAST):
         super().__init__(n)
         self.p = check_number(p, "p", 0, 1)
         self.seed = check_int(seed, "seed", minimum=0)
         self.size = check_int(size, "size", minimum=_MIN_SIZE)
         self.marking = check_bool(marking, "marking", allow_none=True)
+        self.contrast = _check_contrast(contrast)
 
     def _generate(self, index: int) -> MarkingSample:
-        return generate_marking_sample(self.seed, index, self.p, self.size, self.marking)
+        return generate_marking_sample(self.seed, index, self.p, self.size, self.marking,
+                                       self.contrast)
 
     def sample(self, item: int) -> MarkingSample:
         """The :class:`MarkingSample` at position ``item``."""

@@ -3,14 +3,29 @@
 :func:`relevance` propagates a class logit back to the input with per-layer rules
 (:mod:`.rules`) chosen by a rule set: a mapping from layer names or types to rules, or one of
 seed 003's Table 1 sets in :data:`RULE_SETS` (``"montavon"``, ``"seibold"``) for VGG-A
-(:class:`interpret_segmentation.models.vgg.VGG11`), or ``"epsilon"`` for any model.
+(:class:`interpret_segmentation.models.vgg.VGG11`), or ``"epsilon"`` for any model;
+:func:`make_rule_set` copies one with fixed z^B bounds (e.g. the data range (0, 1)) and either
+reading of "epsilon = 0.25 std" (centred standard deviation or root mean square) and max-pooling
+passed winner-take-all or as an average (:class:`MaxPool`).
 :mod:`.segmentation` turns a relevance map into a mask (seed 003's Simple, GMM and BMM).
 :class:`LRP` is the explainer on the library's one entry point (``explain(image, target)``).
 """
 
 from .explainer import LRP
 from .relevance import SUPPORTED_LAYERS, layer_rules, relevance
-from .rules import RULE_SETS, AlphaBeta, Epsilon, Gamma, Rule, ZBox, Zero
+from .rules import (
+    EPSILON_SPREADS,
+    MAX_POOLING,
+    RULE_SETS,
+    AlphaBeta,
+    Epsilon,
+    Gamma,
+    MaxPool,
+    Rule,
+    ZBox,
+    Zero,
+    make_rule_set,
+)
 from .segmentation import (
     SEGMENTATION_METHODS,
     bmm_segmentation,
@@ -22,11 +37,14 @@ from .segmentation import (
 
 __all__ = [
     "LRP",
+    "EPSILON_SPREADS",
+    "MAX_POOLING",
     "RULE_SETS",
     "SUPPORTED_LAYERS",
     "AlphaBeta",
     "Epsilon",
     "Gamma",
+    "MaxPool",
     "Rule",
     "ZBox",
     "Zero",
@@ -34,6 +52,7 @@ __all__ = [
     "bmm_segmentation",
     "gmm_segmentation",
     "layer_rules",
+    "make_rule_set",
     "relevance",
     "segment",
     "simple_segmentation",

@@ -33,9 +33,11 @@ Supported leaves and how relevance passes through them (Bach et al., 2015; Monta
 - ``ReLU``, ``Dropout`` (1d/2d/3d; identity in eval mode), ``Identity``, an empty
   ``Sequential``: unchanged;
 - ``Flatten``: reshaped back to the input's shape;
-- ``MaxPool2d``: winner-take-all, each output's relevance goes to the input position that
-  holds the maximum of its window (on ties, the one PyTorch's max-pooling reports); an input
-  that wins several overlapping windows receives the sum;
+- ``MaxPool2d``: its rule from the rule set, :class:`~.rules.MaxPool` (default
+  ``MaxPool("winner")``: winner-take-all, each output's relevance goes to the input position
+  that holds the maximum of its window, on ties the one PyTorch's max-pooling reports, and an
+  input that wins several overlapping windows receives the sum; ``MaxPool("average")``: as
+  through an average pooling of the same windows);
 - ``AvgPool2d``, ``AdaptiveAvgPool2d``: the z-rule of the linear pooling, each input receives
   the share ``a_j w_jk / z_k`` of the relevance of every output ``k`` it is averaged into.
 
@@ -55,12 +57,11 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from ...core.folding import folded_batchnorm
 from ...core.model import evaluation_mode
 from ...core.validate import check_bool, is_int
-from .rules import RULE_SETS, Rule, Zero, _redistribute
+from .rules import RULE_SETS, MaxPool, Rule, Zero, _redistribute, channels_last_pays
 
 __all__ = ["SUPPORTED_LAYERS", "layer_rules", "relevance"]
 
@@ -80,6 +81,8 @@ _NOT_THE_LEAVES = ("model: its forward pass differs from applying its leaf modul
                    "exactly these layers, each once, in that order (as nn.Sequential blocks do)")
 
 _DEFAULT_RULE = Zero()
+_DEFAULT_POOLING = MaxPool("winner")
+_WITH_RULES = (*_WEIGHTED, nn.MaxPool2d)  # leaves that take a rule from the rule set
 
 
 def _leaves(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -135,7 +138,7 @@ def _resolve(leaves: list[tuple[str, nn.Module]], rule_set) -> dict[str, Rule]:
         else:
             raise TypeError(f"rule_set: keys are layer names (str) or nn.Module types, got {key!r}")
 
-    weighted = {name: module for name, module in leaves if isinstance(module, _WEIGHTED)}
+    weighted = {name: module for name, module in leaves if isinstance(module, _WITH_RULES)}
     by_key: dict[str, list[tuple[str, nn.Module]]] = {}  # full name and last component
     for name, module in leaves:
         last = name.rsplit(".", 1)[-1]
@@ -154,19 +157,35 @@ def _resolve(leaves: list[tuple[str, nn.Module]], rule_set) -> dict[str, Rule]:
         for name, module in matches:
             if name not in weighted:
                 raise ValueError(f"rule_set: key {key!r} names layer {name!r} of type "
-                                 f"{type(module).__name__}; rules apply to Conv2d and Linear only")
+                                 f"{type(module).__name__}; rules apply to Conv2d, Linear and "
+                                 f"MaxPool2d layers only")
+            if not _fits(by_name[key], module):
+                raise ValueError(f"rule_set: key {key!r} gives layer {name!r} of type "
+                                 f"{type(module).__name__} the rule {by_name[key]!r}; MaxPool "
+                                 f"rules are for MaxPool2d layers, the others for Conv2d and "
+                                 f"Linear")
 
     rules = {}
     for name, module in weighted.items():
         rule = by_name.get(name, by_name.get(name.rsplit(".", 1)[-1]))
+        if rule is None:  # by type: the first of the layer's classes with a rule that fits it
+            rule = next((by_type[t] for t in type(module).__mro__
+                         if t in by_type and _fits(by_type[t], module)), None)
         if rule is None:
-            rule = next((by_type[t] for t in type(module).__mro__ if t in by_type), _DEFAULT_RULE)
+            rule = _DEFAULT_POOLING if isinstance(module, nn.MaxPool2d) else _DEFAULT_RULE
         rules[name] = rule
     return rules
 
 
+def _fits(rule: Rule, module: nn.Module) -> bool:
+    """Whether ``rule`` is made for ``module``: MaxPool for max-pooling, the others for the
+    layers with weights."""
+    return isinstance(rule, MaxPool) == isinstance(module, nn.MaxPool2d)
+
+
 def layer_rules(model: nn.Module, rule_set: str | Mapping = "montavon") -> dict[str, Rule]:
-    """The rule each ``Conv2d`` / ``Linear`` layer of ``model`` gets from ``rule_set``.
+    """The rule each ``Conv2d``, ``Linear`` and ``MaxPool2d`` layer of ``model`` gets from
+    ``rule_set``.
 
     Parameters
     ----------
@@ -290,7 +309,7 @@ class _Recording:
                 self.output_versions[self.weighted] = z._version
         self.shapes[index] = a.shape
         replaced = None
-        if isinstance(module, nn.MaxPool2d) and _channels_last_pays(a):
+        if isinstance(module, nn.MaxPool2d) and channels_last_pays(a):
             # same values, several times faster on the CPU; the output goes back to (B, C, H, W)
             # in after(), and the backward pass pools the stored copy again without converting
             a = replaced = a.contiguous(memory_format=torch.channels_last)
@@ -395,26 +414,6 @@ def _takes_output(rule: Rule) -> bool:
     return takes
 
 
-def _channels_last_pays(a: torch.Tensor) -> bool:
-    """Whether to max-pool a channels-last copy of ``a``: on the CPU, PyTorch's max-pooling of
-    (B, C, H, W) is several times slower than converting and pooling channels-last, which gives
-    the same values and the same indices (ties included)."""
-    return (a.device.type == "cpu" and a.ndim == 4 and a.shape[1] > 1
-            and not a.is_contiguous(memory_format=torch.channels_last))
-
-
-def _max_pool_back(module: nn.MaxPool2d, inputs: torch.Tensor,
-                   relevance: torch.Tensor) -> torch.Tensor:
-    """Winner-take-all: each output's relevance to the input PyTorch's max-pooling picks."""
-    pooled = inputs.contiguous(memory_format=torch.channels_last) if _channels_last_pays(
-        inputs) else inputs  # usually converted already by the recording hooks
-    _, indices = F.max_pool2d(pooled, module.kernel_size, module.stride, module.padding,
-                              module.dilation, ceil_mode=module.ceil_mode, return_indices=True)
-    result = torch.zeros(inputs.shape, dtype=relevance.dtype, device=relevance.device)
-    result.flatten(-2).scatter_add_(-1, indices.flatten(-2), relevance.flatten(-2))
-    return result
-
-
 def _pass_back(module: nn.Module, inputs: torch.Tensor | None, shape: torch.Size,
                relevance: torch.Tensor, rule: Rule | None,
                output: torch.Tensor | None) -> torch.Tensor:
@@ -425,7 +424,7 @@ def _pass_back(module: nn.Module, inputs: torch.Tensor | None, shape: torch.Size
     if isinstance(module, nn.Flatten):
         return relevance.reshape(shape)
     if isinstance(module, nn.MaxPool2d):
-        return _max_pool_back(module, inputs, relevance)
+        return rule.propagate(module, inputs, relevance)
     if isinstance(module, _AVERAGES):
         return _redistribute(module, inputs, relevance)
     return relevance  # ReLU, Dropout, Identity, empty Sequential

@@ -1,4 +1,5 @@
-"""LRP rules for the layers with weights (``Conv2d`` and ``Linear``) and the built-in rule sets.
+"""LRP rules for the layers with weights (``Conv2d`` and ``Linear``) and for max-pooling, and the
+built-in rule sets.
 
 A rule says how the relevance ``R_k`` of a layer's output units is passed to its input units
 ``j``. With input activations ``a_j``, weights ``w_jk`` and biases ``b_k`` (the pre-activation
@@ -48,11 +49,18 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn import functional as F
 
-from ...core.validate import check_bool, check_number, is_number
+from ...core.validate import check_bool, check_choice, check_number, is_number
 
-__all__ = ["RULE_SETS", "AlphaBeta", "Epsilon", "Gamma", "Rule", "ZBox", "Zero"]
+__all__ = ["EPSILON_SPREADS", "MAX_POOLING", "RULE_SETS", "AlphaBeta", "Epsilon", "Gamma", "MaxPool",
+           "Rule", "ZBox", "Zero", "make_rule_set"]
 
 STABILIZER = 1e-9
+
+EPSILON_SPREADS = ("std", "rms")
+"""Readings of "eps = 0.25 std" (:class:`Epsilon`): centred standard deviation, root mean square."""
+
+MAX_POOLING = ("winner", "average")
+"""How relevance passes a max-pooling layer (:class:`MaxPool`)."""
 
 
 def _signed(z: torch.Tensor, epsilon: torch.Tensor | float = 0.0) -> torch.Tensor:
@@ -260,7 +268,8 @@ def _batched(propagate):
 
 
 class Rule:
-    """Base class of the LRP rules for ``Conv2d`` and ``Linear`` layers.
+    """Base class of the LRP rules for ``Conv2d`` and ``Linear`` layers (and, :class:`MaxPool`,
+    for ``MaxPool2d`` layers).
 
     A rule holds only its parameters; :meth:`propagate` does the work, so one instance can
     serve several layers and calls. A subclass may leave out the ``output`` argument; then
@@ -334,24 +343,30 @@ class Epsilon(Rule):
     ----------
     epsilon : float, default 0.25
         Non-negative. With ``relative=True`` a factor: for each image ``b`` of the batch
-        separately, ``eps_b = epsilon * std(z_b)``, where ``z_b`` are the pre-activations
+        separately, ``eps_b = epsilon * spread(z_b)``, where ``z_b`` are the pre-activations
         ``z_k`` (bias included) of *all* output units of this layer for that image (for a
-        ``Conv2d`` every channel and position, for a ``Linear`` every feature) and ``std`` is
-        the population standard deviation (divisor N). Seed 003 uses ``0.25 std``. With
-        ``relative=False`` the absolute ``eps`` used for every image.
+        ``Conv2d`` every channel and position, for a ``Linear`` every feature). Seed 003 uses
+        ``0.25 std``. With ``relative=False`` the absolute ``eps`` used for every image.
     relative : bool, default True
-        Whether ``epsilon`` is relative to the standard deviation of the layer's
-        pre-activations (see above).
+        Whether ``epsilon`` is relative to the spread of the layer's pre-activations (see
+        above).
+    spread : {"std", "rms"}, default "std"
+        The two readings of "std" in ``eps = 0.25 std``: ``"std"`` the centred (population,
+        divisor N) standard deviation ``sqrt(mean((z - mean z)^2))``; ``"rms"`` the root mean
+        square ``sqrt(mean(z^2))``, what LRP tutorials compute (Montavon et al.'s
+        ``0.25 * (z**2).mean()**0.5``). Only used with ``relative=True``.
 
     Raises
     ------
     ValueError
-        If ``epsilon`` is negative or not finite, or ``relative`` is not a bool.
+        If ``epsilon`` is negative or not finite, ``relative`` is not a bool or ``spread`` is
+        not "std" or "rms".
     """
 
-    def __init__(self, epsilon: float = 0.25, relative: bool = True):
+    def __init__(self, epsilon: float = 0.25, relative: bool = True, spread: str = "std"):
         self.epsilon = check_number(epsilon, "epsilon", 0)
         self.relative = check_bool(relative, "relative")
+        self.spread = check_choice(spread, "spread", EPSILON_SPREADS)
 
     @_batched
     def propagate(self, layer, inputs, relevance, output=None):
@@ -360,12 +375,18 @@ class Epsilon(Rule):
         z = _pre_activation(layer_map, a, output, relevance)
         epsilon: torch.Tensor | float = self.epsilon
         if self.relative:
-            std = z.flatten(1).std(dim=1, correction=0)
-            epsilon = self.epsilon * std.view(-1, *([1] * (z.ndim - 1)))
+            flat = z.flatten(1)
+            if self.spread == "std":
+                spread = flat.std(dim=1, correction=0)
+            else:
+                spread = flat.square().mean(dim=1).sqrt()
+            epsilon = self.epsilon * spread.view(-1, *([1] * (z.ndim - 1)))
         s = _ratio(relevance, z, epsilon, owned=output is None)
         return layer_map.transpose(s, layer_map.weight, a.shape).mul_(a)
 
     def __repr__(self) -> str:
+        if self.relative and self.spread != "std":
+            return f"Epsilon(epsilon={self.epsilon}, relative=True, spread={self.spread!r})"
         return f"Epsilon(epsilon={self.epsilon}, relative={self.relative})"
 
 
@@ -507,7 +528,9 @@ class ZBox(Rule):
         Lowest and highest admissible input values. A number, or a tensor broadcastable to
         the layer's input (B, C, H, W) / (B, F) (e.g. per channel (C, 1, 1)). Default: for each
         image of the batch separately, the minimum (``low``) or maximum (``high``) of that
-        image's input over all channels and positions.
+        image's input over all channels and positions. For pixels scaled to [0, 1], ``ZBox(0.0,
+        1.0)`` bounds them by the data range instead (what seed 003's study uses; see
+        :func:`make_rule_set`): a dark defect then counts as dark whatever else the image holds.
 
     Raises
     ------
@@ -577,6 +600,74 @@ class ZBox(Rule):
         return f"ZBox(low={show(self.low)}, high={show(self.high)})"
 
 
+def channels_last_pays(a: torch.Tensor) -> bool:
+    """Whether to max-pool a channels-last copy of ``a``: on the CPU, PyTorch's max-pooling of
+    (B, C, H, W) is several times slower than converting and pooling channels-last, which gives
+    the same values and the same indices (ties included)."""
+    return (a.device.type == "cpu" and a.ndim == 4 and a.shape[1] > 1
+            and not a.is_contiguous(memory_format=torch.channels_last))
+
+
+class MaxPool(Rule):
+    """How relevance passes an ``nn.MaxPool2d``: to the window's maximum, or as through an
+    average pooling.
+
+    - ``"winner"`` (winner-take-all, the default for every max-pooling): each output's
+      relevance goes to the input position that holds the maximum of its window (on ties,
+      the one PyTorch's max-pooling reports); an input that wins several overlapping windows
+      receives the sum. It follows the forward pass (the gradient's path).
+    - ``"average"``: the layer is read as an average pooling with the same windows and the
+      relevance is passed by the z-rule of that linear map, ``R_j = sum_k a_j / (n z_k) R_k``
+      with ``z_k`` the window's mean of ``n`` inputs (zero padding counted): each input gets a
+      share in proportion to its activation. Montavon et al. (2019, section 10.3.2) treat
+      max-pooling this way, and so does their LRP tutorial for VGG-16; relevance spreads over
+      whole features instead of their single strongest pixel.
+
+    Both conserve relevance (for "average" up to windows whose inputs are all 0, which pass
+    nothing: ``z_k = 0``).
+
+    Parameters
+    ----------
+    mode : {"winner", "average"}, default "winner"
+
+    Raises
+    ------
+    ValueError
+        For another ``mode``; when propagating, for a layer that is not an ``nn.MaxPool2d`` or,
+        with "average", a max-pooling with a dilation other than 1.
+    """
+
+    def __init__(self, mode: str = "winner"):
+        self.mode = check_choice(mode, "mode", MAX_POOLING)
+
+    def propagate(self, layer, inputs, relevance, output=None):
+        if not isinstance(layer, nn.MaxPool2d):
+            raise ValueError(f"MaxPool applies to MaxPool2d layers, got {type(layer).__name__}")
+        with torch.no_grad():
+            if self.mode == "average":
+                if layer.dilation not in (1, (1, 1)):
+                    raise ValueError(f"MaxPool('average'): expected a max-pooling without "
+                                     f"dilation, got dilation={layer.dilation}")
+                return _redistribute(functools.partial(
+                    F.avg_pool2d, kernel_size=layer.kernel_size, stride=layer.stride,
+                    padding=layer.padding, ceil_mode=layer.ceil_mode, count_include_pad=True),
+                    inputs, relevance)
+            pooled = (inputs.contiguous(memory_format=torch.channels_last)
+                      if channels_last_pays(inputs) else inputs)
+            _, indices = F.max_pool2d(pooled, layer.kernel_size, layer.stride, layer.padding,
+                                      layer.dilation, ceil_mode=layer.ceil_mode,
+                                      return_indices=True)
+            result = torch.zeros(inputs.shape, dtype=relevance.dtype, device=relevance.device)
+            result.flatten(-2).scatter_add_(-1, indices.flatten(-2), relevance.flatten(-2))
+            return result
+
+    def _reads_output(self) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        return f"MaxPool({self.mode!r})"
+
+
 _MONTAVON = {
     "conv1_1": ZBox(),
     **{name: Gamma(0.25) for name in ("conv2_1", "conv3_1", "conv3_2")},
@@ -607,4 +698,64 @@ epsilon on conv4_1 ... conv5_2; LRP-0 on the fully connected layers.
 conv3_2 ... conv5_2; epsilon on the fully connected layers.
 ``"epsilon"`` (not in the seed): epsilon (0.25 std) on every ``Conv2d`` and ``Linear``, keyed
 by type, so it fits every model LRP supports.
+
+In all three z^B bounds each image by its own minimum and maximum, epsilon is 0.25 times the
+centred standard deviation and max-pooling passes relevance winner-take-all;
+:func:`make_rule_set` copies a set with the data range as z^B bounds, the root mean square as
+the epsilon's scale or max-pooling read as an average.
 """
+
+
+def make_rule_set(name: str, bounds: tuple[float, float] | None = None, spread: str = "std",
+                  max_pool: str = "winner") -> dict[str | type, Rule]:
+    """A copy of the named rule set with its z^B bounds, its epsilon reading and its
+    max-pooling rule chosen.
+
+    Parameters
+    ----------
+    name : str
+        A name in :data:`RULE_SETS` ("montavon", "seibold", "epsilon").
+    bounds : (float, float), optional
+        ``(low, high)`` for every :class:`ZBox` of the set: the range the input pixels can
+        take, e.g. ``(0.0, 1.0)`` for images scaled to [0, 1] (what seed 003's study in
+        :mod:`interpret_segmentation.studies.reproduce.lrp` uses). Default: each image's own
+        minimum and maximum, as in :data:`RULE_SETS`.
+    spread : {"std", "rms"}, default "std"
+        The reading of "0.25 std" for every relative :class:`Epsilon` of the set (see there).
+    max_pool : {"winner", "average"}, default "winner"
+        How relevance passes the max-pooling layers (:class:`MaxPool`); "average" adds
+        ``nn.MaxPool2d: MaxPool("average")`` to the set.
+
+    Returns
+    -------
+    dict
+        Layer name or type -> rule, to pass as ``rule_set`` to
+        :func:`~interpret_segmentation.methods.lrp.relevance` or
+        :class:`~interpret_segmentation.methods.lrp.LRP`; the other rules are those of the set.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``name``, ``spread`` or ``max_pool``, or ``bounds`` that are not two
+        finite numbers with ``low <= high``.
+    """
+    if not isinstance(name, str) or name not in RULE_SETS:
+        raise ValueError(f"name: expected one of {', '.join(RULE_SETS)}, got {name!r}")
+    spread = check_choice(spread, "spread", EPSILON_SPREADS)
+    max_pool = check_choice(max_pool, "max_pool", MAX_POOLING)
+    if bounds is not None:
+        if (not isinstance(bounds, (tuple, list)) or len(bounds) != 2
+                or not all(is_number(b) and math.isfinite(b) for b in bounds)
+                or bounds[0] > bounds[1]):
+            raise ValueError(f"bounds: expected None or two finite numbers (low, high) with "
+                             f"low <= high, got {bounds!r}")
+    rules: dict[str | type, Rule] = {}
+    for key, rule in RULE_SETS[name].items():
+        if isinstance(rule, ZBox) and bounds is not None:
+            rule = ZBox(float(bounds[0]), float(bounds[1]))
+        elif isinstance(rule, Epsilon) and rule.relative:
+            rule = Epsilon(rule.epsilon, relative=True, spread=spread)
+        rules[key] = rule
+    if max_pool != "winner":
+        rules[nn.MaxPool2d] = MaxPool(max_pool)
+    return rules
