@@ -25,7 +25,8 @@ STUDIES = {
                   "interval; final elongation and intensity of the dreamed lesions), "
                   "marking_dreams.png, marking_summary.png, marking_seeds.png, "
                   "lesion_dreams.png and lesion_curves.png.",
-                  "smaller images, fewer samples and epochs (a few minutes)"),
+                  "fewer samples and epochs and a stronger marking: a check that the study "
+                  "runs (about 8 minutes on one thread; the full run about 40)"),
 }
 """Each study's help, description and what --quick does."""
 
