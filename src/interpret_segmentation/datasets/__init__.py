@@ -2,17 +2,20 @@
 
 ``testnet`` (seed 000): the segment (cross or triangle, left half) is chosen by a shape that
 lies outside it (square or circle, right half).
-``triangle`` (MiSuRe): the segment is the three digits whose centres form an equilateral
-triangle, among distractor digits.
-``defects`` (seed 003, issue 4): textured tiles, defect-free or with thin cracks or blowholes;
-image-level labels and pixel masks.
+``triangle`` (MiSuRe): the segment is the three digits on three corners of an axis-aligned
+square (or, ``layout="equilateral"``, of an equilateral triangle), among distractor digits.
+``defects`` (seed 003): unevenly lit textured tiles, defect-free or with a crack or blowholes;
+image-level labels, pixel masks and a person's coarse annotation.
 ``dreams`` (seed 004, issue 5): objects with an optional 135-degree line marking, and an organ
 with round or elongated, real or synthetic lesions; generated in memory.
 """
 
 from .defects import (
+    DEFECT_STYLES,
+    TILE_DEFECT_AREA,
     DefectDataset,
     DefectSample,
+    coarse_annotation,
     defect_split,
     generate_defect_dataset,
     generate_defect_sample,
@@ -56,8 +59,11 @@ __all__ = [
     "line_kernel",
     "marking_response",
     "DEFAULT_SIZE",
+    "DEFECT_STYLES",
+    "TILE_DEFECT_AREA",
     "DefectDataset",
     "DefectSample",
+    "coarse_annotation",
     "defect_split",
     "generate_defect_dataset",
     "generate_defect_sample",

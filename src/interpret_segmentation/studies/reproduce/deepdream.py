@@ -86,11 +86,11 @@ dream sharp 135-degree stripes. The marking is faint (``marking_contrast``: each
 changes the gray level by 0.02-0.08, about the strength of the objects' own texture): with
 segments of 0.05-0.25, G_0.1 and G_0.2 learned it within their fine-tuning and dreamed
 135-degree stripes as strong as G_1's (characteristic about 0.5 for p >= 0.2). The quick
-run's networks (256 images, 6 + 5 epochs) learned so faint a marking at no p (rank
-correlation -0.22, p = 0.35, in one run); its segments change the gray level by 0.05-0.25,
-which so short a training picks up mainly at high p. The
-characteristic feature is a network's mean over ``dream_starts`` white-noise starts (seeds
-``seed``, ``seed + 1``, ...); a single start moved it by up to 0.15.
+run's networks (192 training images, 6 + 4 epochs) learned so faint a marking at no p in a
+development run (rank correlation -0.22, p = 0.35); its segments change the gray level by
+0.05-0.25, which so short a training picks up mainly at high p. The characteristic
+feature is a network's mean over ``dream_starts`` white-noise starts (seeds ``seed``,
+``seed + 1``, ...); a single start moved it by up to 0.15.
 
 All networks train with additive white noise (:func:`~interpret_segmentation.training.
 noise_augment`, standard deviation up to 0.05 per image). Without it, a network that relies on
