@@ -87,7 +87,7 @@ changes the gray level by 0.02-0.08, about the strength of the objects' own text
 segments of 0.05-0.25, G_0.1 and G_0.2 learned it within their fine-tuning and dreamed
 135-degree stripes as strong as G_1's (characteristic about 0.5 for p >= 0.2). The quick
 run's networks (192 training images, 6 + 4 epochs) learned so faint a marking at no p in a
-development run (rank correlation -0.22, p = 0.35); its segments change the gray level by
+development run (rank correlation -0.22, p = 0.35), so the quick run keeps segments of
 0.05-0.25, which so short a training picks up mainly at high p. The characteristic
 feature is a network's mean over ``dream_starts`` white-noise starts (seeds ``seed``,
 ``seed + 1``, ...); a single start moved it by up to 0.15.
@@ -181,8 +181,8 @@ def run_deepdream_reproduction(out, quick: bool = False, seed: int = 0,
         and the first training seed.
     seeds : int, default 3
         Training seeds per G_p: ``seed, seed + 1, ...``; each seeds a network's
-        initialisation, shuffling and augmentation (G_p, p > 0, is fine-tuned from G_0 of its
-        seed). The data and the dream starts are the same for every seed. Networks are saved
+        initialisation, shuffling and augmentation (every G_p is fine-tuned from its seed's
+        base network). The data and the dream starts are the same for every seed. Networks are saved
         as ``models/marking_p<p>_seed<s>.pth``, so a rerun with more seeds trains only the
         new ones.
 
