@@ -26,7 +26,7 @@ STUDIES = {
                   "marking_dreams.png, marking_summary.png, marking_seeds.png, "
                   "lesion_dreams.png and lesion_curves.png.",
                   "fewer samples and epochs and a stronger marking: a check that the study "
-                  "runs (about 8 minutes on one thread; the full run about 40)"),
+                  "runs (about 3 minutes on one thread; the full run about 40)"),
 }
 """Each study's help, description and what --quick does."""
 
