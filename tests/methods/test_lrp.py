@@ -913,7 +913,8 @@ def test_the_registry_builds_lrp_with_its_defaults():
     assert method.model_kind == "classification" and method.cls is LRP
     assert "lrp" in methods.available("classification")
     assert "lrp" not in methods.available("segmentation")
-    assert method.defaults() == {"rule_set": "montavon", "segmentation": None}
+    assert method.defaults() == {"rule_set": "montavon", "segmentation": None, "refine": 0,
+                                 "average_flips": False}
     for option in method.options:
         assert option.choices is None or method.defaults()[option.name] in (None, *option.choices)
     assert set(method.options[0].choices) == set(RULE_SETS)
@@ -943,3 +944,80 @@ def test_the_model_adapter_reads_class_scores_as_the_same_scores_at_every_pixel(
     assert not resolve_target(1 - winner, probabilities).pixels.any()
     one = ModelAdapter(_OneLogit())(_image(14, (1, 8, 8))[None])
     assert one.shape == (1, 2, 8, 8) and (one[:, 1] == one[0, 1, 0, 0]).all()
+
+
+# ---------------------------------------------------------------- mirror images, refined masks
+
+
+def test_average_flips_is_the_mean_of_the_mirror_images_flipped_back():
+    net = _bias_free_net(6)
+    x = torch.randn(2, 2, 8, 8, dtype=torch.float64)
+    target = [1, 2]
+    averaged = relevance(net, x, target, rule_set={}, average_flips=True)
+    naive = [relevance(net, x.flip(dims), target, rule_set={}).flip(dims)
+             for dims in ((), (3,), (2,), (2, 3))]
+    torch.testing.assert_close(averaged, sum(naive) / 4, rtol=1e-12, atol=1e-12)
+    logits = [_logits(net, x.flip(dims), target) for dims in ((), (3,), (2,), (2, 3))]
+    # LRP-0 without biases conserves: each mirror image's map sums to its own logit
+    torch.testing.assert_close(averaged.sum((1, 2, 3)), sum(logits) / 4, rtol=1e-5, atol=1e-8)
+    assert not torch.allclose(averaged, naive[0])  # the mirror images do change the map
+
+
+def test_average_flips_of_a_mirror_symmetric_image_and_network_is_the_plain_map():
+    """A network whose filters are symmetric both ways gives a symmetric image's mirror
+    images the same map: the average is the plain relevance."""
+    torch.manual_seed(7)
+    conv = nn.Conv2d(1, 3, 3, padding=1, bias=False).double()
+    with torch.no_grad():
+        weight = conv.weight
+        weight.copy_((weight + weight.flip(2) + weight.flip(3) + weight.flip((2, 3))) / 4)
+    net = nn.Sequential(conv, nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(3, 2, bias=False)).double()
+    half = torch.rand(1, 1, 4, 4, dtype=torch.float64)
+    half = torch.cat([half, half.flip(3)], 3)
+    image = torch.cat([half, half.flip(2)], 2)  # symmetric both ways
+    torch.testing.assert_close(relevance(net, image, 0, rule_set={}, average_flips=True),
+                               relevance(net, image, 0, rule_set={}), rtol=1e-12, atol=1e-14)
+
+
+def test_average_flips_arguments_are_checked():
+    net = _bias_free_net()
+    x = torch.rand(1, 2, 8, 8, dtype=torch.float64)
+    with pytest.raises(ValueError, match="return_layers: .*expected return_layers=False with "
+                                         "average_flips=True"):
+        relevance(net, x, 0, rule_set={}, return_layers=True, average_flips=True)
+    with pytest.raises(ValueError, match="average_flips: expected True or False"):
+        relevance(net, x, 0, rule_set={}, average_flips="yes")
+
+
+def test_the_explainer_averages_mirror_images_and_refines_its_mask():
+    model = _vgg("128N")
+    image = _image(12)
+    explanation = LRP(model, rule_set="seibold", segmentation="simple", refine=1,
+                      average_flips=True).explain(image)
+    expected = relevance(model, image[None], 1, rule_set="seibold", average_flips=True)[0]
+    np.testing.assert_allclose(explanation.arrays["relevance"], expected.numpy(), rtol=1e-6,
+                               atol=1e-7)
+    np.testing.assert_array_equal(explanation.arrays["mask"],
+                                  segment(explanation.saliency, "simple", refine=1))
+    with torch.no_grad():
+        logits = model.eval()(image[None])[0]
+    assert explanation.info["logit"] == pytest.approx(float(logits[1]), rel=1e-6)  # its own
+    np.testing.assert_allclose(explanation.info["logits"], logits.double().numpy(), rtol=1e-6)
+    assert explanation.info["model_passes"] == 5
+    assert explanation.parameters["refine"] == 1 and explanation.parameters["average_flips"]
+    plain = LRP(model, rule_set="seibold").explain(image)
+    assert plain.parameters["refine"] == 0 and not plain.parameters["average_flips"]
+    assert plain.info["model_passes"] == 2
+
+
+def test_refine_needs_a_segmentation_and_is_not_a_segmentation_option():
+    model = _vgg()
+    with pytest.raises(ValueError, match="refine: refines a mask; expected segmentation="):
+        LRP(model, refine=1)
+    with pytest.raises(ValueError, match="refine: expected a non-negative int, got -1"):
+        LRP(model, segmentation="gmm", refine=-1)
+    with pytest.raises(ValueError, match="segmentation_options: 'refine' is LRP's own argument"):
+        LRP(model, segmentation="gmm", segmentation_options={"refine": 1})
+    with pytest.raises(ValueError, match="average_flips: expected True or False"):
+        LRP(model, average_flips=1)

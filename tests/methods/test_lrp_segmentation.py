@@ -10,6 +10,7 @@ from interpret_segmentation.methods.lrp.segmentation import (
     BetaMixtureFit,
     bmm_segmentation,
     gmm_segmentation,
+    refine_mask,
     segment,
     simple_segmentation,
     threshold_sweep,
@@ -273,3 +274,54 @@ def test_bad_arguments_are_rejected():
         gmm_segmentation(relevance, select="max")
     with pytest.raises(ValueError, match="seed: expected an int, got 'a'"):
         gmm_segmentation(relevance, seed="a")
+
+
+# ---------------------------------------------------------------- refine_mask (not in seed 003)
+
+
+def test_refine_fills_an_outline_and_takes_back_the_ring_around_it():
+    square = np.zeros((12, 12), bool)
+    square[4:8, 3:9] = True
+    grown = ndimage.binary_dilation(square, structure=np.ones((3, 3)))  # the z^B ring
+    outline = grown & ~ndimage.binary_erosion(grown, structure=np.ones((3, 3)))
+    outline[5, 2] = False  # a gap in the outline, closed by the refinement
+    np.testing.assert_array_equal(refine_mask(outline), square)
+    np.testing.assert_array_equal(refine_mask(grown), square)
+
+
+def test_refine_by_hand_at_the_border_and_with_radius_two():
+    corner = np.zeros((8, 8), bool)
+    corner[:3, :3] = True  # touches two edges: the erosion sees no edge there
+    np.testing.assert_array_equal(refine_mask(corner), np.pad(np.ones((2, 2), bool), (0, 6)))
+    block = np.zeros((15, 15), bool)
+    block[3:12, 3:12] = True
+    expected = np.zeros((15, 15), bool)
+    expected[5:10, 5:10] = True
+    np.testing.assert_array_equal(refine_mask(block, radius=2), expected)
+    assert not refine_mask(np.zeros((5, 5))).any()
+    one = np.zeros((5, 5), int)
+    one[2, 2] = 3
+    assert not refine_mask(one).any()  # a single pixel is all ring
+    np.testing.assert_array_equal(refine_mask(one, radius=0), one != 0)
+    np.testing.assert_array_equal(refine_mask(torch.from_numpy(block)), refine_mask(block))
+
+
+@pytest.mark.parametrize("method", ["simple", "gmm", "bmm"])
+def test_segment_refines_the_mask_of_every_method(method):
+    relevance, _ = _blob_map(1, size=64)
+    plain = segment(relevance, method)
+    np.testing.assert_array_equal(segment(relevance, method, refine=1), refine_mask(plain))
+    np.testing.assert_array_equal(segment(relevance, method, refine=0), plain)
+    mask, threshold = segment(relevance, "simple", refine=2, return_threshold=True)
+    np.testing.assert_array_equal(mask, refine_mask(simple_segmentation(relevance), 2))
+    assert threshold == simple_segmentation(relevance, return_threshold=True)[1]
+
+
+def test_refine_names_a_bad_argument():
+    with pytest.raises(ValueError, match="radius: expected a non-negative int, got -1"):
+        refine_mask(np.zeros((4, 4)), radius=-1)
+    with pytest.raises(ValueError, match=r"mask: expected a 2-D bool or numeric array \(H, W\), "
+                                         r"got shape \(4,\)"):
+        refine_mask(np.zeros(4))
+    with pytest.raises(ValueError, match="refine: expected a non-negative int, got 1.5"):
+        segment(np.arange(16.0).reshape(4, 4), "simple", refine=1.5)

@@ -25,8 +25,9 @@ def test_lrp_reproduction_writes_every_combination_and_resumes(tmp_path, monkeyp
         assert set(scores) == {"balanced_accuracy", "tpr", "tnr"}
     rule_sets = {f"{r}{e}{p}" for r in ("montavon", "seibold") for e in ("", "-rms")
                  for p in ("", "-avgpool")}
-    combinations = {f"{h}/{r}/{m}" for h in ("128N", "onefc") for r in rule_sets
-                    for m in ("simple", "gmm", "bmm")}
+    combinations = {f"{h}/{r}{f}/{m}{refined}" for h in ("128N", "onefc") for r in rule_sets
+                    for f in ("", "-flips") for m in ("simple", "gmm", "bmm")
+                    for refined in ("", "-refined")}
     assert set(saved["segmentation"]) == combinations | {"unet/4", "unet/6"}
     assert set(saved["segmentation_defective"]) == set(saved["segmentation"])
     for scores in [*saved["segmentation"].values(), *saved["segmentation_defective"].values(),
@@ -37,6 +38,13 @@ def test_lrp_reproduction_writes_every_combination_and_resumes(tmp_path, monkeyp
     assert best == max(v["iou"] for k, v in saved["segmentation"].items() if "unet" not in k)
     assert saved["iou_gap"] == {k: saved["segmentation"][k]["iou"] - best
                                 for k in ("unet/4", "unet/6")}
+    own = saved["settings"]["best_seed003"]  # the seed's pipeline: no flips, no refinement
+    assert "-flips" not in own and "-refined" not in own
+    own_iou = saved["segmentation"][own]["iou"]
+    assert own_iou == max(v["iou"] for k, v in saved["segmentation"].items()
+                          if "unet" not in k and "-flips" not in k and "-refined" not in k)
+    assert saved["iou_gap_seed003"] == {k: saved["segmentation"][k]["iou"] - own_iou
+                                        for k in ("unet/4", "unet/6")}
     assert set(saved["settings"]["rule_sets"]) == rule_sets
     assert saved["settings"]["zbox_bounds"] == [0.0, 1.0]
     assert set(saved["timings"]) == {"data", "classifiers", "unets", "lrp", "figures"}

@@ -196,5 +196,9 @@ register(Method(
                choices=("montavon", "seibold", "epsilon")),
         Option("segmentation", str, "also turn the relevance into a mask",
                choices=("simple", "gmm", "bmm")),
+        Option("refine", int, "with --segmentation: close the mask, fill its holes and shrink "
+               "it by this many pixels (1 for a first 3 x 3 convolution; not in seed 003)"),
+        Option("average_flips", bool, "average the relevance of the image and its three "
+               "mirror images (four propagations; not in seed 003)"),
     ),
 ))

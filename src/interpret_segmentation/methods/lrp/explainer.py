@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from ...core import Explainer, Explanation, Item, explanation_mode
-from .relevance import _one_hot, _propagate, layer_rules
+from ...core.validate import check_bool, check_int
+from .relevance import FLIPS, _one_hot, _propagate, layer_rules
 from .segmentation import SEGMENTATION_METHODS, segment
 
 __all__ = ["LRP"]
@@ -55,6 +56,13 @@ class LRP(Explainer):
     segmentation : {"simple", "gmm", "bmm"} or None, default None
         Also turn the summed relevance into a mask (``arrays["mask"]``) with
         :func:`~interpret_segmentation.methods.lrp.segment`.
+    refine : int, default 0
+        With ``segmentation``: pass the mask through
+        :func:`~interpret_segmentation.methods.lrp.refine_mask` with this radius (close, fill
+        holes, shrink; 1 for a first 3 x 3 convolution). Not in seed 003.
+    average_flips : bool, default False
+        Average the relevance of the image and its three mirror images, each flipped back
+        (four propagations; for classifiers trained with flips). Not in seed 003.
     segmentation_options : dict, optional
         Keyword arguments of that segmentation function, e.g. ``{"seed": 1}`` for "gmm" or
         ``{"max_iter": 50}`` for "bmm"; checked here on a small map.
@@ -94,6 +102,7 @@ class LRP(Explainer):
     method = "lrp"
 
     def __init__(self, model, rule_set: str | Mapping = "montavon", segmentation: str | None = None,
+                 refine: int = 0, average_flips: bool = False,
                  segmentation_options: Mapping | None = None, **options):
         options.setdefault("output", "logits")  # LRP reads a layer's output: logits, always
         super().__init__(model, **options)
@@ -105,6 +114,11 @@ class LRP(Explainer):
             raise ValueError(f"segmentation: expected one of {SEGMENTATION_METHODS} or None, "
                              f"got {segmentation!r}")
         self.segmentation = segmentation
+        self.refine = check_int(refine, "refine", minimum=0)
+        if self.refine and segmentation is None:
+            raise ValueError(f"refine: refines a mask; expected segmentation='simple', 'gmm' "
+                             f"or 'bmm' with it, got refine={self.refine} without one")
+        self.average_flips = check_bool(average_flips, "average_flips")
         self.segmentation_options = self._segmentation_options(segmentation, segmentation_options)
 
     @staticmethod
@@ -118,6 +132,9 @@ class LRP(Explainer):
         if options and segmentation is None:
             raise ValueError("segmentation_options: given without a segmentation; expected "
                              "segmentation='simple', 'gmm' or 'bmm' with them")
+        if "refine" in options:
+            raise ValueError("segmentation_options: 'refine' is LRP's own argument; expected "
+                             "LRP(..., refine=1), got it among the segmentation options")
         refused = [name for name in options if name in _RETURN_OPTIONS]
         if refused:
             raise ValueError(f"segmentation_options: {refused[0]!r} is not taken here (the "
@@ -136,7 +153,8 @@ class LRP(Explainer):
             rule_set = {_key_name(key): repr(rule) for key, rule in self.rule_set.items()}
         return {"rule_set": rule_set,
                 "rules": {name: repr(rule) for name, rule in self._rules.items()},
-                "segmentation": self.segmentation,
+                "segmentation": self.segmentation, "refine": self.refine,
+                "average_flips": self.average_flips,
                 "segmentation_options": dict(self.segmentation_options)}
 
     def _explain_items(self, items: list[Item]) -> list[Explanation]:
@@ -157,21 +175,29 @@ class LRP(Explainer):
                 current = logits if class_index == 1 else -logits
             else:
                 current = _one_hot(logits, class_index)
-            chosen["logit"] = float(current.sum())
+            chosen.setdefault("logit", float(current.sum()))  # the image's own, not a mirror's
             return current
 
-        relevance, _, logits = _propagate(self.model.model, item.image, start, self.rule_set)
-        relevance = relevance[0]
+        flips = FLIPS if self.average_flips else FLIPS[:1]
+        maps, logits = [], None
+        for dims in flips:  # FLIPS[0] is the image itself: its logits are the ones reported
+            found, _, output = _propagate(self.model.model, item.image.flip(dims), start,
+                                          self.rule_set)
+            maps.append(found.flip(dims))
+            logits = output if logits is None else logits
+        relevance = torch.stack(maps).mean(0)[0]
         summed = relevance.sum(0)
         timings = {"relevance": time.perf_counter() - started}
         arrays = {"relevance": relevance.detach().cpu().float().numpy()}
         if self.segmentation is not None:
             started = time.perf_counter()
-            arrays["mask"] = segment(summed, self.segmentation, **self.segmentation_options)
+            arrays["mask"] = segment(summed, self.segmentation, refine=self.refine,
+                                     **self.segmentation_options)
             timings["segmentation"] = time.perf_counter() - started
         probabilities = item.probabilities[0, :, 0, 0]
         info = {"logits": logits[0].detach().cpu().double().tolist(),
                 "logit": chosen["logit"], "relevance_sum": float(relevance.sum()),
                 "probability": float(probabilities[class_index]),
-                "predicted_class": int(torch.argmax(probabilities)), "model_passes": 2}
+                "predicted_class": int(torch.argmax(probabilities)),
+                "model_passes": 1 + len(flips)}
         return self.explanation(item, summed, timings=timings, arrays=arrays, info=info)

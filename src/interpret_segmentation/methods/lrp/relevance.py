@@ -63,7 +63,11 @@ from ...core.model import evaluation_mode
 from ...core.validate import check_bool, is_int
 from .rules import RULE_SETS, MaxPool, Rule, Zero, _redistribute, channels_last_pays
 
-__all__ = ["SUPPORTED_LAYERS", "layer_rules", "relevance"]
+__all__ = ["FLIPS", "SUPPORTED_LAYERS", "layer_rules", "relevance"]
+
+FLIPS = ((), (-1,), (-2,), (-2, -1))
+"""The mirror images ``average_flips`` averages over, as the dimensions flipped: the image
+itself, left-right, up-down, and both (a half turn)."""
 
 _WEIGHTED = (nn.Conv2d, nn.Linear)
 _PASS_THROUGH = (nn.ReLU, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.Identity,
@@ -431,7 +435,7 @@ def _pass_back(module: nn.Module, inputs: torch.Tensor | None, shape: torch.Size
 
 
 def relevance(model: nn.Module, x: torch.Tensor, target, rule_set: str | Mapping = "montavon",
-              return_layers: bool = False):
+              return_layers: bool = False, average_flips: bool = False):
     """Layer-wise Relevance Propagation of one class logit of a classifier to its input.
 
     The relevance of the target class's logit (one-hot times the logit, i.e. the other
@@ -462,12 +466,19 @@ def relevance(model: nn.Module, x: torch.Tensor, target, rule_set: str | Mapping
         Epsilon()}``; see :func:`layer_rules` for the matching. ``{}`` is LRP-0 everywhere.
     return_layers : bool, default False
         Also return the relevance at the input of every leaf layer.
+    average_flips : bool, default False
+        Propagate the image and its three mirror images (:data:`FLIPS`), flip each input
+        relevance back and average the four (not in seed 003; four times the work). For a
+        classifier trained with flips, this evens out where a max-pooling window's winner
+        or a filter's asymmetry puts relevance on one side of an object. Not with
+        ``return_layers``.
 
     Returns
     -------
     torch.Tensor
         Input relevance (B, C, H, W), detached; with LRP-0/z^B and no biases its sum over
-        (C, H, W) equals the target logit (conservation).
+        (C, H, W) equals the target logit (conservation; with ``average_flips`` the mean of
+        the four images' logits).
     dict of str to torch.Tensor, only with ``return_layers=True``
         Leaf layer name -> relevance at that layer's input (the input's shape), in model
         order; the first entry is the input relevance.
@@ -485,8 +496,16 @@ def relevance(model: nn.Module, x: torch.Tensor, target, rule_set: str | Mapping
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
     return_layers = check_bool(return_layers, "return_layers")
+    average_flips = check_bool(average_flips, "average_flips")
+    if return_layers and average_flips:
+        raise ValueError("return_layers: the layers' relevance of four mirror images has no "
+                         "one meaning; expected return_layers=False with average_flips=True")
     _check_input(x)
     wanted = _targets(target, x.shape[0])
+    if average_flips:
+        start = functools.partial(_one_hot, wanted=wanted)
+        return torch.stack([_propagate(model, x.flip(dims), start, rule_set)[0].flip(dims)
+                            for dims in FLIPS]).mean(0)
     current, layers, _ = _propagate(model, x, functools.partial(_one_hot, wanted=wanted),
                                     rule_set, return_layers)
     return (current, layers) if return_layers else current

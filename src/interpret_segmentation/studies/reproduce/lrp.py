@@ -16,7 +16,10 @@ An image the classifier calls defective gets the LRP relevance of its "defective
 into a mask by Simple, GMM or BMM; an image it calls defect-free gets an empty mask. Relevance
 uses seed 003's rule sets ("montavon", "seibold") with the z^B bounds of the data range
 (0, 1) (:data:`ZBOX_BOUNDS`; the library's default is each image's own minimum and maximum)
-and with both readings of "epsilon = 0.25 std" (:data:`EPSILON_READINGS`).
+and with both readings of "epsilon = 0.25 std" (:data:`EPSILON_READINGS`). Two additions
+not in the seed run beside the paper's pipeline: relevance averaged over the image's mirror
+images (:data:`FLIP_AVERAGING`) and masks refined by closing, hole filling and a one-pixel
+erosion (:data:`REFINEMENT`).
 
 Everything is scored against the *true* defect masks (not the coarse annotations): IoU,
 precision and recall of all pixels of all test images together, defect-free ones included, as
@@ -43,7 +46,14 @@ from ...datasets.defects import (
     generate_defect_dataset,
     load_defect_sample,
 )
-from ...methods.lrp import SEGMENTATION_METHODS, make_rule_set, relevance, segment, threshold_sweep
+from ...methods.lrp import (
+    SEGMENTATION_METHODS,
+    make_rule_set,
+    refine_mask,
+    relevance,
+    segment,
+    threshold_sweep,
+)
 from ...models import VGG11, UNet, vgg_parameter_groups
 from ...training import affine_elastic_augment, score_classifier, seeded
 from .common import Run, write_metrics
@@ -59,6 +69,14 @@ MAX_POOLING = {"winner": "", "average": "-avgpool"}
 set's name: winner-take-all (no suffix) and as an average pooling (``"-avgpool"``, Montavon
 et al., 2019, section 10.3.2, and their tutorial); see
 :class:`~interpret_segmentation.methods.lrp.MaxPool`."""
+FLIP_AVERAGING = {False: "", True: "-flips"}
+"""Relevance of the image alone, or averaged with its three mirror images (``average_flips``
+of :func:`~interpret_segmentation.methods.lrp.relevance`; not in seed 003), and the suffix it
+adds to a rule set's name."""
+REFINEMENT = {0: "", 1: "-refined"}
+"""The mask as the method gives it, or refined with radius 1 (closed, holes filled, shrunk by
+the first 3 x 3 convolution's half width: :func:`~interpret_segmentation.methods.lrp.refine_mask`;
+not in seed 003), and the suffix it adds to a method's name."""
 ZBOX_BOUNDS = (0.0, 1.0)
 """The z^B bounds of the study: the range of the pixel values (images are pixel / 255)."""
 LRP_BATCH = 16  # images per relevance pass
@@ -154,12 +172,15 @@ def run_lrp_reproduction(out, quick: bool = False, seed: int = 0, progress: bool
         ``tpr``, ``tnr`` on the test part), ``segmentation`` (``unet/<budget>`` for each
         pixel-label budget and every ``head/rule_set/method``, the rule set named with its
         epsilon reading and max-pooling rule, e.g. ``"128N/seibold-rms-avgpool/bmm"``:
-        ``iou``, ``precision``, ``recall`` over all test images), ``segmentation_defective``
-        (the same over the defective test images only), ``annotation`` (the coarse
-        annotations of the test images scored like a segmentation), ``iou_gap`` (per U-Net,
-        its IoU minus the best LRP mask's; seed 003 finds them about equal), ``settings``
-        (with ``best``, the best LRP combination), ``timings`` (seconds per stage) and
-        ``seconds``.
+        ``iou``, ``precision``, ``recall`` over all test images; with ``-flips`` after the rule
+        set and ``-refined`` after the method for the two additions, e.g.
+        ``"onefc/seibold-avgpool-flips/simple-refined"``), ``segmentation_defective`` (the
+        same over the defective test images only), ``annotation`` (the coarse annotations of
+        the test images scored like a segmentation), ``iou_gap`` (per U-Net, its IoU minus
+        the best LRP mask's; seed 003 finds them about equal), ``iou_gap_seed003`` (the same
+        for the best mask of the seed's own pipeline, without the additions), ``settings``
+        (with ``best`` and ``best_seed003``, those two LRP combinations), ``timings`` (seconds
+        per stage) and ``seconds``.
 
     ``out`` is an :class:`~interpret_segmentation.core.io.OutputDirectory` whose run manifest
     holds the settings and seed: a rerun with others is refused instead of reusing data and
@@ -205,14 +226,23 @@ def _reproduce(out: Path, settings: dict, quick: bool, seed: int, progress: bool
         name: _pooled_scores([found[k] for k in defective], [test["truths"][k] for k in defective])
         for name, found in masks.items()}
     metrics["annotation"] = _pooled_scores(test["annotations"], test["truths"])
-    best = max(lrp_masks, key=lambda name: metrics["segmentation"][name]["iou"])
-    metrics["iou_gap"] = {name: metrics["segmentation"][name]["iou"]
-                          - metrics["segmentation"][best]["iou"] for name in unet_names}
-    for name in (*unet_names, best):
+    def best_of(names):
+        return max(names, key=lambda name: metrics["segmentation"][name]["iou"])
+
+    def gaps(lrp_name):
+        return {name: metrics["segmentation"][name]["iou"]
+                - metrics["segmentation"][lrp_name]["iou"] for name in unet_names}
+
+    best = best_of(lrp_masks)
+    best_seed003 = best_of([name for name in lrp_masks if _in_seed003(name)])
+    metrics["iou_gap"] = gaps(best)
+    metrics["iou_gap_seed003"] = gaps(best_seed003)
+    for name in (*unet_names, best_seed003, best):
         _log_segmentation(name, metrics["segmentation"][name], len(test["truths"]), log)
     metrics["settings"] = {**settings, "seed": seed, "quick": quick,
                            "test_images": len(test["truths"]),
                            "defective_test_images": len(defective), "best": best,
+                           "best_seed003": best_seed003,
                            "zbox_bounds": list(ZBOX_BOUNDS),
                            "epsilon_readings": {"std": "centred standard deviation",
                                                 "rms": "root mean square"},
@@ -220,6 +250,9 @@ def _reproduce(out: Path, settings: dict, quick: bool, seed: int, progress: bool
                                                 "max_pool": pooling}
                                          for name, (base, reading, pooling)
                                          in _rule_set_variants().items()},
+                           "additions": {"-flips": "relevance averaged over the image and its "
+                                                   "three mirror images",
+                                         "-refined": "mask closed, holes filled, eroded by 1 px"},
                            "torch_threads": torch.get_num_threads()}
     largest = f"unet/{max(settings['budgets'])}"
     head_rules = best.rsplit("/", 1)[0]
@@ -350,24 +383,34 @@ def _rule_set_variants() -> dict[str, tuple[str, str, str]]:
             for pooling, pool_suffix in MAX_POOLING.items()}
 
 
-def _relevance_maps(model, images: torch.Tensor, rule_set) -> np.ndarray:
+def _relevance_maps(model, images: torch.Tensor, rule_set, average_flips: bool = False
+                    ) -> np.ndarray:
     """Relevance of the "defective" logit summed over channels (N, H, W), in batches."""
-    return torch.cat([relevance(model, batch, 1, rule_set=rule_set).sum(1)
+    return torch.cat([relevance(model, batch, 1, rule_set=rule_set,
+                                average_flips=average_flips).sum(1)
                       for batch in images.split(LRP_BATCH)]).numpy()
+
+
+def _in_seed003(name: str) -> bool:
+    """Whether a ``head/rule_set/method`` name is seed 003's own pipeline (no addition)."""
+    return not any(suffix and suffix in name
+                   for suffix in (*FLIP_AVERAGING.values(), *REFINEMENT.values()))
 
 
 def _lrp_segmentations(classifiers: dict, test: dict) -> tuple:
     """Every ``head/rule_set/method`` segmentation of the test images (:func:`_test_data`).
 
     An image the classifier calls defect-free gets an empty mask; the others get
-    ``segment(relevance map, method)``.
+    ``segment(relevance map, method, refine)``; every rule set runs with and without
+    :data:`FLIP_AVERAGING`, every method with and without :data:`REFINEMENT`.
 
     Returns
     -------
     (dict, dict, dict)
         Masks (bool (H, W) per test image) per ``head/rule_set/method``; mean (recall,
-        precision) threshold curves over the defective images per ``head/rule_set``; the
-        relevance maps (N, H, W) of all test images per ``head/rule_set``.
+        precision) threshold curves over the defective images per ``head/rule_set`` (seed
+        003's rule sets only, without flips); the relevance maps (N, H, W) of all test images
+        per ``head/rule_set``.
     """
     images, truths, defective = test["images"], test["truths"], test["defective"]
     masks, curves, all_maps = {}, {}, {}
@@ -375,14 +418,19 @@ def _lrp_segmentations(classifiers: dict, test: dict) -> tuple:
         with torch.no_grad():
             called = torch.cat([model(batch).argmax(1) for batch in images.split(LRP_BATCH)])
         called = called.numpy() == 1
-        for name, rules in study_rule_sets().items():
-            maps = all_maps[f"{head}/{name}"] = _relevance_maps(model, images, rules)
-            curves[f"{head}/{name}"] = _mean_threshold_curve(maps[defective],
-                                                             [truths[k] for k in defective])
-            for method in SEGMENTATION_METHODS:
-                masks[f"{head}/{name}/{method}"] = [
-                    segment(m, method) if gate else np.zeros_like(t)
-                    for m, t, gate in zip(maps, truths, called)]
+        for rules_name, rules in study_rule_sets().items():
+            for flips, flips_suffix in FLIP_AVERAGING.items():
+                name = f"{head}/{rules_name}{flips_suffix}"
+                maps = all_maps[name] = _relevance_maps(model, images, rules, flips)
+                if not flips:
+                    curves[name] = _mean_threshold_curve(maps[defective],
+                                                         [truths[k] for k in defective])
+                for method in SEGMENTATION_METHODS:
+                    found = [segment(m, method) if gate else np.zeros_like(t)
+                             for m, t, gate in zip(maps, truths, called)]
+                    for refine, refine_suffix in REFINEMENT.items():
+                        masks[f"{name}/{method}{refine_suffix}"] = (
+                            [refine_mask(mask, refine) for mask in found] if refine else found)
     return masks, curves, all_maps
 
 
