@@ -537,7 +537,8 @@ def refine_mask(mask, radius: int = 1) -> np.ndarray:
     map reaches (k - 1) / 2 pixels beyond the object. The refinement: a binary closing with a
     (2 radius + 1) square (joins outline pieces up to 2 radius pixels apart), hole filling, then
     an erosion by the same square (takes back ``radius`` pixels all round). Use the first
-    convolution's half width: 1 for VGG's 3 x 3.
+    convolution's half width: 1 for VGG's 3 x 3. Meant for masks of a few compact objects
+    (defects); a speckled mask over much of the image closes into larger blocks.
 
     Parameters
     ----------
