@@ -16,7 +16,7 @@ import torch
 
 from ...core import Explainer, Explanation, Item, explanation_mode
 from ...core.validate import check_bool, check_int
-from .relevance import FLIPS, _one_hot, _propagate, layer_rules
+from .relevance import FLIPS, _one_hot, _propagate_mirrored, layer_rules
 from .segmentation import SEGMENTATION_METHODS, segment
 
 __all__ = ["LRP"]
@@ -178,14 +178,9 @@ class LRP(Explainer):
             chosen.setdefault("logit", float(current.sum()))  # the image's own, not a mirror's
             return current
 
-        flips = FLIPS if self.average_flips else FLIPS[:1]
-        maps, logits = [], None
-        for dims in flips:  # FLIPS[0] is the image itself: its logits are the ones reported
-            found, _, output = _propagate(self.model.model, item.image.flip(dims), start,
-                                          self.rule_set)
-            maps.append(found.flip(dims))
-            logits = output if logits is None else logits
-        relevance = torch.stack(maps).mean(0)[0]
+        relevance, logits = _propagate_mirrored(self.model.model, item.image, start,
+                                                self.rule_set, self.average_flips)
+        relevance = relevance[0]
         summed = relevance.sum(0)
         timings = {"relevance": time.perf_counter() - started}
         arrays = {"relevance": relevance.detach().cpu().float().numpy()}
@@ -199,5 +194,5 @@ class LRP(Explainer):
                 "logit": chosen["logit"], "relevance_sum": float(relevance.sum()),
                 "probability": float(probabilities[class_index]),
                 "predicted_class": int(torch.argmax(probabilities)),
-                "model_passes": 1 + len(flips)}
+                "model_passes": 1 + (len(FLIPS) if self.average_flips else 1)}
         return self.explanation(item, summed, timings=timings, arrays=arrays, info=info)

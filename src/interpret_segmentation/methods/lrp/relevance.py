@@ -503,12 +503,24 @@ def relevance(model: nn.Module, x: torch.Tensor, target, rule_set: str | Mapping
     _check_input(x)
     wanted = _targets(target, x.shape[0])
     if average_flips:
-        start = functools.partial(_one_hot, wanted=wanted)
-        return torch.stack([_propagate(model, x.flip(dims), start, rule_set)[0].flip(dims)
-                            for dims in FLIPS]).mean(0)
+        return _propagate_mirrored(model, x, functools.partial(_one_hot, wanted=wanted),
+                                   rule_set, True)[0]
     current, layers, _ = _propagate(model, x, functools.partial(_one_hot, wanted=wanted),
                                     rule_set, return_layers)
     return (current, layers) if return_layers else current
+
+
+def _propagate_mirrored(model: nn.Module, x: torch.Tensor, start, rule_set,
+                        average_flips: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Input relevance of ``x`` and its logits; with ``average_flips`` the relevance is the
+    mean over :data:`FLIPS` of each mirror image's, flipped back (the logits stay ``x``'s own,
+    ``FLIPS[0]`` being ``x`` itself)."""
+    maps, logits = [], None
+    for dims in FLIPS if average_flips else FLIPS[:1]:
+        found, _, output = _propagate(model, x.flip(dims), start, rule_set)
+        maps.append(found.flip(dims))
+        logits = output if logits is None else logits
+    return torch.stack(maps).mean(0), logits
 
 
 def _one_hot(out: torch.Tensor, wanted: torch.Tensor | int) -> torch.Tensor:
