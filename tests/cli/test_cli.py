@@ -289,6 +289,9 @@ def _bad_explain_inputs(tmp_path, checkpoint, monkeypatch):
         "text npy": (["--image", str(tmp_path / "text.npy")], "holds <U1 values"),
         "no pixels": (["--image", str(tmp_path / "no_pixels.npy")], "at least one channel"),
         "sample without image": (["--image", str(tmp_path / "sample")], "not found"),
+        "device file": (["--image", "/dev/null"], "--image: expected an image file, got /dev/null"),
+        "checkpoint is a directory": (image + ["--checkpoint", str(tmp_path / "real")],
+                                      "expected a file of weights, got a directory"),
         "truncated checkpoint": (image + ["--checkpoint", str(tmp_path / "truncated.pth")],
                                  "unreadable or truncated"),
         "empty checkpoint": (image + ["--checkpoint", str(tmp_path / "empty.pth")],
@@ -311,6 +314,8 @@ def _bad_explain_inputs(tmp_path, checkpoint, monkeypatch):
         "no colon": (image + ["--model", "userbuilds"], "expected MODULE:CALLABLE"),
         "unknown device": (image + ["--device", "gpu"], "--device: expected a torch device"),
         "cuda without cuda": (image + ["--device", "cuda"], "CUDA is not available"),
+        "device type this machine lacks": (image + ["--device", "vulkan"],
+                                           "'vulkan' asked for, but vulkan is not available"),
         "out is a file": (image + ["--out", str(tmp_path / "afile")], "got the file"),
         "out is a link": (image + ["--out", str(tmp_path / "link")], "symbolic link"),
         "out is read-only": (image + ["--out", str(tmp_path / "readonly" / "sub")],
@@ -464,6 +469,28 @@ def test_train_name_cannot_leave_the_checkpoint_dir(tmp_path, capsys, name):
     assert not (tmp_path / "a").exists()
 
 
+@pytest.mark.parametrize("link", ["results", "testnet.pth", "."])
+def test_train_refuses_links_in_the_checkpoint_dir_before_training(tmp_path, capsys, link):
+    dataset = generate_dataset(tmp_path / "data", n=10, size=32, progress=False)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    inner = tmp_path / "ck"
+    if link == ".":
+        inner.symlink_to(elsewhere, target_is_directory=True)
+    else:
+        inner.mkdir()
+        (inner / link).symlink_to(elsewhere / link)  # dangling for testnet.pth
+        if link == "results":
+            (elsewhere / "results").mkdir()
+    before = sorted(os.listdir(inner))
+    assert main(["testnet", "train", "--dataset", str(dataset), "--checkpoint-dir", str(inner),
+                 "--epochs", "1", "--n-train", "2", "--n-val", "1", "--width", "2", "--depth",
+                 "1", "--no-progress"]) == 2
+    _one_error_line(capsys, "--checkpoint-dir", "is a symbolic link")
+    assert sorted(os.listdir(inner)) == before  # nothing trained, nothing written
+    assert not any(path.is_file() for path in elsewhere.rglob("*"))
+
+
 def test_studies_key_rows_by_their_settings_resume_and_lock(tmp_path, checkpoint,
                                                             quick_explainers, capsys):
     import csv
@@ -531,6 +558,13 @@ def test_demo_says_when_the_model_did_not_learn_the_rule(tmp_path, checkpoint, q
     assert main([*argv, "--out", str(tmp_path / "old")]) == 0
     assert "was not trained with today's default settings" in capsys.readouterr().out
     assert json.loads((tmp_path / "old" / "summary.json").read_text())["model"]["recipe_changed"]
+    # the record of a model that was replaced (by `testnet train`, say) says nothing of this one
+    checkpoint.with_suffix(".json").write_text(json.dumps(
+        {"train_seconds": 1.0, "epochs": 10, "checkpoint_sha256": "0" * 64}))
+    assert main([*argv, "--out", str(tmp_path / "replaced")]) == 0
+    assert "WARNING" not in capsys.readouterr().out
+    model = json.loads((tmp_path / "replaced" / "summary.json").read_text())["model"]
+    assert not model["recipe_changed"] and model["epochs"] is None
 
 
 def test_demo_keeps_a_foreign_file_beside_the_checkpoint_and_adopts_an_older_demos_output(

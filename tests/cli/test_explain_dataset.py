@@ -131,6 +131,8 @@ def test_nifti_volumes_are_explained_in_3_d(tmp_path, user_model, capsys):
     (["--workers", "2"], "--engine: the local engine runs one worker"),
     (["--engine", "spark"], "argument --engine"),
     (["--gpus-per-worker", "-1"], "argument --gpus-per-worker"),
+    (["--device", "xla"], "--device: 'xla' asked for, but xla is not available here"),
+    (["--device", "meta"], "--device: 'meta' tensors hold no values"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, user_model, capsys, extra, said):
     images, _ = _folder(tmp_path, count=1)
@@ -145,3 +147,54 @@ def test_data_that_is_not_a_directory(tmp_path, user_model, capsys):
     assert main(["explain-dataset", "--data", str(tmp_path / "none"), *user_model(2),
                  "--out", str(tmp_path / "out"), "--no-progress"]) == 2
     assert "--data: expected a directory of images" in capsys.readouterr().err
+
+
+def test_a_killed_run_is_continued_by_the_next(tmp_path, user_model, capsys):
+    """The driver killed with SIGKILL in the middle of a run: the rerun explains only the rest,
+    and the rows are those of a run that was never stopped, each image once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    images, _ = _folder(tmp_path, count=8)
+    model = user_model(2)
+    slow = (tmp_path / "usermodel2d.py").read_text().replace(
+        "        return self.mean(x)", "        import time\n        time.sleep(0.3)\n"
+        "        return self.mean(x)")
+    (tmp_path / "slowmodel.py").write_text(slow)
+    model[1] = "slowmodel:build"
+    out = tmp_path / "killed"
+    argv = ["explain-dataset", "--data", str(images), *model, "--methods", "rise", "--set",
+            "rise.n_masks=4", "--set", "rise.s=4", "--batch-size", "4", "--no-progress"]
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    child = subprocess.Popen([sys.executable, "-m", "interpret_segmentation.cli", *argv,
+                              "--out", str(out)], env=environment, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE)
+    def images_done():
+        if not (out / "rows.csv").exists():
+            return 0
+        with open(out / "rows.csv", newline="") as file:
+            return len({row["item"] for row in csv.DictReader(file)})
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and child.poll() is None and images_done() < 2:
+        time.sleep(0.05)
+    assert child.poll() is None, child.stderr.read().decode()
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    done = images_done()
+    assert 2 <= done < 8
+    assert main([*argv, "--out", str(out)]) == 0
+    assert f"resuming: {done} of 8 items already done" in capsys.readouterr().out
+    assert main([*argv, "--out", str(tmp_path / "whole")]) == 0
+
+    def table(path):
+        with open(path / "rows.csv", newline="") as file:
+            return sorted(tuple((k, v) for k, v in row.items() if k != "seconds")
+                          for row in csv.DictReader(file))
+    assert table(out) == table(tmp_path / "whole")
+    assert sorted(row[0][1] for row in table(out)) == sorted(
+        [f"scan_{index}" for index in range(8)] * 2)  # rise at 0.2 and 0.4, each image once
+    assert not any(dict(row)["error"] for row in table(out))

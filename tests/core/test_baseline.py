@@ -1,5 +1,7 @@
 """Baselines: what removed pixels (voxels) take."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -137,3 +139,18 @@ def test_description_and_removal_effect():
     negative = image - image.max() - 1  # every value below 0
     assert removal_effect(negative, torch.minimum(negative, torch.zeros(()))) == 0.0
     assert removal_effect(torch.ones(1, 1, 3, 3), torch.zeros(1, 1, 3, 3)) == 1.0
+
+
+def test_a_baseline_that_leaves_the_image_as_it_was_is_a_warning():
+    y, x = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    smooth = ((x + y) / 62).reshape(1, 1, 32, 32)  # a ramp: a blur hardly changes it
+    with pytest.warns(UserWarning, match=r"baseline: removing every pixel .* changes the image by only"):
+        resolve_baseline(("blur", 1.0), smooth)
+    with pytest.warns(UserWarning, match="fill: removing every pixel"):
+        resolve_baseline(smooth.numpy() + 0.01, smooth, name="fill")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for constant in (0.0, "min", "mean", 3.0):
+            resolve_baseline(constant, smooth)
+        resolve_baseline(("blur", 1.0), _image(1, 32, 32))  # noise: the blur removes it
+        resolve_baseline(np.zeros((1, 1, 1)), smooth)

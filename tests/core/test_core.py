@@ -296,6 +296,14 @@ def test_devices_this_machine_lacks_are_refused(monkeypatch):
         with pytest.raises(ValueError, match="device: expected a torch device"):
             check_device(bad)
     assert check_device("cpu") == torch.device("cpu")
+    # every other type torch names: refused unless this machine has it (none here is faked)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    for other in ("mps", "xpu", "xla", "hpu", "vulkan", "mtia", "privateuseone", "ipu"):
+        with pytest.raises(ValueError, match=f"device: '{other}' asked for, but .* is not "
+                                             "available here; use 'cpu'"):
+            check_device(other)
+    with pytest.raises(ValueError, match="device: 'meta' tensors hold no values"):
+        check_device("meta")
 
 
 def test_image_without_pixels_or_channels_is_refused():

@@ -94,6 +94,25 @@ class KillsAlways(KillsOnce):
         return self.images[position]
 
 
+class KillsWhileExplaining(TinyNet):
+    """TinyNet that ends the worker process on its second model pass over image ``victim``
+    (the explanation under way: the image read, its prediction made), the first time; the
+    marker file says it happened."""
+
+    def __init__(self, marker: Path, victim: np.ndarray):
+        super().__init__()
+        self.marker, self.victim, self.driver = marker, torch.from_numpy(victim), os.getpid()
+        self.armed = False
+
+    def forward(self, x):
+        if os.getpid() != self.driver and not self.marker.exists():
+            if self.armed:
+                self.marker.write_text(str(os.getpid()))
+                os._exit(1)
+            self.armed = x.shape[-2:] == self.victim.shape and torch.equal(x[0, 0], self.victim)
+        return super().forward(x)
+
+
 class Unreadable:
     """A torch data set whose item 2 raises."""
 
@@ -156,13 +175,18 @@ def test_ray_gives_the_local_rows_and_maps_with_one_and_two_workers(ray, tmp_pat
                 assert np.array_equal(arrays[name], local), name
 
 
-def test_a_worker_killed_in_the_middle_of_an_item_has_it_retried(ray, tmp_path, caplog):
+@pytest.mark.parametrize("when", ["reading", "explaining"])
+def test_a_worker_killed_in_the_middle_of_an_item_has_it_retried(ray, tmp_path, caplog, when):
     marker = tmp_path / "killed"
     methods = {"hdm": METHODS["hdm"]}
+    if when == "reading":  # the worker dies while it reads image 3
+        model, data = TinyNet(), KillsOnce(marker, victim=3)
+    else:  # ... or between two model passes over it
+        data = KillsOnce(tmp_path / "never", victim=-1)
+        model = KillsWhileExplaining(marker, data.images[3])
     with caplog.at_level(logging.WARNING, logger="interpret_segmentation.studies.ray_engine"):
-        rows = explain_dataset(TinyNet(), KillsOnce(marker, victim=3), methods,
-                               tmp_path / "ray", engine="ray", workers=2, items_per_batch=3,
-                               progress=False, log=_quiet)
+        rows = explain_dataset(model, data, methods, tmp_path / "ray", engine="ray", workers=2,
+                               items_per_batch=3, progress=False, log=_quiet)
     assert marker.exists() and int(marker.read_text()) != os.getpid()  # a worker died on 3
     assert sorted(row["item"] for row in rows) == [str(i) for i in range(6)]
     assert not [row for row in rows if row["error"]]
@@ -172,6 +196,7 @@ def test_a_worker_killed_in_the_middle_of_an_item_has_it_retried(ray, tmp_path, 
     explain_dataset(TinyNet(), KillsOnce(marker, victim=3), methods, tmp_path / "local",
                     progress=False, log=_quiet)
     assert _rows(tmp_path / "ray") == _rows(tmp_path / "local")
+    assert _arrays(tmp_path / "ray").keys() == _arrays(tmp_path / "local").keys()
 
 
 def test_an_item_that_kills_every_worker_gets_error_rows_after_the_retries(ray, tmp_path):

@@ -370,6 +370,11 @@ def test_caps_and_bad_input(run, tmp_path):
         write_report(run, max_items=-1)
     with pytest.raises(ValueError, match="max_megabytes"):
         write_report(run, max_megabytes=0)
+    with pytest.raises(ValueError, match="max_megabytes: expected a positive number, got '5'"):
+        write_report(run, max_megabytes="5")
+    with pytest.raises(ValueError, match="max_items"):
+        write_report(run, max_items=True)
+    assert "first 2 of 4 items" in write_report(run, max_items=np.int64(2)).read_text()
 
 
 def test_several_classes_get_a_column_each(tmp_path):

@@ -248,6 +248,8 @@ def test_train_stops_once_the_validation_target_is_held(tmp_path):
                     checkpoint_dir=tmp_path / "second", progress=False, log=lines.append,
                     stop_at=1.5)
     assert len(history) == 3
+    assert lines[-1].startswith("val_dice ") and "after the last epoch (3), below the target 1.5" \
+        in lines[-1]
     with pytest.raises(ValueError, match="hold: expected a positive int"):
         train(model, *_toy_sets(), epochs=1, lr=0.05, batch_size=4, hold=0,
               results_path=tmp_path / "r3.txt", checkpoint_dir=tmp_path, progress=False)
@@ -549,3 +551,17 @@ def test_save_checkpoint_can_refuse_to_overwrite(tmp_path):
     assert path.read_bytes() == before
     save_checkpoint(torch.nn.Linear(2, 1), path)  # the default replaces it
     assert path.read_bytes() != before
+
+
+def test_train_never_writes_through_a_linked_directory(tmp_path):
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "linked").symlink_to(real, target_is_directory=True)
+    model = UNet(width=4, depth=2, global_context=False)
+    for results, checkpoints in [(tmp_path / "linked" / "run.txt", tmp_path / "ck"),
+                                 (tmp_path / "run.txt", tmp_path / "linked")]:
+        with pytest.raises(ValueError, match="is a symbolic link; training writes only into "
+                                             "real directories"):
+            train(model, *_toy_sets(), epochs=1, lr=0.05, batch_size=4, progress=False,
+                  results_path=results, checkpoint_dir=checkpoints)
+    assert not any(real.iterdir()) and not (tmp_path / "ck").exists()

@@ -354,14 +354,8 @@ def orthogonal_views(volume, point=None, mask=None, overlay=None, *, spacing=Non
     ValueError
         For arrays of the wrong shape, a point outside the volume, a bad spacing.
     """
-    volume = _volume(volume, "volume")
+    volume, mask, overlay, spacing = _volume_arguments(volume, mask, overlay, spacing)
     shape = volume.shape
-    mask = None if mask is None else _mask(mask, "mask", shape)
-    overlay = None if overlay is None else normalize_map(_volume(overlay, "overlay",
-                                                                 channels=False))
-    if overlay is not None and overlay.shape != shape:
-        raise ValueError(f"overlay: expected the volume's shape {shape}, got {overlay.shape}")
-    spacing = _spacing(spacing)
     if point is None and mask is not None and mask.any():
         point = target_point(mask, spacing)
     point = _point(point, shape)
@@ -373,6 +367,19 @@ def orthogonal_views(volume, point=None, mask=None, overlay=None, *, spacing=Non
     if title:
         figure.suptitle(title)
     return figure
+
+
+def _volume_arguments(volume, mask, overlay, spacing) -> tuple:
+    """The arguments of the volume figures checked: the volume (D, H, W), the mask and the
+    min-max normalised overlay of its shape (or None), and the spacing (dz, dy, dx)."""
+    volume = _volume(volume, "volume")
+    shape = volume.shape
+    mask = None if mask is None else _mask(mask, "mask", shape)
+    overlay = None if overlay is None else normalize_map(_volume(overlay, "overlay",
+                                                                 channels=False))
+    if overlay is not None and overlay.shape != shape:
+        raise ValueError(f"overlay: expected the volume's shape {shape}, got {overlay.shape}")
+    return volume, mask, overlay, _spacing(spacing)
 
 
 def volume_montage(volume, mask=None, n_slices: int = 9, *, overlay=None,
@@ -406,14 +413,8 @@ def volume_montage(volume, mask=None, n_slices: int = 9, *, overlay=None,
     ValueError
         For arrays of the wrong shape, a bad ``n_slices``, ``columns`` or spacing.
     """
-    volume = _volume(volume, "volume")
+    volume, mask, overlay, spacing = _volume_arguments(volume, mask, overlay, spacing)
     shape = volume.shape
-    mask = None if mask is None else _mask(mask, "mask", shape)
-    overlay = None if overlay is None else normalize_map(_volume(overlay, "overlay",
-                                                                 channels=False))
-    if overlay is not None and overlay.shape != shape:
-        raise ValueError(f"overlay: expected the volume's shape {shape}, got {overlay.shape}")
-    spacing = _spacing(spacing)
     chosen = montage_slices(shape[0], mask, n_slices)
     columns = math.ceil(math.sqrt(chosen.size)) if columns is None else \
         check_positive(columns, "columns")

@@ -115,6 +115,12 @@ def run_train(args) -> None:
     )
 
     check_file_name(args.name, "--name")  # the results file stays in --checkpoint-dir
+    directory = Path(args.checkpoint_dir)
+    final = directory / f"{args.command}.pth"
+    for path in (directory, directory / "results", final):
+        if path.is_symlink():
+            raise ValueError(f"--checkpoint-dir: {path} is a symbolic link; training never "
+                             "writes through links: remove it or choose another --checkpoint-dir")
     architecture, settings = training_defaults(args.dataset)
     for key in ("epochs", "lr", "batch_size", "n_train", "n_val", "augment"):  # the rest as is
         if getattr(args, key) is not None:
@@ -125,14 +131,12 @@ def run_train(args) -> None:
     train_set, val_set = dataset_splits(args.dataset, settings["n_train"], settings["n_val"])
     with seeded(args.seed):  # the caller's global generator is left alone
         model = UNet(**architecture)
-    directory = Path(args.checkpoint_dir)
     train(model, train_set, val_set, epochs=settings["epochs"], lr=settings["lr"],
           batch_size=settings["batch_size"], results_path=directory / "results" / f"{args.name}.txt",
           checkpoint_dir=directory, checkpoint_prefix=args.name, seed=args.seed,
           progress=args.progress, augment=settings["augment"], schedule=settings["schedule"],
           stop_at=settings["stop_at"], hold=settings["hold"],
           sample_weights=oversampling_weights(train_set, settings["oversample"]))
-    final = directory / f"{args.command}.pth"
     if final.exists():
         print(f"kept the existing {final}; the new epochs are {directory}/{args.name}_<epoch>.pth")
     else:

@@ -139,9 +139,11 @@ def _explainer_options(args, model, source) -> dict:
 
 
 def run(args: argparse.Namespace) -> None:
+    from ..core.validate import check_device
     from ..studies.runner import explain_dataset
     from ..studies.work import ModelBuilder
 
+    check_device(args.device, "--device")
     methods = method_settings(args.methods, args.settings)
     engine = engine_options(args)
     source = _source(args)

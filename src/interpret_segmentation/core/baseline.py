@@ -6,11 +6,17 @@ image's minimum ("min"), its per-channel mean ("mean"), a Gaussian-blurred copy 
 or ``("blur", sigma)``) or an array broadcastable to the image. The default, 0.0, is the papers'
 multiplication by a mask; normalised inputs (z-scored CT, ImageNet-normalised RGB) may want
 "mean", "min" or "blur" instead, so that removing a part changes what the model sees.
+
+A constant baseline always changes the image at least as much as replacing it by its mean
+(:func:`removal_effect` >= 1); a blurred copy or an array may not, and :func:`resolve_baseline`
+warns when removing every pixel would change the image by less than
+:data:`WEAK_REMOVAL` of its spread.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -30,6 +36,10 @@ EXPECTED = ("a number, 'min', 'mean', 'blur', ('blur', sigma) or an array broadc
             "image (1, C, *S)")
 
 Baseline = float | str | tuple | torch.Tensor
+
+WEAK_REMOVAL = 0.5
+"""Below this :func:`removal_effect`, :func:`resolve_baseline` warns that "removed" pixels stay
+much as they were."""
 
 
 def _sigma(sigma, name: str) -> float | tuple[float, ...]:
@@ -127,12 +137,25 @@ def resolve_baseline(baseline, image: torch.Tensor, name: str = "baseline") -> t
         if isinstance(sigma, tuple) and len(sigma) != dims:
             raise ValueError(f"{name}: expected ('blur', sigma) with one sigma per spatial axis "
                              f"({dims}), got {len(sigma)}")
-        return gaussian_blur(image, sigma if isinstance(sigma, tuple) else (sigma,) * dims)
+        blurred = gaussian_blur(image, sigma if isinstance(sigma, tuple) else (sigma,) * dims)
+        return _warn_if_weak(image, blurred, name)
     try:
-        return torch.broadcast_to(baseline.to(image.device, image.dtype), image.shape).contiguous()
+        array = torch.broadcast_to(baseline.to(image.device, image.dtype), image.shape)
     except RuntimeError:
         raise ValueError(f"{name}: expected an array broadcastable to the image's shape "
                          f"{tuple(image.shape)}, got shape {tuple(baseline.shape)}") from None
+    return _warn_if_weak(image, array.contiguous(), name)
+
+
+def _warn_if_weak(image: torch.Tensor, removed: torch.Tensor, name: str) -> torch.Tensor:
+    """``removed``, after a warning when it leaves ``image`` much as it was."""
+    effect = removal_effect(image, removed)
+    if effect < WEAK_REMOVAL:
+        warnings.warn(f"{name}: removing every pixel with this baseline changes the image by only "
+                      f"{effect:.0%} of its spread, so removed parts stay much as they were; a "
+                      f"constant ('mean', 'min' or a number) or a wider blur removes more",
+                      UserWarning, stacklevel=3)
+    return removed
 
 
 def gaussian_kernel(sigma: float) -> torch.Tensor:

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import zipfile
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .io import json_ready, write_files
+from .io import json_ready, read_saved_pair, write_files
 
 
 def normalize_map(saliency) -> np.ndarray:
@@ -110,32 +108,17 @@ class Explanation:
         Raises FileNotFoundError when a file is missing and ValueError naming the file when it
         is truncated or was not written by :meth:`save`.
         """
-        path = Path(path)
-        if path.suffix != ".npz":
-            path = path.with_name(path.name + ".npz")
-        meta_path = path.with_suffix(".json")
-        for needed in (path, meta_path):
-            if not needed.exists():
-                raise FileNotFoundError(f"{needed} not found (Explanation.save writes .npz + .json)")
+        path, meta_path = cls.paths(path)
         written_by = "not an Explanation written by Explanation.save"
-        try:
-            meta = json.loads(meta_path.read_text())
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise ValueError(f"{meta_path}: {written_by} (unreadable JSON: {error})") from None
+        meta, stored = read_saved_pair(path, meta_path, "Explanation.save", written_by)
         fields = {"method", "target_class", "parameters", "timings", "info"}
-        if not isinstance(meta, dict) or not {"method", "target_class"} <= set(meta) <= fields:
+        if not {"method", "target_class"} <= set(meta) <= fields:
             raise ValueError(f"{meta_path}: {written_by} (expected the keys {sorted(fields)})")
-        try:
-            data = np.load(path, allow_pickle=False)
-            if not isinstance(data, np.lib.npyio.NpzFile):
-                raise ValueError("a single array, not an .npz archive")
-            with data:
-                saliency = data["saliency"]
-                arrays = {name[len("array_"):]: data[name] for name in data.files
-                          if name.startswith("array_")}
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as error:
-            raise ValueError(f"{path}: {written_by}, or truncated ({type(error).__name__}: "
-                             f"{error})") from None
+        if "saliency" not in stored:
+            raise ValueError(f"{path}: {written_by} (no saliency array)")
+        saliency = stored["saliency"]
+        arrays = {name[len("array_"):]: value for name, value in stored.items()
+                  if name.startswith("array_")}
         try:
             return cls(saliency=saliency, arrays=arrays, **meta)
         except ValueError as error:

@@ -25,6 +25,8 @@ import tempfile
 import threading
 import time
 import uuid
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -233,6 +235,35 @@ def file_sha256(path: str | os.PathLike) -> str:
         for block in iter(lambda: file.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def read_saved_pair(npz: Path, meta_path: Path, saver: str, written_by: str) -> tuple[dict, dict]:
+    """The JSON object and the arrays of an ``.npz`` + ``.json`` pair that ``saver`` (e.g.
+    "Explanation.save") wrote.
+
+    Raises FileNotFoundError for a missing file, and ValueError naming the file and saying
+    ``written_by`` (e.g. "not an Explanation written by Explanation.save") for unreadable JSON
+    or JSON that is no object, and for an archive that is truncated or no ``.npz``.
+    """
+    for needed in (npz, meta_path):
+        if not needed.exists():
+            raise FileNotFoundError(f"{needed} not found ({saver} writes .npz + .json)")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{meta_path}: {written_by} (unreadable JSON: {error})") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{meta_path}: {written_by} (expected a JSON object)")
+    try:
+        data = np.load(npz, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ValueError("a single array, not an .npz archive")
+        with data:
+            arrays = {name: data[name] for name in data.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
+        raise ValueError(f"{npz}: {written_by}, or truncated ({type(error).__name__}: "
+                         f"{error})") from None
+    return meta, arrays
 
 
 def csv_text(fields, rows) -> str:

@@ -390,13 +390,13 @@ class ModelAdapter:
     def _input_error(self, image: torch.Tensor, name: str, error: BaseException) -> ValueError:
         channels, spatial = image.shape[1], tuple(image.shape[2:])
         said = _first_line(error)
+        hint = self._dimensions_hint(image)  # first: a wrong reading also miscounts channels
+        if hint is not None:
+            return ValueError(f"{name}: {hint}; the model said: {said}")
         conv = expected_channels(self.model)
         if conv is not None and conv[1] != channels:
             return ValueError(f"{name}: image has {channels} channel(s); the model's first "
                               f"convolution ({conv[0]}) expects {conv[1]}; the model said: {said}")
-        hint = self._dimensions_hint(image)
-        if hint is not None:
-            return ValueError(f"{name}: {hint}; the model said: {said}")
         side = self._smallest_side(channels, len(spatial), min(spatial))
         if side is not None:
             sizes = " x ".join(map(str, spatial))

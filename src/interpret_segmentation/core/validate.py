@@ -253,24 +253,43 @@ def check_finite(tensor: torch.Tensor, what: str) -> None:
 def check_device(device, name: str = "device") -> torch.device:
     """``device`` as a ``torch.device`` after checking that this machine has it.
 
-    Raises ValueError naming ``name`` for a string torch does not read as a device and for a
-    CUDA or MPS device this machine does not have.
+    Raises ValueError naming ``name`` for a string torch does not read as a device, for
+    "meta" (it holds no values), and for an accelerator (CUDA, MPS, XPU, ...) this machine
+    does not have, or not with that index.
     """
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError) as error:
         raise ValueError(f"{name}: expected a torch device such as 'cpu' or 'cuda', got "
                          f"{device!r} ({error})") from None
-    if resolved.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"{name}: {str(resolved)!r} asked for, but CUDA is not available "
-                             "here; use 'cpu'")
-        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
-            raise ValueError(f"{name}: {str(resolved)!r} asked for, but this machine has "
-                             f"{torch.cuda.device_count()} CUDA device(s)")
-    elif resolved.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"{name}: 'mps' asked for, but MPS is not available here; use 'cpu'")
+    kind = resolved.type
+    if kind == "cpu":
+        return resolved
+    if kind == "meta":
+        raise ValueError(f"{name}: 'meta' tensors hold no values, so nothing can be explained "
+                         "on them; use 'cpu' or an accelerator")
+    label = {"cuda": "CUDA", "mps": "MPS", "xpu": "XPU"}.get(kind, kind)
+    backend = _backend(kind)
+    if backend is None or not backend.is_available():
+        raise ValueError(f"{name}: {str(resolved)!r} asked for, but {label} is not available "
+                         "here; use 'cpu'")
+    count = getattr(backend, "device_count", None)
+    if resolved.index is not None and count is not None and resolved.index >= count():
+        raise ValueError(f"{name}: {str(resolved)!r} asked for, but this machine has "
+                         f"{count()} {label} device(s)")
     return resolved
+
+
+def _backend(kind: str):
+    """torch's module for an accelerator type (``torch.cuda``, ``torch.backends.mps``,
+    ``torch.xpu``, ...), or None when torch has none with ``is_available``."""
+    if kind == "mps":
+        return torch.backends.mps
+    try:
+        backend = getattr(torch, kind, None)
+    except Exception:  # torch's lazy attribute import fails for types it does not build
+        return None
+    return backend if callable(getattr(backend, "is_available", None)) else None
 
 
 def check_writable(path, name: str = "--out") -> Path:

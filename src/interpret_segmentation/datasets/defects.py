@@ -54,6 +54,7 @@ from torch.utils.data import Dataset
 from ..core.validate import check_bool, check_choice, check_int
 from .files import (
     SAMPLE_FILES,
+    StoredSamples,
     check_root,
     read_gray,
     selected_indices,
@@ -936,7 +937,7 @@ def _stored_annotation(segment: np.ndarray, meta: dict, index: int) -> np.ndarra
     return _annotate(segment, int(meta.get("seed", 0)), int(meta.get("index", index)))[0]
 
 
-class DefectDataset(Dataset):
+class DefectDataset(StoredSamples, Dataset):
     """Torch data set over a directory written by :func:`generate_defect_dataset`.
 
     Parameters
@@ -966,6 +967,9 @@ class DefectDataset(Dataset):
         ``annotation`` is asked for with ``labels=True``.
     """
 
+    kind = "defect"
+    how_to_generate = _HOW_TO_GENERATE
+
     def __init__(self, root, indices=None, labels: bool = True, cache: bool = True,
                  annotation: bool = False):
         self.root = _check_root(root)
@@ -977,36 +981,20 @@ class DefectDataset(Dataset):
             raise ValueError("annotation: expected False with labels=True (image labels have no "
                              "outline), got True")
         self.cache = bool(cache)
-        self._cache: dict[int, tuple[np.ndarray, np.ndarray, int]] = {}
-
-    def __len__(self) -> int:
-        return len(self.indices)
 
     def sample(self, item: int) -> DefectSample:
         """The full :class:`DefectSample` (with label and meta data) at position ``item``."""
         return load_defect_sample(self.root, self.indices[item])
 
+    def read(self, directory: Path, index: int) -> tuple[np.ndarray, np.ndarray, int]:
+        segment = read_gray(directory / "segment.png") > 127
+        meta = _read_meta(self.root, index)
+        if self.annotation:
+            segment = _stored_annotation(segment, meta, index)
+        return read_gray(directory / "image.png"), segment, int(meta["label"])
+
     def __getitem__(self, item: int) -> tuple[torch.Tensor, torch.Tensor]:
-        index = self.indices[item]
-        arrays = self._cache.get(index)
-        if arrays is None:
-            directory = self.root / str(index)
-            try:
-                image = read_gray(directory / "image.png")
-                segment = read_gray(directory / "segment.png") > 127
-                meta = _read_meta(self.root, index)
-                label = int(meta["label"])
-                if self.annotation:
-                    segment = _stored_annotation(segment, meta, index)
-            except FileNotFoundError as error:
-                raise FileNotFoundError(
-                    f"defect sample {index} in {self.root} is incomplete ({error.filename}); "
-                    f"{_HOW_TO_GENERATE}"
-                ) from error
-            arrays = (image, segment, label)
-            if self.cache:
-                self._cache[index] = arrays
-        image, segment, label = arrays
+        image, segment, label = self.stored(item)
         image_tensor = torch.from_numpy(image.astype(np.float32) / 255.0)[None]
         if self.labels:
             return image_tensor, torch.tensor(label, dtype=torch.int64)

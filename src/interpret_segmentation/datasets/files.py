@@ -28,6 +28,7 @@ from ..core.validate import check_int
 __all__ = [
     "SAMPLE_FILES",
     "Sample",
+    "StoredSamples",
     "boxes_apart",
     "check_root",
     "stored_indices",
@@ -142,6 +143,42 @@ NIFTI_AXES = ("xyz", "zyx")
 order, what a MONAI-trained model expects) or reversed."""
 
 
+class StoredSamples:
+    """Base of the torch data sets over a directory of numbered samples: each sample is read
+    once by :meth:`read` and, with ``cache``, kept in memory.
+
+    A subclass sets ``root``, ``indices`` and ``cache`` in its ``__init__`` and gives
+    ``kind`` and ``how_to_generate`` (for the message about an incomplete sample).
+    """
+
+    kind = "stored"
+    how_to_generate = ""
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def read(self, directory: Path, index: int) -> tuple:
+        """The arrays of the sample stored in ``directory`` (FileNotFoundError when a file
+        is missing)."""
+        raise NotImplementedError
+
+    def stored(self, item: int) -> tuple:
+        """The arrays :meth:`read` gives for position ``item``, from the cache when there."""
+        index = self.indices[item]
+        cache = self.__dict__.setdefault("_cache", {})
+        arrays = cache.get(index)
+        if arrays is None:
+            try:
+                arrays = self.read(self.root / str(index), index)
+            except FileNotFoundError as error:
+                raise FileNotFoundError(
+                    f"{self.kind} sample {index} in {self.root} is incomplete "
+                    f"({error.filename}); {self.how_to_generate}") from error
+            if self.cache:
+                cache[index] = arrays
+        return arrays
+
+
 class ImageFile(NamedTuple):
     """What :func:`read_image_file` read.
 
@@ -228,6 +265,9 @@ def read_image_file(path, channels: int | None = 1, name: str = "image",
     if nifti_axes not in NIFTI_AXES:
         raise ValueError(f"nifti_axes: expected one of {', '.join(NIFTI_AXES)}, got "
                          f"{nifti_axes!r}")
+    if path.exists() and not path.is_file():
+        raise ValueError(f"{name}: expected an image file, got {path}, a directory or other "
+                         "non-file (for a testnet sample directory, its image.png)")
     if not path.is_file():
         raise FileNotFoundError(f"{name}: {path} not found")
     if path.suffix.lower() == ".npy":

@@ -28,6 +28,7 @@ from torch.utils.data import Dataset
 from ..core.validate import check_int, check_number
 from .files import (
     SAMPLE_FILES,
+    StoredSamples,
     boxes_apart,
     check_root,
     read_gray,
@@ -320,7 +321,7 @@ def split_indices(n: int, val_fraction: float = 0.2, seed: int = 0) -> tuple[lis
     return sorted(int(i) for i in order[n_val:]), sorted(int(i) for i in order[:n_val])
 
 
-class TestnetDataset(Dataset):
+class TestnetDataset(StoredSamples, Dataset):
     """Torch data set over a testnet directory written by :func:`generate_dataset`.
 
     Parameters
@@ -345,14 +346,13 @@ class TestnetDataset(Dataset):
 
     __test__ = False  # not a pytest test class despite the name
 
+    kind = "testnet"
+    how_to_generate = _HOW_TO_GENERATE
+
     def __init__(self, root, indices=None, cache: bool = True):
         self.root = _check_root(root)
         self.indices = selected_indices(indices, list_indices(self.root), self.root)
         self.cache = bool(cache)
-        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-
-    def __len__(self) -> int:
-        return len(self.indices)
 
     def meta(self, item: int) -> dict:
         """The meta data (``meta.json``) of position ``item``, without reading its images."""
@@ -367,23 +367,12 @@ class TestnetDataset(Dataset):
         """The full :class:`TestnetSample` (with context and meta) of position ``item``."""
         return load_sample(self.root, self.indices[item])
 
+    def read(self, directory: Path, index: int) -> tuple[np.ndarray, np.ndarray]:
+        return read_gray(directory / "image.png").astype(np.uint8), _read_mask(
+            directory / "segment.png")
+
     def __getitem__(self, item: int) -> tuple[torch.Tensor, torch.Tensor]:
-        index = self.indices[item]
-        arrays = self._cache.get(index)
-        if arrays is None:
-            directory = self.root / str(index)
-            try:
-                image = read_gray(directory / "image.png")
-                segment = _read_mask(directory / "segment.png")
-            except FileNotFoundError as error:
-                raise FileNotFoundError(
-                    f"testnet sample {index} in {self.root} is incomplete ({error.filename}); "
-                    f"{_HOW_TO_GENERATE}"
-                ) from error
-            arrays = (image.astype(np.uint8), segment)
-            if self.cache:
-                self._cache[index] = arrays
-        image, segment = arrays
+        image, segment = self.stored(item)
         return (
             torch.from_numpy(image.astype(np.float32) / 255.0)[None],
             torch.from_numpy(segment.astype(np.float32))[None],

@@ -48,8 +48,6 @@ import os
 import sys
 import time
 import warnings
-import zipfile
-import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,7 +69,7 @@ from ..core import (
     explanation_mode,
     resolve_target,
 )
-from ..core.io import json_ready, write_files
+from ..core.io import json_ready, read_saved_pair, write_files
 from ..core.validate import check_class_index, check_number, check_positive, is_int
 
 __all__ = ["DreamPath", "analyze", "plot_curves", "plot_path", "white_noise"]
@@ -218,19 +216,11 @@ class DreamPath:
         is truncated or was not written by :meth:`save`.
         """
         npz, meta_path = cls.paths(path)
-        for needed in (npz, meta_path):
-            if not needed.exists():
-                raise FileNotFoundError(f"{needed} not found (DreamPath.save writes .npz + .json)")
         written_by = "not a DreamPath written by DreamPath.save"
-        try:
-            meta = json.loads(meta_path.read_text())
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise ValueError(f"{meta_path}: {written_by} (unreadable JSON: {error})") from None
-        if not isinstance(meta, dict) or meta.get("kind") != "DreamPath":
+        meta, arrays = read_saved_pair(npz, meta_path, "DreamPath.save", written_by)
+        if meta.get("kind") != "DreamPath":
             raise ValueError(f"{meta_path}: {written_by}")
         try:
-            with np.load(npz, allow_pickle=False) as data:
-                arrays = {name: data[name] for name in data.files}
             names = meta["features"]
             features = {name: arrays[f"feature_{k}"] for k, name in enumerate(names)}
             zscores = ({name: arrays[f"zscore_{k}"] for k, name in enumerate(names)}
@@ -240,10 +230,8 @@ class DreamPath:
                        steps_taken=int(meta["steps_taken"]), stop_reason=meta["stop_reason"],
                        parameters=meta["parameters"], seconds=float(meta["seconds"]),
                        region=arrays.get("region"))
-        except (OSError, ValueError, KeyError, TypeError, AttributeError, EOFError,
-                zipfile.BadZipFile, zlib.error) as error:
-            raise ValueError(f"{npz}: {written_by}, or truncated ({type(error).__name__}: "
-                             f"{error})") from None
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            raise ValueError(f"{npz}: {written_by} ({type(error).__name__}: {error})") from None
 
 
 # -- start images -----------------------------------------------------------------------------

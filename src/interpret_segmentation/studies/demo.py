@@ -20,7 +20,7 @@ from ..analysis.faithfulness import OWN_SCORES, context_map
 from ..analysis.figures import explanation_figure, save_figure
 from ..analysis.metrics import context_ratio, dice
 from ..core.explanation import Explanation
-from ..core.io import MANIFEST, OutputDirectory, atomic_write
+from ..core.io import MANIFEST, OutputDirectory, atomic_write, file_sha256, json_ready
 from ..core.validate import check_positive
 from ..datasets.testnet import generate_dataset
 from ..methods import registry
@@ -98,9 +98,12 @@ def prepare_model(dataset: Path, checkpoint: Path, progress: bool, log=print):
         results = checkpoint.parent / "results" / f"demo_{time.strftime('%Y%m%d-%H%M%S')}.txt"
         trained = train_default_model(dataset, checkpoint, results, progress=progress, log=log)
         info = {"train_seconds": trained["train_seconds"], "epochs": trained["epochs"],
-                "n_train": trained["n_train"], "results": str(results), **_recipe()}
+                "n_train": trained["n_train"], "results": str(results),
+                "checkpoint_sha256": file_sha256(checkpoint), **_recipe()}
         atomic_write(info_path, lambda f: json.dump(info, f, indent=2), mode="w", overwrite=True)
     info = _read_info(info_path) or {}
+    if info.get("checkpoint_sha256", None) not in (None, file_sha256(checkpoint)):
+        info = {}  # the record of another model that was at this path: nothing known of this one
     # a checkpoint the demo trained has its settings beside it; one from elsewhere has none
     recipe_changed = bool(info) and {key: info.get(key) for key in _recipe()} != _recipe()
     if recipe_changed:
@@ -193,7 +196,8 @@ def _demo(output: OutputDirectory, dataset: Path, checkpoint: Path, images: int,
         "seconds_total": time.perf_counter() - started,
     }
     atomic_write(output.file("summary.json"),
-                 lambda f: json.dump(summary, f, indent=2, default=float), mode="w", overwrite=True)
+                 lambda f: json.dump(json_ready(summary), f, indent=2, allow_nan=False), mode="w",
+                 overwrite=True)
     atomic_write(output.file("report.md"), lambda f: f.write(report_markdown(summary)), mode="w",
                  overwrite=True)
     write_report(output.path, "interpret-segmentation demo", output=output)

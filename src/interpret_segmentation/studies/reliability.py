@@ -30,7 +30,7 @@ from ..analysis.features import roundness
 from ..analysis.figures import save_figure, subplots
 from ..analysis.metrics import dice
 from ..core import Explanation
-from ..core.io import OutputDirectory, RowFile, atomic_write, file_sha256, write_csv
+from ..core.io import OutputDirectory, RowFile, atomic_write, file_sha256, json_ready, write_csv
 from ..core.validate import check_int, check_number, check_positive
 from .common import study_settings
 from .engines import get_engine
@@ -779,7 +779,8 @@ def run_reliability(dataset_root, checkpoint, n: int = 64, out="out/reliability"
                         for name in FEATURE_SETS})
         write_csv(output.file("features.csv"), FEATURE_FIELDS, table)
         result.update(_counts(rows, table))
-        atomic_write(output.file("reliability.json"), lambda f: json.dump(result, f, indent=2),
+        atomic_write(output.file("reliability.json"),
+                     lambda f: json.dump(json_ready(result), f, indent=2, allow_nan=False),
                      mode="w", overwrite=True)
         _write_tables(output, result)
         save_figure(roc_figure(result, table), output.file("roc.png"), overwrite=True)

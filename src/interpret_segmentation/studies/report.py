@@ -38,6 +38,7 @@ from scipy import ndimage
 from ..analysis.figures import montage_slices, target_point
 from ..core.explanation import Explanation, normalize_map
 from ..core.io import MANIFEST, OutputDirectory, atomic_write, read_own
+from ..core.validate import check_int, check_positive
 from ..datasets.sources import safe_key
 from ..methods import registry
 from .tables import summarize_rows
@@ -113,10 +114,9 @@ def write_report(run_dir, title: str | None = None, output: OutputDirectory | No
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ValueError(f"run_dir: expected a directory written by explain_dataset, got {run_dir}")
-    if max_items is not None and (not isinstance(max_items, int) or max_items < 0):
-        raise ValueError(f"max_items: expected a non-negative int or None, got {max_items!r}")
-    if not _number(max_megabytes) or max_megabytes <= 0:
-        raise ValueError(f"max_megabytes: expected a positive number, got {max_megabytes!r}")
+    if max_items is not None:
+        max_items = check_int(max_items, "max_items", minimum=0)
+    max_megabytes = check_positive(max_megabytes, "max_megabytes", kind=float)
     rows = _read_rows(run_dir / rows_name)
     page = _page(run_dir, rows, title, max_items, max_megabytes * 2**20)
     if output is not None:
@@ -220,17 +220,6 @@ def _load(path: Path):
 _JET = (colormaps["jet"](np.linspace(0, 1, 256))[:, :3]).astype(np.float32)
 
 
-def _unit(array: np.ndarray) -> np.ndarray:
-    """``array`` scaled by its finite minimum and maximum to [0, 1] (NaN as the minimum)."""
-    array = np.asarray(array, dtype=np.float32)
-    finite = array[np.isfinite(array)]
-    if finite.size == 0:
-        return np.zeros(array.shape, np.float32)
-    low, high = float(finite.min()), float(finite.max())
-    scaled = (np.nan_to_num(array, nan=low, posinf=high, neginf=low) - low) / max(high - low, 1e-12)
-    return np.clip(scaled, 0, 1).astype(np.float32)
-
-
 def _resize(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """A (h, w) float array resized to ``size`` (w, h), smoothing while it shrinks."""
     return np.asarray(Image.fromarray(np.ascontiguousarray(array, np.float32), mode="F")
@@ -282,11 +271,13 @@ def _base(image, shape: tuple[int, ...]) -> np.ndarray:
     image = np.asarray(image, dtype=np.float32)
     dims = len(shape)
     if image.ndim == dims + 1 and dims == 2 and image.shape[0] == 3:
-        return _unit(np.moveaxis(image, 0, -1)) if image.shape[1:] == shape else \
-            np.zeros(shape, np.float32)
-    if image.ndim == dims + 1:
-        image = image[0]
-    return _unit(image) if image.shape == shape else np.zeros(shape, np.float32)
+        image = np.moveaxis(image, 0, -1)
+        fits = image.shape[:2] == shape
+    else:
+        if image.ndim == dims + 1:
+            image = image[0]
+        fits = image.shape == shape
+    return normalize_map(image).astype(np.float32) if fits else np.zeros(shape, np.float32)
 
 
 # -- the page -------------------------------------------------------------------------------------
@@ -453,14 +444,11 @@ def _json(value) -> str:
     return text if len(text) <= 300 else text[:297] + "..."
 
 
-def _item_html(position: int, item: _Item, run_dir: Path, columns: list[_Column],
-               scores: dict) -> str:
-    """One card of the grid with its larger view in a ``<template>``."""
-    folder = run_dir / "items" / safe_key(item.key)
-    image = _load(folder / "image.npy")
-    mask = _load(folder / "mask.npy")
-    notes = [value for value in (image, mask) if isinstance(value, str)]
-    loaded: list[tuple[_Column, Explanation]] = []
+def _item_explanations(folder: Path, item: _Item, columns: list[_Column],
+                       notes: list[str]) -> list[tuple[_Column, Explanation]]:
+    """The saved Explanation of each column the item has a row without error for; what could
+    not be read goes to ``notes``."""
+    loaded = []
     for column in columns:
         if not any(row["method"] == column.name and row.get("class_index", "") ==
                    column.class_text and not row.get("error") for row in item.rows):
@@ -471,92 +459,121 @@ def _item_html(position: int, item: _Item, run_dir: Path, columns: list[_Column]
             loaded.append((column, explanation))
         elif isinstance(explanation, str):
             notes.append(explanation)
+    return loaded
 
-    # panels: (run index or "", label, maps (h, w) or (d, h, w) in [0, 1], fill, outline)
-    panels = []
+
+def _item_panels(image, mask, loaded: list[tuple[_Column, Explanation]],
+                 columns: list[_Column], notes: list[str]) -> tuple:
+    """(shape, panels, targets) of an item: the map shape (None when nothing can be drawn);
+    panels (run index or "", label, base, overlay, fill, outline, colour), each picture (h, w)
+    or (d, h, w) in [0, 1] or None; and the target pixels per class."""
     if loaded:
         shape = loaded[0][1].saliency.shape
     elif isinstance(image, np.ndarray) and image.ndim in (2, 3, 4):
         shape = image.shape[-3:] if image.ndim == 4 else image.shape[-2:]
     else:
-        shape = None
-    truth = (np.asarray(mask) != 0) if isinstance(mask, np.ndarray) and shape is not None \
-        and mask.shape == shape else None
+        return None, [], {}
+    truth = (np.asarray(mask) != 0) if isinstance(mask, np.ndarray) and mask.shape == shape \
+        else None
     targets = {}
     for column, explanation in loaded:
         pixels = explanation.arrays.get("target_pixels")
         if pixels is not None and np.shape(pixels) == shape:
             targets.setdefault(column.class_text, np.asarray(pixels) != 0)
-    if shape is not None:
-        base = _base(image, shape)
-        panels.append(("", "input" + (" + ground truth" if truth is not None else ""), base,
-                       None, None, truth, _TRUTH))
-        several = len({c.class_text for c in columns}) > 1
-        for class_text, target in targets.items():
-            label = "prediction" + (f" · class {class_text or 1}" if several else "")
-            panels.append(("", label, base, None, target, None, _PREDICTION))
-        for column, explanation in loaded:
-            try:
-                shown = registry.get(explanation.method).shown_map(explanation)
-            except ValueError:  # a method not registered here: its raw map
-                shown = explanation.saliency
-            shown = np.asarray(shown)
-            overlay = normalize_map(shown).astype(np.float32) if shown.shape == shape else None
-            if overlay is None:
-                notes.append(f"{column.label}: map of shape {shown.shape}, expected {shape}")
-                continue
-            panels.append((str(column.run), column.label, base, overlay, None,
-                           targets.get(column.class_text), _PREDICTION))
+    base = _base(image, shape)
+    panels = [("", "input" + (" + ground truth" if truth is not None else ""), base, None, None,
+               truth, _TRUTH)]
+    several = len({c.class_text for c in columns}) > 1
+    for class_text, target in targets.items():
+        label = "prediction" + (f" · class {class_text or 1}" if several else "")
+        panels.append(("", label, base, None, target, None, _PREDICTION))
+    for column, explanation in loaded:
+        try:
+            shown = registry.get(explanation.method).shown_map(explanation)
+        except ValueError:  # a method not registered here: its raw map
+            shown = explanation.saliency
+        shown = np.asarray(shown)
+        if shown.shape != shape:
+            notes.append(f"{column.label}: map of shape {shown.shape}, expected {shape}")
+            continue
+        panels.append((str(column.run), column.label, base,
+                       normalize_map(shown).astype(np.float32), None,
+                       targets.get(column.class_text), _PREDICTION))
+    return shape, panels, targets
 
-    errors = sum(1 for row in item.rows if row.get("error"))
+
+def _slice_slider(depth: int, target) -> tuple[int, list[int], int, str]:
+    """(slice the thumbnails show, slices of the large view, the one shown first, slider
+    HTML) of a volume of ``depth`` slices whose target is ``target`` (or None)."""
+    holding = target if target is not None and target.any() else None
+    z0 = target_point(holding)[0] if holding is not None else depth // 2
+    slices = [int(z) for z in montage_slices(depth, holding, VOLUME_SLICES)]
+    start = int(np.argmin([abs(z - z0) for z in slices]))
+    slider = (f'<div class="slider"><label>axial slice <input type="range" min="0" '
+              f'max="{len(slices) - 1}" value="{start}" data-z="{_e(json.dumps(slices))}">'
+              f'</label> <output>z = {slices[start]} of {depth}</output></div>')
+    return z0, slices, start, slider
+
+
+def _panel_html(ident: str, panel: tuple, slicing) -> tuple[str, str]:
+    """(thumbnail figure, large-view figure) of one panel; ``slicing`` is ``(z0, slices,
+    start)`` for a volume, None for an image."""
+    run, label, base, overlay, fill, outline, colour = panel
+    run_attribute = f' data-run="{run}"' if run != "" else ""
+    if slicing is not None:
+        z0, slices, start = slicing
+
+        def at(z):
+            return _picture(base[z], None if overlay is None else overlay[z],
+                            None if fill is None else fill[z],
+                            None if outline is None else outline[z], colour)
+        thumb = at(z0)
+        stack = "".join(f'<img alt="{_e(label)}, slice {z}" data-slice="{i}"'
+                        f'{"" if i == start else " hidden"} src="{at(z)}">'
+                        for i, z in enumerate(slices))
+        view = (f'<figure class="view"{run_attribute}><div class="stack">{stack}</div>'
+                f"<figcaption>{_e(label)}</figcaption></figure>")
+    else:
+        thumb = _picture(base, overlay, fill, outline, colour)
+        view = (f'<figure class="view"{run_attribute}><img alt="{_e(label)}" '
+                f'data-ref="{ident}"><figcaption>{_e(label)}</figcaption></figure>')
+    return (f'<figure class="panel"{run_attribute}><img id="{ident}" alt="{_e(label)}"'
+            f' src="{thumb}"><figcaption>{_e(label)}</figcaption></figure>'), view
+
+
+def _item_html(position: int, item: _Item, run_dir: Path, columns: list[_Column],
+               scores: dict) -> str:
+    """One card of the grid with its larger view in a ``<template>``."""
+    folder = run_dir / "items" / safe_key(item.key)
+    image = _load(folder / "image.npy")
+    mask = _load(folder / "mask.npy")
+    notes = [value for value in (image, mask) if isinstance(value, str)]
+    loaded = _item_explanations(folder, item, columns, notes)
+    shape, panels, targets = _item_panels(image, mask, loaded, columns, notes)
     volume = shape is not None and len(shape) == 3
-    target = next(iter(targets.values()), None)
-    thumbs, views = [], []
-    slider = ""
+    slicing, slider = None, ""
     if volume:
-        depth = shape[0]
-        holding = target if target is not None and target.any() else None
-        z0 = target_point(holding)[0] if holding is not None else depth // 2
-        slices = [int(z) for z in montage_slices(depth, holding, VOLUME_SLICES)]
-        start = int(np.argmin([abs(z - z0) for z in slices]))
-        slider = (f'<div class="slider"><label>axial slice <input type="range" min="0" '
-                  f'max="{len(slices) - 1}" value="{start}" data-z="{_e(json.dumps(slices))}">'
-                  f'</label> <output>z = {slices[start]} of {depth}</output></div>')
-    for number, (run, label, base, overlay, fill, outline, colour) in enumerate(panels):
-        ident = f"p{position}-{number}"
-        run_attribute = f' data-run="{run}"' if run != "" else ""
-        if volume:
-            def at(z, base=base, overlay=overlay, fill=fill, outline=outline, colour=colour):
-                return _picture(base[z], None if overlay is None else overlay[z],
-                                None if fill is None else fill[z],
-                                None if outline is None else outline[z], colour)
-            thumb = at(z0)
-            stack = "".join(f'<img alt="{_e(label)}, slice {z}" data-slice="{i}"'
-                            f'{"" if i == start else " hidden"} src="{at(z)}">'
-                            for i, z in enumerate(slices))
-            views.append(f'<figure class="view"{run_attribute}><div class="stack">{stack}</div>'
-                         f"<figcaption>{_e(label)}</figcaption></figure>")
-        else:
-            thumb = _picture(base, overlay, fill, outline, colour)
-            views.append(f'<figure class="view"{run_attribute}><img alt="{_e(label)}" '
-                         f'data-ref="{ident}"><figcaption>{_e(label)}</figcaption></figure>')
-        thumbs.append(f'<figure class="panel"{run_attribute}><img id="{ident}" alt="{_e(label)}"'
-                      f' src="{thumb}"><figcaption>{_e(label)}</figcaption></figure>')
+        z0, slices, start, slider = _slice_slider(shape[0], next(iter(targets.values()), None))
+        slicing = (z0, slices, start)
+    pictures = [_panel_html(f"p{position}-{number}", panel, slicing)
+                for number, panel in enumerate(panels)]
     if not panels:
         notes.append("no pictures saved for this item")
+    errors = sum(1 for row in item.rows if row.get("error"))
     note_html = "".join(f'<p class="note">{_e(note)}</p>' for note in notes)
     badge = (f'<span class="badge error">{errors} error{"s" if errors != 1 else ""}</span>'
              if errors else "")
     where = (f'<p class="muted">{"volume" if volume else "image"} '
              f'{" × ".join(map(str, shape))}</p>' if shape is not None else "")
-    detail = (f"{where}{slider}<div class=\"views\">{''.join(views)}</div>{note_html}"
+    views = "".join(view for _, view in pictures)
+    detail = (f"{where}{slider}<div class=\"views\">{views}</div>{note_html}"
               f"<h3>Scores</h3>{_rows_table(item.rows)}{_parameters(loaded)}")
     return (f'<article class="card" tabindex="0" data-position="{position}" '
             f'data-key="{_e(item.key)}" data-scores="{_e(json.dumps(scores))}" '
             'aria-haspopup="dialog">'
             f'<header><span class="key">{_e(item.key)}</span>{badge}'
             f'<span class="score"></span></header>'
-            f'<div class="panels">{"".join(thumbs)}</div>{note_html}'
+            f'<div class="panels">{"".join(thumb for thumb, _ in pictures)}</div>{note_html}'
             f"<template>{detail}</template></article>")
 
 

@@ -19,7 +19,7 @@ from torch import nn
 from ..analysis.faithfulness import context_map, explanation_scores
 from ..analysis.metrics import context_hit, dice
 from ..core.explanation import Explanation
-from ..core.io import file_sha256
+from ..core.io import file_sha256, json_ready
 from ..core.target import Target
 from ..datasets.sources import DatasetItem, FolderSource, TorchSource, safe_key
 from ..methods import registry
@@ -133,12 +133,15 @@ class Work:
 
 
 def _json_value(value):
+    """An explainer option as a manifest value: an array by its SHA-256, anything else as
+    plain JSON (:func:`json_ready`), an object JSON cannot hold by its repr."""
     if isinstance(value, (torch.Tensor, np.ndarray)):
         array = np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value)
         return {"array_sha256": hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()}
     if isinstance(value, (list, tuple)):
         return [_json_value(v) for v in value]
-    return value if isinstance(value, (str, int, float, bool, type(None))) else repr(value)
+    plain = json_ready(value)
+    return plain if isinstance(plain, (str, int, float, bool, type(None))) else repr(value)
 
 
 @dataclass

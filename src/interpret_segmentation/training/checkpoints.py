@@ -98,6 +98,9 @@ def _read_state(path) -> dict:
     of names to tensors.
     """
     path = Path(path)
+    if path.exists() and not path.is_file():
+        raise ValueError(f"checkpoint {path}: expected a file of weights, got a directory or "
+                         "other non-file")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}; {_HOW_TO_TRAIN}")
     try:

@@ -112,6 +112,11 @@ def _claim_outputs(results_path, checkpoint_dir, prefix: str, epochs: int) -> _O
     the results file's name (an empty file) and make the directories."""
     outputs = _Outputs(Path(results_path), Path(checkpoint_dir),
                        check_file_name(prefix, "checkpoint_prefix"))
+    linked = [folder for folder in (outputs.results.parent, outputs.directory)
+              if folder.is_symlink()]
+    if linked:
+        raise ValueError(f"results_path, checkpoint_dir: {linked[0]} is a symbolic link; "
+                         "training writes only into real directories, never through links")
     if outputs.results.exists() or outputs.results.is_symlink():
         raise FileExistsError(f"results file {outputs.results} already exists; it is never "
                               "overwritten, choose another name")
@@ -272,6 +277,11 @@ def _fit(model: nn.Module, train_set: Dataset, val_set: Dataset, settings: _Sett
         if reason:
             log(reason)
             break
+    last = history[-1][settings.main_score]
+    if settings.stop_at is not None and last < settings.stop_at:
+        log(f"{settings.main_score} {last:.4f} after the last epoch ({history[-1]['epoch']}), "
+            f"below the target {settings.stop_at:g}: the model has not learned its task as "
+            "well as asked")
     return history
 
 
