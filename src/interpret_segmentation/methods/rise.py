@@ -424,11 +424,11 @@ class RISE(Explainer):
                 at_pixels = class_probability[:, pixel_index]
                 weights = at_pixels.mean(1) if len(pixel_index) else at_pixels.new_zeros(len(at_pixels))
                 if self.weighting == "per_pixel":
-                    scores.append(at_pixels.float().cpu())
+                    scores.append(at_pixels.float())  # on the model's device until the end
             total.add_(weights[None].double() @ batch_masks.flatten(1).double())
         arrays = {}
         if self.weighting == "per_pixel":
-            arrays["scores"] = torch.cat(scores).numpy()
+            arrays["scores"] = torch.cat(scores).cpu().numpy()
         return self.explanation(
             item, (total / (len(masks) * masks.p1)).float().reshape(shape),
             timings={"model": run.model_seconds}, arrays=arrays,
