@@ -117,3 +117,32 @@ def test_bad_arguments_name_themselves(tmp_path):
     with pytest.raises(ValueError, match="^dataset: expected a torch Dataset"):
         TorchSource(42)
     assert not (tmp_path / "a").exists()
+
+
+@pytest.mark.parametrize("name", ["defects", "marking", "lesions"])
+def test_the_librarys_own_data_sets_are_explained_as_they_are(tmp_path, name):
+    from interpret_segmentation.datasets import (
+        DefectDataset,
+        LesionDataset,
+        MarkingDataset,
+        generate_defect_dataset,
+    )
+
+    if name == "defects":  # on disk; items are (image, defect pixels) with labels=False
+        data = DefectDataset(generate_defect_dataset(tmp_path / "tiles", n=4, size=64,
+                                                     progress=False), labels=False)
+    elif name == "marking":
+        data = MarkingDataset(3, p=0.5, size=48)
+    else:
+        data = LesionDataset(3, size=48)
+    dark = torch.nn.Conv2d(1, 2, 1)  # class 1 where a pixel is darker than 0.4
+    with torch.no_grad():
+        dark.weight.copy_(torch.tensor([0.0, -10.0]).reshape(2, 1, 1, 1))
+        dark.bias.copy_(torch.tensor([0.0, 4.0]))
+    out = tmp_path / "run"
+    rows = explain_dataset(dark, data, HDM, out, progress=False, log=lambda *_: None)
+    assert len(rows) == len(data) and not any(row["error"] for row in rows)
+    for position, row in enumerate(rows):  # the set's own masks are the ground truth
+        mask = np.load(out / "items" / row["item"] / "mask.npy")
+        np.testing.assert_array_equal(mask != 0, data[position][1][0].numpy() != 0)
+        assert row["prediction_dice"] != ""
