@@ -972,15 +972,14 @@ class DefectDataset(StoredSamples, Dataset):
 
     def __init__(self, root, indices=None, labels: bool = True, cache: bool = True,
                  annotation: bool = False):
-        self.root = _check_root(root)
-        available = stored_indices(self.root, "defect", _HOW_TO_GENERATE)
-        self.indices = selected_indices(indices, available, self.root)
+        root = _check_root(root)
+        available = stored_indices(root, "defect", _HOW_TO_GENERATE)
+        super().__init__(root, selected_indices(indices, available, root), cache)
         self.labels = bool(labels)
         self.annotation = check_bool(annotation, "annotation")
         if self.annotation and self.labels:
             raise ValueError("annotation: expected False with labels=True (image labels have no "
                              "outline), got True")
-        self.cache = bool(cache)
 
     def sample(self, item: int) -> DefectSample:
         """The full :class:`DefectSample` (with label and meta data) at position ``item``."""

@@ -147,12 +147,16 @@ class StoredSamples:
     """Base of the torch data sets over a directory of numbered samples: each sample is read
     once by :meth:`read` and, with ``cache``, kept in memory.
 
-    A subclass sets ``root``, ``indices`` and ``cache`` in its ``__init__`` and gives
-    ``kind`` and ``how_to_generate`` (for the message about an incomplete sample).
+    A subclass calls ``super().__init__(root, indices, cache)``, gives ``kind`` and
+    ``how_to_generate`` (for the message about an incomplete sample) and :meth:`read`.
     """
 
     kind = "stored"
     how_to_generate = ""
+
+    def __init__(self, root: Path, indices: list[int], cache: bool = True):
+        self.root, self.indices, self.cache = root, indices, bool(cache)
+        self._cache: dict[int, tuple] = {}
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -165,8 +169,7 @@ class StoredSamples:
     def stored(self, item: int) -> tuple:
         """The arrays :meth:`read` gives for position ``item``, from the cache when there."""
         index = self.indices[item]
-        cache = self.__dict__.setdefault("_cache", {})
-        arrays = cache.get(index)
+        arrays = self._cache.get(index)
         if arrays is None:
             try:
                 arrays = self.read(self.root / str(index), index)
@@ -175,7 +178,7 @@ class StoredSamples:
                     f"{self.kind} sample {index} in {self.root} is incomplete "
                     f"({error.filename}); {self.how_to_generate}") from error
             if self.cache:
-                cache[index] = arrays
+                self._cache[index] = arrays
         return arrays
 
 

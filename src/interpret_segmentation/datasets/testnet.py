@@ -350,9 +350,8 @@ class TestnetDataset(StoredSamples, Dataset):
     how_to_generate = _HOW_TO_GENERATE
 
     def __init__(self, root, indices=None, cache: bool = True):
-        self.root = _check_root(root)
-        self.indices = selected_indices(indices, list_indices(self.root), self.root)
-        self.cache = bool(cache)
+        root = _check_root(root)
+        super().__init__(root, selected_indices(indices, list_indices(root), root), cache)
 
     def meta(self, item: int) -> dict:
         """The meta data (``meta.json``) of position ``item``, without reading its images."""
